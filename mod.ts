@@ -1,0 +1,23 @@
+/**
+ * ddpm-lab: train and sample DDPM diffusion models from declarative experiment files.
+ *
+ * As a program: `deno run -A mod.ts run experiments/quickstart.json` (or `deno task run ...`).
+ * As a library: the modules the runner composes, one per experiment section.
+ * @module
+ */
+export { main } from "./src/cli/mod.ts";
+export { type LoadedExperiment, loadExperiment } from "./src/config/mod.ts";
+export { runExperiment, type RunOptions, type RunResult } from "./src/run/runner.ts";
+export { type Dataset, loadDataset, makeBatch } from "./src/data/mod.ts";
+export { makeSchedule, type Schedule } from "./src/diffusion/schedule.ts";
+export { qSample } from "./src/diffusion/forward.ts";
+export { ddpmStep, type Denoiser, sampleDdpm } from "./src/diffusion/sampler.ts";
+export { countParameters, createModel, type DenoiseModel } from "./src/model/mod.ts";
+export { Adam, lossValue, trainModel } from "./src/train/mod.ts";
+export { type BackendInfo, initBackend } from "./src/backend/mod.ts";
+export { type Experiment, ExperimentSchema } from "./schemas/experiment.ts";
+
+if (import.meta.main) {
+  const { main } = await import("./src/cli/mod.ts");
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,149 @@
+/**
+ * The building blocks of the U-Net as pure functions of (input, parameters), NHWC layout.
+ * Parameter names follow PyTorch's state dict of the reference network, so `p(prefix + ".weight")`
+ * reads the tensor PyTorch calls `<prefix>.weight`; convolution weights are stored HWIO and
+ * linear weights [in, out] (PyTorch: OIHW and [out, in]).
+ * @module
+ */
+import { tf } from "../tf.ts";
+
+/** Looks up a parameter tensor by its PyTorch state-dict name. */
+export type ParamLookup = (name: string) => tf.Tensor;
+
+/** Conv2d with bias (`<prefix>.weight` HWIO, `<prefix>.bias`), stride 1, 'same' padding. */
+export function conv(x: tf.Tensor4D, p: ParamLookup, prefix: string, bias = true): tf.Tensor4D {
+  const y = tf.conv2d(x, p(`${prefix}.weight`) as tf.Tensor4D, 1, "same");
+  return bias ? tf.add(y, p(`${prefix}.bias`)) : y;
+}
+
+/** Linear layer `x @ W + b` on [B, in]. */
+export function linear(x: tf.Tensor2D, p: ParamLookup, prefix: string): tf.Tensor2D {
+  return tf.add(tf.matMul(x, p(`${prefix}.weight`) as tf.Tensor2D), p(`${prefix}.bias`));
+}
+
+/** GroupNorm over NHWC with `groups` groups, eps 1e-5, affine `<prefix>.weight/bias`. */
+export function groupNorm(
+  x: tf.Tensor4D,
+  p: ParamLookup,
+  prefix: string,
+  groups: number,
+): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const g = tf.reshape(x, [b, h * w, groups, c / groups]);
+  const { mean, variance } = tf.moments(g, [1, 3], true);
+  const normed = tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, 1e-5)));
+  const y = tf.reshape(normed, [b, h, w, c]);
+  return tf.add(tf.mul(y, p(`${prefix}.weight`)), p(`${prefix}.bias`));
+}
+
+/** SiLU (swish): x * sigmoid(x). */
+export function silu<T extends tf.Tensor>(x: T): T {
+  return tf.mul(x, tf.sigmoid(x));
+}
+
+/** Exact GELU: 0.5 x (1 + erf(x / sqrt 2)), PyTorch's default. */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+}
+
+/**
+ * Sinusoidal embedding of size `dim` of float timesteps [B]: all sines then all cosines, with
+ * frequencies exp(-ln(10000) i / (dim/2 - 1)), as the reference `SinusoidalPosEmb`.
+ */
+export function sinusoidalEmbedding(t: tf.Tensor1D, dim: number): tf.Tensor2D {
+  const half = dim / 2;
+  const freqs = new Float32Array(half);
+  const scale = Math.log(10000) / (half - 1);
+  for (let i = 0; i < half; i++) freqs[i] = Math.exp(-scale * i);
+  const args = tf.mul(tf.reshape(t, [-1, 1]), tf.tensor2d(freqs, [1, half]));
+  return tf.concat([tf.sin(args), tf.cos(args)], 1) as tf.Tensor2D;
+}
+
+/** pixel_unshuffle by 2: [B, H, W, C] -> [B, H/2, W/2, 4C] with channel order (c, p1, p2). */
+export function pixelUnshuffle(x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const r = tf.reshape(x, [b, h / 2, 2, w / 2, 2, c]);
+  return tf.reshape(tf.transpose(r, [0, 1, 3, 5, 2, 4]), [b, h / 2, w / 2, 4 * c]);
+}
+
+/**
+ * Nearest-neighbour 2x upsampling as reshape + broadcast (tf.image.resizeNearestNeighbor has a
+ * wrong gradient on the cpu backend for batch > 1).
+ */
+export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const r = tf.reshape(x, [b, h, 1, w, 1, c]);
+  return tf.reshape(tf.mul(r, tf.ones([1, 1, 2, 1, 2, 1])), [b, 2 * h, 2 * w, c]);
+}
+
+/**
+ * q, k and v of shape [B * heads, HW, dimHead]: the `to_qkv` 1x1 conv (no bias) is applied as
+ * three convs with the thirds of its weight, which is cheaper than splitting the 3 * hidden
+ * channel activation (SplitV is slow on wasm).
+ */
+function qkvHeads(
+  x: tf.Tensor4D,
+  p: ParamLookup,
+  prefix: string,
+  options: AttentionOptions,
+): tf.Tensor3D[] {
+  const [b, h, w, c] = x.shape;
+  const { heads, dimHead } = options;
+  const hidden = heads * dimHead;
+  const weight = p(`${prefix}.to_qkv.weight`);
+  return [0, 1, 2].map((i) => {
+    const wi = tf.slice(weight, [0, 0, 0, i * hidden], [1, 1, c, hidden]) as tf.Tensor4D;
+    const r = tf.reshape(tf.conv2d(x, wi, 1, "same"), [b, h * w, heads, dimHead]);
+    return tf.reshape(tf.transpose(r, [0, 2, 1, 3]), [b * heads, h * w, dimHead]);
+  });
+}
+
+/** Merges [B * heads, HW, dimHead] back into [B, H, W, heads * dimHead] (channel = head * dimHead + d). */
+function mergeHeads(o: tf.Tensor3D, shape: [number, number, number], heads: number): tf.Tensor4D {
+  const [b, h, w] = shape;
+  const dimHead = o.shape[2];
+  const r = tf.reshape(o, [b, heads, h * w, dimHead]);
+  return tf.reshape(tf.transpose(r, [0, 2, 1, 3]), [b, h, w, heads * dimHead]);
+}
+
+/** Options of the attention blocks. */
+export interface AttentionOptions {
+  /** Number of heads (4 in the reference). */
+  heads: number;
+  /** Width of each head (32 in the reference). */
+  dimHead: number;
+}
+
+/**
+ * Linear attention (reference `LinearAttention`): q softmaxed over the head channels and scaled,
+ * k softmaxed over positions, out = (k vᵀ)ᵀ q, then to_out = Conv1x1 + GroupNorm(1, C).
+ */
+export function linearAttention(
+  x: tf.Tensor4D,
+  p: ParamLookup,
+  prefix: string,
+  options: AttentionOptions,
+): tf.Tensor4D {
+  const [b, h, w] = x.shape;
+  const [q0, k0, v] = qkvHeads(x, p, prefix, options);
+  const q = tf.mul(tf.softmax(q0, -1), options.dimHead ** -0.5);
+  const k = tf.softmax(tf.transpose(k0, [0, 2, 1]), -1); // [BH, d, n], softmax over n
+  const context = tf.matMul(k, v); // [BH, d, e]
+  const out = tf.matMul(q, context); // [BH, n, e]
+  const merged = mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads);
+  return groupNorm(conv(merged, p, `${prefix}.to_out.0`), p, `${prefix}.to_out.1`, 1);
+}
+
+/** Full softmax attention over the HW tokens (reference `Attention`), then to_out Conv1x1. */
+export function attention(
+  x: tf.Tensor4D,
+  p: ParamLookup,
+  prefix: string,
+  options: AttentionOptions,
+): tf.Tensor4D {
+  const [b, h, w] = x.shape;
+  const [q, k, v] = qkvHeads(x, p, prefix, options);
+  const sim = tf.matMul(tf.mul(q, options.dimHead ** -0.5), k, false, true); // [BH, n, n]
+  const out = tf.matMul(tf.softmax(sim, -1), v); // [BH, n, d]
+  return conv(mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads), p, `${prefix}.to_out`);
+}

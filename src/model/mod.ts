@@ -1,0 +1,125 @@
+/**
+ * The `model` section: builds the denoising network it describes. The model knows nothing of
+ * schedules or samplers; they see it only as `predict(x_t, t)`.
+ * @module
+ */
+import type { ModelConfig } from "../../schemas/experiment.ts";
+import type { NamedArray } from "../io/safetensors.ts";
+import type { Rng } from "../rng.ts";
+import { tf } from "../tf.ts";
+import { type ParamSpec, planUnet, unetForward, unetParamSpecs, type UnetPlan } from "./unet.ts";
+
+export { type ParamSpec, planUnet, unetParamSpecs, type UnetPlan } from "./unet.ts";
+
+/** A denoising network with named, trainable parameters. */
+export interface DenoiseModel {
+  /** The block plan the model was built from. */
+  plan: UnetPlan;
+  /** Trainable parameters by PyTorch state-dict name, in state-dict order. */
+  params: Map<string, tf.Variable>;
+  /** Predicts the network output for x_t [B, H, W, C] and float timesteps t [B]; use in tf.tidy. */
+  predict(x: tf.Tensor4D, t: tf.Tensor1D): tf.Tensor4D;
+  /** Frees the parameters. */
+  dispose(): void;
+}
+
+/** Number of trainable scalars the model section describes (no tensors are made). */
+export function countParameters(config: ModelConfig): number {
+  return unetParamSpecs(planUnet(config)).reduce(
+    (n, s) => n + s.shape.reduce((a, b) => a * b, 1),
+    0,
+  );
+}
+
+function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
+  const size = spec.shape.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(size);
+  if (spec.init.kind === "ones") out.fill(1);
+  else if (spec.init.kind === "uniform") {
+    const bound = 1 / Math.sqrt(spec.init.fanIn);
+    rng.fillUniform(out, -bound, bound);
+  }
+  return out;
+}
+
+/**
+ * Builds the model of `config` with PyTorch's default initialisation, every value drawn in
+ * state-dict order from `options.rng` (the run's `model/init` stream).
+ */
+export function createModel(config: ModelConfig, options: { rng: Rng }): DenoiseModel {
+  const plan = planUnet(config);
+  const params = new Map<string, tf.Variable>();
+  for (const spec of unetParamSpecs(plan)) {
+    params.set(spec.name, tf.variable(tf.tensor(initialValues(spec, options.rng), spec.shape)));
+  }
+  return wrap(plan, params);
+}
+
+function wrap(plan: UnetPlan, params: Map<string, tf.Variable>): DenoiseModel {
+  const lookup = (name: string): tf.Tensor => {
+    const v = params.get(name);
+    if (!v) throw new Error(`model: no parameter named ${name}`);
+    return v;
+  };
+  return {
+    plan,
+    params,
+    predict: (x, t) => unetForward(plan, lookup, { x, t }),
+    dispose: () => params.forEach((v) => v.dispose()),
+  };
+}
+
+/** Copies of the parameters as plain arrays (this library's layout), for checkpoints. */
+export async function exportParams(model: DenoiseModel): Promise<Map<string, NamedArray>> {
+  const out = new Map<string, NamedArray>();
+  for (const [name, v] of model.params) {
+    out.set(name, { shape: [...v.shape], data: (await v.data()) as Float32Array });
+  }
+  return out;
+}
+
+/** Assigns saved parameters (this library's layout); every parameter must be present with its shape. */
+export function importParams(model: DenoiseModel, arrays: Map<string, NamedArray>): void {
+  for (const [name, v] of model.params) {
+    const a = arrays.get(name);
+    if (!a) throw new Error(`checkpoint has no parameter ${name}`);
+    if (a.shape.join("x") !== v.shape.join("x")) {
+      throw new Error(
+        `checkpoint parameter ${name} has shape [${a.shape}], model needs [${v.shape}]`,
+      );
+    }
+    v.assign(tf.tensor(a.data, a.shape));
+  }
+}
+
+/**
+ * Converts a PyTorch state dict of the reference U-Net (OIHW convs, [out, in] linears) to this
+ * library's layout (HWIO, [in, out]).
+ */
+export function fromTorchLayout(state: Map<string, NamedArray>): Map<string, NamedArray> {
+  const out = new Map<string, NamedArray>();
+  for (const [name, a] of state) {
+    if (a.shape.length === 4) {
+      const [o, i, kh, kw] = a.shape;
+      const data = new Float32Array(a.data.length);
+      for (let oo = 0; oo < o; oo++) {
+        for (let ii = 0; ii < i; ii++) {
+          for (let y = 0; y < kh; y++) {
+            for (let x = 0; x < kw; x++) {
+              data[((y * kw + x) * i + ii) * o + oo] = a.data[((oo * i + ii) * kh + y) * kw + x];
+            }
+          }
+        }
+      }
+      out.set(name, { shape: [kh, kw, i, o], data });
+    } else if (a.shape.length === 2) {
+      const [o, i] = a.shape;
+      const data = new Float32Array(a.data.length);
+      for (let oo = 0; oo < o; oo++) {
+        for (let ii = 0; ii < i; ii++) data[ii * o + oo] = a.data[oo * i + ii];
+      }
+      out.set(name, { shape: [i, o], data });
+    } else out.set(name, a);
+  }
+  return out;
+}

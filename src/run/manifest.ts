@@ -1,0 +1,104 @@
+/**
+ * `manifest.json` of a run folder: what ran, where, with which versions, how it ended, and the
+ * sha256 of every artifact.
+ * @module
+ */
+import { join } from "node:path";
+import { listFilesRecursive, sha256File, writeFileAtomic } from "../io/files.ts";
+import { tf } from "../tf.ts";
+
+/** How a run ended (`running` while it runs, or when the process was killed outright). */
+export type RunStatus = "running" | "complete" | "failed" | "interrupted";
+
+/** The manifest of a run folder. */
+export interface Manifest {
+  /** Format version of this file. */
+  format: 1;
+  /** Experiment name. */
+  name: string;
+  /** Experiment seed. */
+  seed: number;
+  /** sha256 of the canonical resolved config (config.json). */
+  configHash: string;
+  /** Run state. */
+  status: RunStatus;
+  /** Error message of a failed run. */
+  error?: string;
+  /** The experiment file, its extends chain and the command-line overrides. */
+  source: { file: string; chain: string[]; overrides: string[] };
+  /** Software versions. */
+  versions: Record<string, string>;
+  /** The backend that ran and why it was chosen. */
+  backend: Record<string, unknown>;
+  /** Git commit of the ddpm-lab checkout and whether its tree was dirty (null outside git). */
+  git: { commit: string; dirty: boolean } | null;
+  /** ISO times. */
+  startedAt: string;
+  /** ISO time the run ended. */
+  endedAt?: string;
+  /** Numbers worth seeing next to the samples (steps, losses, ᾱ_T, parameter count...). */
+  summary: Record<string, number | string | null>;
+  /** sha256 of every deterministic artifact, by path relative to the run folder. */
+  artifacts: Record<string, string>;
+  /** sha256 of artifacts that differ between identical runs (wall-clock timings). */
+  volatileArtifacts: Record<string, string>;
+}
+
+/** Artifacts whose bytes depend on wall-clock time, kept out of `artifacts`. */
+export const VOLATILE_ARTIFACTS: readonly string[] = ["timings.jsonl"];
+
+/** Git commit and dirty flag of the checkout at `dir`, or null when git or the repo is missing. */
+export async function gitState(dir: string): Promise<{ commit: string; dirty: boolean } | null> {
+  const git = async (args: string[]): Promise<string | null> => {
+    try {
+      const out = await new Deno.Command("git", { args, cwd: dir, stdout: "piped", stderr: "null" })
+        .output();
+      return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+    } catch {
+      return null;
+    }
+  };
+  const commit = await git(["rev-parse", "HEAD"]);
+  if (commit === null) return null;
+  const status = await git(["status", "--porcelain", "--untracked-files=no"]);
+  return { commit, dirty: (status ?? "") !== "" };
+}
+
+/** Versions of the runtime and of the libraries that shape a run's numbers. */
+export function softwareVersions(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+    tfjs: tf.version_core,
+    ...extra,
+  };
+}
+
+/** sha256 of every file of the run folder except manifest.json, split by volatility. */
+export async function hashArtifacts(
+  runDir: string,
+): Promise<Pick<Manifest, "artifacts" | "volatileArtifacts">> {
+  const artifacts: Record<string, string> = {};
+  const volatileArtifacts: Record<string, string> = {};
+  for (const rel of await listFilesRecursive(runDir)) {
+    if (rel === "manifest.json") continue;
+    const target = VOLATILE_ARTIFACTS.includes(rel) ? volatileArtifacts : artifacts;
+    target[rel] = await sha256File(join(runDir, rel));
+  }
+  return { artifacts, volatileArtifacts };
+}
+
+/** Writes manifest.json atomically. */
+export async function writeManifest(runDir: string, manifest: Manifest): Promise<void> {
+  await writeFileAtomic(join(runDir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+}
+
+/** Reads a run folder's manifest, or null when there is none or it is not valid JSON. */
+export async function readManifest(runDir: string): Promise<Manifest | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(join(runDir, "manifest.json"))) as Manifest;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Checkpoints: `model.safetensors` (parameters by PyTorch name, this library's layout),
+ * `optimizer.safetensors` (Adam moments) and `state.json` (step counts), in one folder.
+ * @module
+ */
+import { join } from "node:path";
+import { writeFileAtomic } from "../io/files.ts";
+import { decodeSafetensors, encodeSafetensors } from "../io/safetensors.ts";
+import { type DenoiseModel, exportParams, importParams } from "../model/mod.ts";
+import type { Adam } from "./optimizer.ts";
+
+/** Training progress stored next to the weights. */
+export interface CheckpointState {
+  /** Optimizer steps done. */
+  step: number;
+  /** Epoch of the last step (0-based). */
+  epoch: number;
+}
+
+/** Writes a checkpoint of `model` and `optimizer` into `dir` (created if needed), atomically per file. */
+export async function saveCheckpoint(
+  dir: string,
+  parts: { model: DenoiseModel; optimizer: Adam; state: CheckpointState },
+): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const layout = { layout: "NHWC: conv HWIO, linear [in, out]; names as the PyTorch reference" };
+  await writeFileAtomic(
+    join(dir, "model.safetensors"),
+    encodeSafetensors(await exportParams(parts.model), { metadata: layout }),
+  );
+  const opt = await parts.optimizer.exportState();
+  await writeFileAtomic(
+    join(dir, "optimizer.safetensors"),
+    encodeSafetensors(opt.tensors, { metadata: { step: String(opt.step) } }),
+  );
+  await writeFileAtomic(join(dir, "state.json"), JSON.stringify(parts.state, null, 2) + "\n");
+}
+
+/** Loads a checkpoint written by {@link saveCheckpoint} into `model` (and `optimizer` if given). */
+export async function loadCheckpoint(
+  dir: string,
+  parts: { model: DenoiseModel; optimizer?: Adam },
+): Promise<CheckpointState> {
+  const model = decodeSafetensors(await Deno.readFile(join(dir, "model.safetensors")));
+  importParams(parts.model, model.tensors);
+  if (parts.optimizer) {
+    const opt = decodeSafetensors(await Deno.readFile(join(dir, "optimizer.safetensors")));
+    parts.optimizer.importState({ step: Number(opt.metadata.step ?? 0), tensors: opt.tensors });
+  }
+  return JSON.parse(await Deno.readTextFile(join(dir, "state.json"))) as CheckpointState;
+}

@@ -1,0 +1,185 @@
+/**
+ * The `train` section: DDPM training (Ho et al., Algorithm 1) with the configured loss and
+ * optimizer. Randomness is derived per epoch (data order, flips) and per step (t, noise) from
+ * the experiment seed, so any step can be replayed without carrying generator state.
+ * @module
+ */
+import type { LossConfig, TrainConfig } from "../../schemas/experiment.ts";
+import { qSample } from "../diffusion/forward.ts";
+import type { Schedule } from "../diffusion/schedule.ts";
+import type { DenoiseModel } from "../model/mod.ts";
+import { deriveRng } from "../rng.ts";
+import { tf } from "../tf.ts";
+import { UserError } from "../errors.ts";
+import { lossValue } from "./loss.ts";
+import type { Adam } from "./optimizer.ts";
+
+export { lossValue } from "./loss.ts";
+export { Adam } from "./optimizer.ts";
+
+/** Where training images come from: a count, the image shape and a batch maker. */
+export interface BatchSource {
+  /** Number of images. */
+  count: number;
+  /** [H, W, C]. */
+  shape: [number, number, number];
+  /** Whether to flip images horizontally at random (p = 0.5). */
+  flip: boolean;
+  /** NHWC batch in [-1, 1] of the images at `indices`, mirrored where `flips[i]`. */
+  batch(indices: Int32Array, flips: Uint8Array): Float32Array;
+}
+
+/** One optimizer step's record (metrics.jsonl). */
+export interface StepRecord {
+  /** 1-based step number. */
+  step: number;
+  /** 0-based epoch. */
+  epoch: number;
+  /** Loss of the step's batch. */
+  loss: number;
+}
+
+/** The number of steps a `train` section implies for `count` images. */
+export function plannedSteps(
+  count: number,
+  config: TrainConfig,
+): { perEpoch: number; total: number } {
+  const perEpoch = config.dropLast
+    ? Math.floor(count / config.batchSize)
+    : Math.ceil(count / config.batchSize);
+  const total = Math.min(perEpoch * config.epochs, config.maxSteps ?? Infinity);
+  return { perEpoch, total };
+}
+
+/** The images of each step of an epoch, and their flips, from the epoch's generators. */
+export function epochPlan(
+  count: number,
+  options: { seed: number; epoch: number; train: TrainConfig; flip: boolean },
+): { order: Int32Array; flips: Uint8Array } {
+  const { seed, epoch, train } = options;
+  const order = train.shuffle
+    ? deriveRng(seed, `data/order/epoch-${epoch}`).permutation(count)
+    : Int32Array.from({ length: count }, (_, i) => i);
+  const flips = new Uint8Array(count);
+  if (options.flip) {
+    const rng = deriveRng(seed, `data/flip/epoch-${epoch}`);
+    for (let i = 0; i < count; i++) flips[i] = rng.uniform() < 0.5 ? 1 : 0;
+  }
+  return { order, flips };
+}
+
+/** Options of {@link trainModel}. */
+export interface TrainOptions {
+  /** Experiment seed. */
+  seed: number;
+  /** Noise schedule. */
+  schedule: Schedule;
+  /** Loss section. */
+  loss: LossConfig;
+  /** Train section. */
+  train: TrainConfig;
+  /** Optimizer holding the state to update. */
+  optimizer: Adam;
+  /** Training data. */
+  data: BatchSource;
+  /** Called after every step (e.g. to log, write metrics, checkpoint). */
+  onStep?: (record: StepRecord) => void | Promise<void>;
+  /** Polled between steps: return true to stop early (SIGINT). */
+  shouldStop?: () => boolean;
+  /** Steps already done (resume); training continues at step `startStep + 1`. */
+  startStep?: number;
+}
+
+/** The result of a training run. */
+export interface TrainResult {
+  /** Optimizer steps done in total. */
+  steps: number;
+  /** Whether training stopped early through `shouldStop`. */
+  stopped: boolean;
+}
+
+/** One training step on a batch; returns the loss. Memory is flat: everything runs in tf.tidy. */
+export async function trainStep(
+  model: DenoiseModel,
+  inputs: {
+    x0: Float32Array;
+    noise: Float32Array;
+    steps: Int32Array;
+    shape: [number, number, number];
+  },
+  options: Pick<TrainOptions, "schedule" | "loss" | "optimizer">,
+): Promise<number> {
+  const n = inputs.steps.length;
+  const vars = [...model.params.values()];
+  const names = new Map<string, string>();
+  for (const [name, v] of model.params) names.set(v.name, name);
+  const lossTensor = tf.tidy(() => {
+    const dims: [number, number, number, number] = [n, ...inputs.shape];
+    const x0 = tf.tensor4d(inputs.x0, dims);
+    const noise = tf.tensor4d(inputs.noise, dims);
+    const xt = qSample(x0, noise, { schedule: options.schedule, steps: inputs.steps });
+    const t = tf.tensor1d(Float32Array.from(inputs.steps));
+    const { value, grads } = tf.variableGrads(
+      () => lossValue(model.predict(xt, t), noise, options.loss),
+      vars,
+    );
+    const byName: Record<string, tf.Tensor> = {};
+    for (const [vname, g] of Object.entries(grads)) byName[names.get(vname)!] = g;
+    options.optimizer.apply(model.params, byName);
+    return value;
+  });
+  const value = (await lossTensor.data())[0];
+  lossTensor.dispose();
+  return value;
+}
+
+/** The t indices and noise of step `step` (1-based), from its own generators. */
+export function stepDraws(
+  step: number,
+  options: { seed: number; batch: number; size: number; timesteps: number },
+): { steps: Int32Array; noise: Float32Array } {
+  const tRng = deriveRng(options.seed, `train/t/step-${step}`);
+  const steps = new Int32Array(options.batch);
+  for (let i = 0; i < options.batch; i++) steps[i] = tRng.int(options.timesteps);
+  const noise = deriveRng(options.seed, `train/noise/step-${step}`).normal(
+    options.batch * options.size,
+  );
+  return { steps, noise };
+}
+
+/** Trains `model` in place for the planned number of steps. */
+export async function trainModel(model: DenoiseModel, options: TrainOptions): Promise<TrainResult> {
+  const { data, train, seed } = options;
+  const { perEpoch, total } = plannedSteps(data.count, train);
+  if (perEpoch === 0 && total > 0) {
+    throw new UserError(
+      `the dataset has ${data.count} images, fewer than one batch, and dropLast is on`,
+      { path: "train.batchSize", expected: `at most ${data.count}, or train.dropLast false` },
+    );
+  }
+  const [h, w, c] = data.shape;
+  let step = options.startStep ?? 0;
+  while (step < total) {
+    const epoch = Math.floor(step / perEpoch);
+    const { order, flips } = epochPlan(data.count, { seed, epoch, train, flip: data.flip });
+    for (let k = step % perEpoch; k < perEpoch && step < total; k++) {
+      if (options.shouldStop?.()) return { steps: step, stopped: true };
+      const start = k * train.batchSize;
+      const indices = order.subarray(start, Math.min(start + train.batchSize, data.count));
+      const batchFlips = new Uint8Array(indices.length);
+      for (let i = 0; i < indices.length; i++) batchFlips[i] = flips[indices[i]];
+      const x0 = data.batch(indices, batchFlips);
+      step++;
+      const draws = stepDraws(step, {
+        seed,
+        batch: indices.length,
+        size: h * w * c,
+        timesteps: options.schedule.timesteps,
+      });
+      const loss = await trainStep(model, { x0, ...draws, shape: data.shape }, options);
+      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}`);
+      await options.onStep?.({ step, epoch, loss });
+    }
+  }
+  return { steps: step, stopped: false };
+}
