@@ -5,17 +5,16 @@
  * @module
  */
 import type { LossConfig, TrainConfig } from "../../schemas/experiment.ts";
-import { qSample } from "../diffusion/forward.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
 import type { DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
-import { tf } from "../tf.ts";
 import { UserError } from "../errors.ts";
-import { lossValue } from "./loss.ts";
 import type { Adam } from "./optimizer.ts";
+import { trainStep } from "./step.ts";
 
 export { lossValue } from "./loss.ts";
 export { Adam } from "./optimizer.ts";
+export { trainStep } from "./step.ts";
 
 /** Where training images come from: a count, the image shape and a batch maker. */
 export interface BatchSource {
@@ -96,41 +95,6 @@ export interface TrainResult {
   steps: number;
   /** Whether training stopped early through `shouldStop`. */
   stopped: boolean;
-}
-
-/** One training step on a batch; returns the loss. Memory is flat: everything runs in tf.tidy. */
-export async function trainStep(
-  model: DenoiseModel,
-  inputs: {
-    x0: Float32Array;
-    noise: Float32Array;
-    steps: Int32Array;
-    shape: [number, number, number];
-  },
-  options: Pick<TrainOptions, "schedule" | "loss" | "optimizer">,
-): Promise<number> {
-  const n = inputs.steps.length;
-  const vars = [...model.params.values()];
-  const names = new Map<string, string>();
-  for (const [name, v] of model.params) names.set(v.name, name);
-  const lossTensor = tf.tidy(() => {
-    const dims: [number, number, number, number] = [n, ...inputs.shape];
-    const x0 = tf.tensor4d(inputs.x0, dims);
-    const noise = tf.tensor4d(inputs.noise, dims);
-    const xt = qSample(x0, noise, { schedule: options.schedule, steps: inputs.steps });
-    const t = tf.tensor1d(Float32Array.from(inputs.steps));
-    const { value, grads } = tf.variableGrads(
-      () => lossValue(model.predict(xt, t), noise, options.loss),
-      vars,
-    );
-    const byName: Record<string, tf.Tensor> = {};
-    for (const [vname, g] of Object.entries(grads)) byName[names.get(vname)!] = g;
-    options.optimizer.apply(model.params, byName);
-    return value;
-  });
-  const value = (await lossTensor.data())[0];
-  lossTensor.dispose();
-  return value;
 }
 
 /** The t indices and noise of step `step` (1-based), from its own generators. */
