@@ -87,6 +87,9 @@ export const TrainSchema = z.strictObject({
   dropLast: z.boolean().default(true),
   maxSteps: int(1).optional().describe("Stop after this many optimizer steps (quick runs)"),
   logEvery: int(1).default(100).describe("Print the loss every N steps"),
+  checkpointEvery: int(1).default(1).describe(
+    "Write a checkpoint every N epochs (and always at the end and on Ctrl-C)",
+  ),
 });
 
 /** `sampler`: how images are generated after training. */

@@ -1,19 +1,27 @@
 /**
- * The command line: `run <experiment.json> [--set path=value]... [--seed N] [--out DIR]
- * [--dry-run] [--force]`. Exit codes: 0 done, 1 the run failed, 2 bad input, 130 interrupted.
+ * The command line. Commands: `run`, `verify`, `diff`, `runs`. Exit codes: 0 done (diff:
+ * identical; verify: all match), 1 the run failed (diff: the runs differ; verify: a mismatch),
+ * 2 bad input, 130 interrupted.
  * @module
  */
 import { parseArgs } from "node:util";
 import { loadExperiment } from "../config/mod.ts";
 import { UserError } from "../errors.ts";
+import { diffRuns, formatRunDiff } from "../run/diff.ts";
+import { formatRunTable, listRuns } from "../run/list.ts";
 import { runExperiment } from "../run/runner.ts";
+import { verifyRun } from "../run/verify.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
 usage:
-  deno task run <experiment.json> [options]
+  deno task run <experiment.json> [options]   train (or reuse a training) and sample
+  deno task verify <run-folder>               re-run a run's config and compare every artifact
+  deno task diff <runA> <runB> [--json] [--out DIR]
+                                              config, metrics and artifacts side by side
+  deno task runs [outputs]                    list run folders
 
-options:
+run options:
   --set path=value   override a field, typed by the schema (repeatable),
                      e.g. --set train.epochs=2 --set schedule.timesteps=100
                      or   --set 'dataset={"kind":"folder","path":"/data/faces"}'
@@ -22,6 +30,8 @@ options:
   --dry-run          print the resolved config, dataset size, parameter count,
                      alpha_bar_T and the number of training steps, then exit
   --force            replace a complete run of the same config and seed
+  --resume           continue the interrupted run of this config and seed
+  --retrain          train even if a complete run has the same training config
   -h, --help         this help
 `;
 
@@ -36,6 +46,20 @@ function parseSeed(text: string | undefined): number | undefined {
   return n;
 }
 
+/** Aborts `controller` on Ctrl-C / SIGTERM; a second signal exits at once. */
+function abortOnSignals(controller: AbortController): () => void {
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const handler = () => {
+    if (controller.signal.aborted) Deno.exit(130);
+    console.error(
+      "\ninterrupt: finishing the current step and writing a checkpoint (again to abort)",
+    );
+    controller.abort();
+  };
+  signals.forEach((s) => Deno.addSignalListener(s, handler));
+  return () => signals.forEach((s) => Deno.removeSignalListener(s, handler));
+}
+
 async function runCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -46,6 +70,8 @@ async function runCommand(args: string[]): Promise<number> {
       out: { type: "string" },
       "dry-run": { type: "boolean" },
       force: { type: "boolean" },
+      resume: { type: "boolean" },
+      retrain: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -58,28 +84,98 @@ async function runCommand(args: string[]): Promise<number> {
       expected: "deno task run <experiment.json> [options]",
     });
   }
+  if (values.resume && values.force) {
+    throw new UserError("--resume and --force exclude each other", {
+      expected: "--resume to continue a run, --force to start it over",
+    });
+  }
   const loaded = await loadExperiment(positionals[0], {
     sets: values.set ?? [],
     seed: parseSeed(values.seed),
   });
-  const result = await runExperiment(loaded, {
-    outRoot: values.out ?? "outputs",
-    force: values.force ?? false,
-    dryRun: values["dry-run"] ?? false,
-  });
-  return result.status === "interrupted" ? 130 : 0;
+  const controller = new AbortController();
+  const release = abortOnSignals(controller);
+  try {
+    const result = await runExperiment(loaded, {
+      outRoot: values.out ?? "outputs",
+      force: values.force ?? false,
+      dryRun: values["dry-run"] ?? false,
+      resume: values.resume ?? false,
+      retrain: values.retrain ?? false,
+      signal: controller.signal,
+    });
+    return result.status === "interrupted" ? 130 : 0;
+  } finally {
+    release();
+  }
 }
+
+async function verifyCommand(args: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) {
+    throw new UserError(`expected one run folder, got ${positionals.length}`, {
+      expected: "deno task verify <run-folder>",
+    });
+  }
+  console.log(`re-running ${positionals[0]} in a temporary folder...`);
+  const result = await verifyRun(positionals[0], { log: (l) => console.log(`  ${l}`) });
+  for (const c of result.checks) console.log(`${c.status.padEnd(8)} ${c.path}`);
+  console.log(result.identical ? "all artifacts match" : "some artifacts differ");
+  return result.identical ? 0 : 1;
+}
+
+async function diffCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: "boolean" }, out: { type: "string" } },
+  });
+  if (positionals.length !== 2) {
+    throw new UserError(`expected two run folders, got ${positionals.length}`, {
+      expected: "deno task diff <runA> <runB> [--json] [--out DIR]",
+    });
+  }
+  const result = await diffRuns(positionals[0], positionals[1], { out: values.out });
+  if (values.json) console.log(JSON.stringify(result, null, 2));
+  else {
+    console.log(formatRunDiff(result));
+    if (!values.out) {
+      console.log("(pass --out DIR to write A | B | |A-B| composites of the images)");
+    }
+  }
+  return result.identical ? 0 : 1;
+}
+
+async function runsCommand(args: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
+  const root = positionals[0] ?? "outputs";
+  const entries = await listRuns(root);
+  console.log(entries.length === 0 ? `no runs under ${root}` : formatRunTable(entries));
+  return 0;
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  run: runCommand,
+  verify: verifyCommand,
+  diff: diffCommand,
+  runs: runsCommand,
+};
 
 /** Runs the command line `args` and returns the process exit code. */
 export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   try {
-    if (command === "run") return await runCommand(rest);
     if (command === undefined || command === "-h" || command === "--help" || command === "help") {
       console.log(USAGE);
       return command === undefined ? 2 : 0;
     }
-    throw new UserError(`unknown command '${command}'`, { expected: "run" });
+    const handler = COMMANDS[command];
+    if (!handler) {
+      throw new UserError(`unknown command '${command}'`, {
+        expected: Object.keys(COMMANDS).join(", "),
+      });
+    }
+    return await handler(rest);
   } catch (err) {
     if (err instanceof UserError) {
       console.error(`error: ${err.message}`);

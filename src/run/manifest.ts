@@ -20,6 +20,12 @@ export interface Manifest {
   seed: number;
   /** sha256 of the canonical resolved config (config.json). */
   configHash: string;
+  /** sha256 of the part of the config that determines training (the training cache's key). */
+  trainingHash: string;
+  /** The run whose checkpoint this run reused instead of training, if any. */
+  reusedTraining?: { dir: string; name: string; configHash: string };
+  /** ISO times at which this run was resumed. */
+  resumedAt?: string[];
   /** Run state. */
   status: RunStatus;
   /** Error message of a failed run. */
@@ -101,4 +107,29 @@ export async function readManifest(runDir: string): Promise<Manifest | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * The artifacts under `prefix` (all when empty) whose bytes no longer match the manifest, each
+ * as `path: why`; an empty list means they are intact.
+ */
+export async function verifyArtifacts(
+  runDir: string,
+  options: { manifest: Manifest; prefix?: string },
+): Promise<string[]> {
+  const prefix = options.prefix ?? "";
+  const expected = Object.entries(options.manifest.artifacts).filter(([p]) => p.startsWith(prefix));
+  if (expected.length === 0) return [`${prefix || "artifacts"}: none recorded in the manifest`];
+  const problems: string[] = [];
+  for (const [rel, hash] of expected) {
+    try {
+      const actual = await sha256File(join(runDir, rel));
+      if (actual !== hash) {
+        problems.push(`${rel}: sha256 ${actual.slice(0, 12)}… != ${hash.slice(0, 12)}… recorded`);
+      }
+    } catch {
+      problems.push(`${rel}: missing`);
+    }
+  }
+  return problems;
 }

@@ -12,21 +12,25 @@ import { listImages } from "../data/folder.ts";
 import { qSample } from "../diffusion/forward.ts";
 import { sampleDdpm } from "../diffusion/sampler.ts";
 import { makeSchedule, type Schedule, terminalSignal } from "../diffusion/schedule.ts";
+import { UserError } from "../errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import { countParameters, createModel, type DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import { saveCheckpoint } from "../train/checkpoint.ts";
-import { Adam, type BatchSource, plannedSteps, trainModel } from "../train/mod.ts";
+import { loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";
+import { Adam, type BatchSource, plannedSteps, type StepRecord, trainModel } from "../train/mod.ts";
 import { prepareRunFolder, runFolder } from "./folder.ts";
 import {
   gitState,
   hashArtifacts,
   type Manifest,
+  readManifest,
   softwareVersions,
+  verifyArtifacts,
   writeManifest,
 } from "./manifest.ts";
+import { findReusableTraining, trainingHash } from "./training_cache.ts";
 
 /** Options of {@link runExperiment}. */
 export interface RunOptions {
@@ -36,8 +40,16 @@ export interface RunOptions {
   force?: boolean;
   /** Print what would run and exit. */
   dryRun?: boolean;
+  /** Continue the interrupted run of this config from its last checkpoint. */
+  resume?: boolean;
+  /** Train even when a complete run with the same training part could be reused. */
+  retrain?: boolean;
+  /** Aborting it (Ctrl-C) stops after the current step, checkpoints, and marks the run interrupted. */
+  signal?: AbortSignal;
   /** Where progress lines go (default console.log). */
   log?: (line: string) => void;
+  /** Called after every training step (progress bars, tests). */
+  onStep?: (record: StepRecord) => void;
   /** Folder of the avatar cache (default `<project>/.cache/avatars`). */
   cacheDir?: string;
   /** The ddpm-lab checkout, for the git state in the manifest. */
@@ -73,6 +85,10 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
     seed: config.seed,
     hash: configHash(config),
   });
+  const reusable = await findReusableTraining(outRoot, {
+    hash: trainingHash(config),
+    exclude: dir,
+  });
   return [
     formatConfigSummary(config),
     "",
@@ -82,7 +98,8 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
       sqrtAlphaBarT.toPrecision(4)
     }` +
     (sqrtAlphaBarT > 0.1 ? "   (x_T still holds visible signal of x_0)" : ""),
-    `training steps    ${steps.total} (${steps.perEpoch} per epoch)`,
+    `training steps    ${steps.total} (${steps.perEpoch} per epoch)` +
+    (reusable ? `; would reuse the training of ${reusable.dir}` : ""),
     `run folder        ${dir}`,
   ].join("\n");
 }
@@ -120,12 +137,7 @@ async function forwardFigure(
 async function sampleImages(
   model: DenoiseModel,
   schedule: Schedule,
-  options: {
-    config: Experiment;
-    size: number;
-    log: (line: string) => void;
-    shouldStop: () => boolean;
-  },
+  options: { config: Experiment; size: number; log: (line: string) => void; signal?: AbortSignal },
 ): Promise<Float32Array | null> {
   const { sampler, seed } = options.config;
   const rng = deriveRng(seed, "sample/noise");
@@ -135,13 +147,11 @@ async function sampleImages(
   for (let start = 0; start < sampler.count; start += sampler.batchSize) {
     const n = Math.min(sampler.batchSize, sampler.count - start);
     const started = performance.now();
-    let stopped = false;
     const x = await sampleDdpm((xt, t) => model.predict(xt, t), schedule, {
       shape: [n, size, size, c],
       flags: sampler,
       rng,
       onStep: async (i) => {
-        if (options.shouldStop()) stopped = true;
         if (i % Math.max(1, Math.floor(schedule.timesteps / 4)) === 0) {
           options.log(`  sampling images ${start + 1}-${start + n}: t=${i}`);
         }
@@ -150,14 +160,54 @@ async function sampleImages(
     });
     out.set((await x.data()) as Float32Array, start * size * size * c);
     x.dispose();
-    if (stopped) return null;
-    options.log(
-      `  sampled ${start + n}/${sampler.count} (${
-        ((performance.now() - started) / 1000).toFixed(1)
-      } s)`,
-    );
+    if (options.signal?.aborted) return null;
+    const seconds = (performance.now() - started) / 1000;
+    options.log(`  sampled ${start + n}/${sampler.count} (${seconds.toFixed(1)} s)`);
   }
   return out;
+}
+
+/** The metrics.jsonl lines of steps <= `step` (resume keeps them and appends the rest). */
+async function keptLines(path: string, step: number): Promise<string> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return "";
+  }
+  const lines = text.split("\n").filter((l) => l !== "" && JSON.parse(l).step <= step);
+  return lines.map((l) => l + "\n").join("");
+}
+
+/** Opens (or re-opens, keeping the first `step` steps) a JSON-lines file for appending. */
+async function openLog(path: string, keepUpTo: number): Promise<Deno.FsFile> {
+  const kept = keepUpTo > 0 ? await keptLines(path, keepUpTo) : "";
+  await Deno.writeTextFile(path, kept);
+  return await Deno.open(path, { append: true });
+}
+
+/** Where an existing run folder stands before `--resume` continues it. */
+async function resumableManifest(dir: string): Promise<Manifest> {
+  const manifest = await readManifest(dir);
+  if (manifest === null) {
+    throw new UserError(`--resume: there is no run of this experiment and seed at ${dir}`, {
+      expected: "an interrupted run folder (start the run without --resume)",
+    });
+  }
+  if (manifest.status === "complete") {
+    throw new UserError(`--resume: the run at ${dir} is already complete`, {
+      expected: "an interrupted or failed run (use --force to run it again)",
+    });
+  }
+  const problems = await verifyArtifacts(dir, { manifest, prefix: "checkpoint/" });
+  if (problems.length > 0) {
+    throw new UserError(
+      `--resume: the checkpoint of ${dir} does not match its manifest and was not loaded:\n  ` +
+        problems.join("\n  "),
+      { expected: "an intact checkpoint (run again with --force to start over)" },
+    );
+  }
+  return manifest;
 }
 
 /** Trains and samples the experiment, writing its run folder; or describes it (`dryRun`). */
@@ -174,7 +224,8 @@ export async function runExperiment(
     return { dir, status: "dry-run" };
   }
 
-  // Everything that can fail on bad input happens before the run folder exists.
+  // Everything that can fail on bad input happens before the run folder is touched.
+  const previous = options.resume ? await resumableManifest(dir) : null;
   const backend: BackendInfo = await initBackend(config.backend);
   const schedule = makeSchedule(config.schedule);
   log(`loading dataset (${config.dataset.kind})...`);
@@ -185,149 +236,99 @@ export async function runExperiment(
     experimentFile: loaded.file,
   });
   log(`  ${dataset.source}`);
-  await prepareRunFolder(dir, { force: options.force ?? false });
+  const tHash = trainingHash(config);
+  const reuse = options.resume || options.retrain
+    ? null
+    : await findReusableTraining(options.outRoot, { hash: tHash, exclude: dir });
+  if (!previous) await prepareRunFolder(dir, { force: options.force ?? false });
 
   const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
-  const manifest: Manifest = {
-    format: 1,
-    name: config.name,
-    seed: config.seed,
-    configHash: hash,
-    status: "running",
-    source: { file: loaded.file, chain: loaded.chain, overrides: loaded.overrides },
-    versions: softwareVersions(),
-    backend: { ...backend },
-    git: await gitState(options.projectDir ?? new URL("../..", import.meta.url).pathname),
-    startedAt: new Date().toISOString(),
-    summary: {
-      parameters: countParameters(config.model),
-      datasetSize: dataset.count,
-      alphaBarT,
-      sqrtAlphaBarT,
-    },
-    artifacts: {},
-    volatileArtifacts: {},
-  };
-  await writeFileAtomic(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const manifest: Manifest = previous
+    ? {
+      ...previous,
+      status: "running",
+      error: undefined,
+      resumedAt: [...(previous.resumedAt ?? []), new Date().toISOString()],
+    }
+    : {
+      format: 1,
+      name: config.name,
+      seed: config.seed,
+      configHash: hash,
+      trainingHash: tHash,
+      status: "running",
+      source: { file: loaded.file, chain: loaded.chain, overrides: loaded.overrides },
+      versions: softwareVersions(),
+      backend: { ...backend },
+      git: await gitState(options.projectDir ?? new URL("../..", import.meta.url).pathname),
+      startedAt: new Date().toISOString(),
+      summary: {
+        parameters: countParameters(config.model),
+        datasetSize: dataset.count,
+        alphaBarT,
+        sqrtAlphaBarT,
+      },
+      artifacts: {},
+      volatileArtifacts: {},
+    };
+  if (!previous) {
+    await writeFileAtomic(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  }
   await writeManifest(dir, manifest);
-
-  let interrupted = false;
-  const onSignal = () => {
-    if (interrupted) Deno.exit(130);
-    interrupted = true;
-    log("interrupt: finishing the current step, writing a checkpoint (press again to abort)");
-  };
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  signals.forEach((s) => Deno.addSignalListener(s, onSignal));
 
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const optimizer = new Adam(model.params, config.optimizer);
+  const checkpointDir = join(dir, "checkpoint");
+  const checkpoint = async (step: number, epoch: number) => {
+    await saveCheckpoint(checkpointDir, { model, optimizer, state: { step, epoch } });
+    Object.assign(manifest, await hashArtifacts(dir));
+    await writeManifest(dir, manifest);
+  };
   try {
     const size = dataset.size;
     const grid = (images: Float32Array, count: number, columns: number) =>
       makeGrid(images, { count, height: size, width: size, channels: 3, columns });
-    const forward = await forwardFigure(dataset, schedule, config.seed);
-    await writePng(join(dir, "forward.png"), grid(forward, 64, 8));
+    if (!previous) {
+      const forward = await forwardFigure(dataset, schedule, config.seed);
+      await writePng(join(dir, "forward.png"), grid(forward, 64, 8));
+    }
 
-    const steps = plannedSteps(dataset.count, config.train);
-    log(
-      `training ${steps.total} steps on ${backend.name}` +
-        ` (${manifest.summary.parameters?.toLocaleString("en-US")} parameters)`,
-    );
-    const metrics = await Deno.open(join(dir, "metrics.jsonl"), {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    const timings = await Deno.open(join(dir, "timings.jsonl"), {
-      write: true,
-      create: true,
-      truncate: true,
-    });
-    const encoder = new TextEncoder();
-    const trainStart = performance.now();
-    let windowStart = trainStart;
-    let windowLoss = 0;
-    let windowSteps = 0;
-    let lastLoss = NaN;
-    let minLoss = Infinity;
-    let lastEpoch = 0;
-    const result = await trainModel(model, {
-      seed: config.seed,
-      schedule,
-      loss: config.loss,
-      train: config.train,
-      optimizer,
-      data: batchSource(dataset, config),
-      shouldStop: () => interrupted,
-      onStep: async ({ step, epoch, loss }) => {
-        lastLoss = loss;
-        lastEpoch = epoch;
-        minLoss = Math.min(minLoss, loss);
-        windowLoss += loss;
-        windowSteps++;
-        await metrics.write(encoder.encode(JSON.stringify({ step, epoch, loss }) + "\n"));
-        if (step % config.train.logEvery === 0 || step === steps.total) {
-          const now = performance.now();
-          const perStep = (now - windowStart) / 1000 / windowSteps;
-          await timings.write(encoder.encode(
-            JSON.stringify({ step, seconds: +((now - trainStart) / 1000).toFixed(3) }) + "\n",
-          ));
-          const eta = perStep * (steps.total - step);
-          log(
-            `step ${step}/${steps.total} [epoch ${epoch}] loss ${
-              (windowLoss / windowSteps).toFixed(4)
-            }` +
-              `  ${perStep.toFixed(2)} s/step  eta ${formatDuration(eta)}`,
-          );
-          windowStart = now;
-          windowLoss = 0;
-          windowSteps = 0;
-        }
-        await new Promise((r) => setTimeout(r, 0)); // let signals through
-      },
-    });
-    metrics.close();
-    timings.close();
-    await saveCheckpoint(join(dir, "checkpoint"), {
-      model,
-      optimizer,
-      state: { step: result.steps, epoch: lastEpoch },
-    });
-    Object.assign(manifest.summary, {
-      steps: result.steps,
-      finalLoss: Number.isNaN(lastLoss) ? null : lastLoss,
-      minLoss: Number.isFinite(minLoss) ? minLoss : null,
-      trainSeconds: +((performance.now() - trainStart) / 1000).toFixed(1),
-    });
+    if (reuse) {
+      await reuseTraining(reuse.dir, { dir, model, manifest, log });
+    } else {
+      await train(model, {
+        config,
+        dir,
+        dataset,
+        schedule,
+        optimizer,
+        manifest,
+        checkpoint,
+        startFrom: previous ? await loadCheckpoint(checkpointDir, { model, optimizer }) : null,
+        options: { ...options, log },
+        backend,
+      });
+    }
 
     let samples: Float32Array | null = null;
-    if (!interrupted) {
+    if (!options.signal?.aborted) {
       log(
         `sampling ${config.sampler.count} images (${schedule.timesteps} steps, ` +
           `variance ${config.sampler.variance}, x_T ${config.sampler.initialNoise}, ` +
           `step noise ${config.sampler.stepNoise ? "on" : "off"})`,
       );
-      samples = await sampleImages(model, schedule, {
-        config,
-        size,
-        log,
-        shouldStop: () => interrupted,
-      });
+      samples = await sampleImages(model, schedule, { config, size, log, signal: options.signal });
     }
     if (samples) {
-      await writePng(
-        join(dir, "samples.png"),
-        grid(samples, config.sampler.count, config.sampler.gridColumns),
-      );
+      const columns = config.sampler.gridColumns;
+      await writePng(join(dir, "samples.png"), grid(samples, config.sampler.count, columns));
     }
-    manifest.status = interrupted ? "interrupted" : "complete";
+    manifest.status = options.signal?.aborted ? "interrupted" : "complete";
   } catch (err) {
     manifest.status = "failed";
     manifest.error = err instanceof Error ? err.message : String(err);
     throw err;
   } finally {
-    signals.forEach((s) => Deno.removeSignalListener(s, onSignal));
     model.dispose();
     optimizer.dispose();
     manifest.endedAt = new Date().toISOString();
@@ -338,14 +339,119 @@ export async function runExperiment(
   return { dir, status: manifest.status, manifest };
 }
 
+/** Copies the checkpoint and metrics of a complete run with the same training part. */
+async function reuseTraining(
+  source: string,
+  target: { dir: string; model: DenoiseModel; manifest: Manifest; log: (line: string) => void },
+): Promise<void> {
+  const from = (await readManifest(source))!;
+  target.log(`reusing the training of ${source} (same training config; --retrain to train anew)`);
+  await Deno.mkdir(join(target.dir, "checkpoint"), { recursive: true });
+  for (const rel of Object.keys(from.artifacts)) {
+    if (rel.startsWith("checkpoint/") || rel === "metrics.jsonl") {
+      await Deno.copyFile(join(source, rel), join(target.dir, rel));
+    }
+  }
+  await loadCheckpoint(join(target.dir, "checkpoint"), { model: target.model });
+  target.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
+  for (const key of ["steps", "finalLoss", "minLoss", "trainSeconds"]) {
+    target.manifest.summary[key] = from.summary[key] ?? null;
+  }
+}
+
+interface TrainContext {
+  config: Experiment;
+  dir: string;
+  dataset: Dataset;
+  schedule: Schedule;
+  optimizer: Adam;
+  manifest: Manifest;
+  checkpoint: (step: number, epoch: number) => Promise<void>;
+  startFrom: { step: number; epoch: number } | null;
+  options: RunOptions & { log: (line: string) => void };
+  backend: BackendInfo;
+}
+
+/** Runs the training loop with logging, metrics, periodic checkpoints and interruption. */
+async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
+  const { config, dir, dataset, manifest, options } = ctx;
+  const log = options.log;
+  const steps = plannedSteps(dataset.count, config.train);
+  const startStep = ctx.startFrom?.step ?? 0;
+  if (ctx.startFrom) log(`resuming at step ${startStep} of ${steps.total}`);
+  log(
+    `training ${steps.total} steps on ${ctx.backend.name}` +
+      ` (${countParameters(config.model).toLocaleString("en-US")} parameters)`,
+  );
+  const metrics = await openLog(join(dir, "metrics.jsonl"), startStep);
+  const timings = await openLog(join(dir, "timings.jsonl"), startStep);
+  const encoder = new TextEncoder();
+  const trainStart = performance.now();
+  let windowStart = trainStart;
+  let windowLoss = 0;
+  let windowSteps = 0;
+  let last: StepRecord | null = null;
+  let minLoss = Number(manifest.summary.minLoss ?? Infinity);
+  try {
+    const result = await trainModel(model, {
+      seed: config.seed,
+      schedule: ctx.schedule,
+      loss: config.loss,
+      train: config.train,
+      optimizer: ctx.optimizer,
+      data: batchSource(dataset, config),
+      startStep,
+      shouldStop: () => options.signal?.aborted ?? false,
+      onStep: async (record) => {
+        const { step, epoch, loss } = record;
+        last = record;
+        minLoss = Math.min(minLoss, loss);
+        windowLoss += loss;
+        windowSteps++;
+        await metrics.write(encoder.encode(JSON.stringify({ step, epoch, loss }) + "\n"));
+        if (step % config.train.logEvery === 0 || step === steps.total) {
+          const now = performance.now();
+          const perStep = (now - windowStart) / 1000 / windowSteps;
+          const seconds = +((now - trainStart) / 1000).toFixed(3);
+          await timings.write(encoder.encode(JSON.stringify({ step, seconds }) + "\n"));
+          log(
+            `step ${step}/${steps.total} [epoch ${epoch}] loss ${
+              (windowLoss / windowSteps).toFixed(4)
+            }  ${perStep.toFixed(2)} s/step  eta ${formatDuration(perStep * (steps.total - step))}`,
+          );
+          windowStart = now;
+          windowLoss = 0;
+          windowSteps = 0;
+        }
+        const endOfEpoch = step % steps.perEpoch === 0;
+        if (endOfEpoch && (epoch + 1) % config.train.checkpointEvery === 0 && step < steps.total) {
+          await ctx.checkpoint(step, epoch);
+        }
+        options.onStep?.(record);
+        await new Promise((r) => setTimeout(r, 0)); // let signals through
+      },
+    });
+    const final = last as StepRecord | null;
+    await ctx.checkpoint(result.steps, final?.epoch ?? ctx.startFrom?.epoch ?? 0);
+    if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
+    Object.assign(manifest.summary, {
+      steps: result.steps,
+      finalLoss: final?.loss ?? manifest.summary.finalLoss ?? null,
+      minLoss: Number.isFinite(minLoss) ? minLoss : null,
+      trainSeconds: +(Number(manifest.summary.trainSeconds ?? 0) +
+        (performance.now() - trainStart) / 1000).toFixed(1),
+    });
+  } finally {
+    metrics.close();
+    timings.close();
+  }
+}
+
 function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
   const h = Math.floor(seconds / 3600);
   const m = Math.floor((seconds % 3600) / 60);
   const s = Math.round(seconds % 60);
-  return h > 0
-    ? `${h}h${String(m).padStart(2, "0")}m`
-    : m > 0
-    ? `${m}m${String(s).padStart(2, "0")}s`
-    : `${s}s`;
+  if (h > 0) return `${h}h${String(m).padStart(2, "0")}m`;
+  return m > 0 ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
 }

@@ -1,0 +1,71 @@
+/**
+ * The training cache: the resolved config splits into what determines training (everything but
+ * the sampling-only keys) and what only affects sampling. A new experiment whose training part
+ * equals that of a complete run reuses that run's checkpoint and only samples.
+ * @module
+ */
+import { join } from "node:path";
+import type { Experiment } from "../../schemas/experiment.ts";
+import { canonicalJson } from "../config/mod.ts";
+import { sha256Hex } from "../io/files.ts";
+import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
+
+/**
+ * Top-level keys that do not influence training. Anything else (including sections added later)
+ * counts as training, so a new field can never make a stale checkpoint look reusable.
+ */
+export const SAMPLING_ONLY_KEYS: readonly string[] = ["name", "description", "sampler", "recovery"];
+
+/** The part of a resolved config that determines the trained weights. */
+export function trainingPart(config: Experiment): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (!SAMPLING_ONLY_KEYS.includes(key) && key !== "$schema") out[key] = value;
+  }
+  return out;
+}
+
+/** sha256 of the canonical JSON of {@link trainingPart}. */
+export function trainingHash(config: Experiment): string {
+  return sha256Hex(canonicalJson(trainingPart(config)));
+}
+
+/** A complete run whose checkpoint can stand in for training. */
+export interface ReusableRun {
+  /** Its run folder. */
+  dir: string;
+  /** Its manifest. */
+  manifest: Manifest;
+}
+
+/**
+ * The first (in path order) complete run under `outRoot` with training hash `hash` whose
+ * checkpoint files still match the hashes in its manifest; null when there is none.
+ */
+export async function findReusableTraining(
+  outRoot: string,
+  options: { hash: string; exclude?: string },
+): Promise<ReusableRun | null> {
+  const candidates: string[] = [];
+  const list = async (dir: string): Promise<string[]> => {
+    const names: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) if (e.isDirectory) names.push(e.name);
+    } catch {
+      // a missing outputs folder holds no runs
+    }
+    return names.sort();
+  };
+  for (const name of await list(outRoot)) {
+    for (const run of await list(join(outRoot, name))) candidates.push(join(outRoot, name, run));
+  }
+  for (const dir of candidates) {
+    if (dir === options.exclude) continue;
+    const manifest = await readManifest(dir);
+    if (manifest?.status !== "complete" || manifest.trainingHash !== options.hash) continue;
+    if ((await verifyArtifacts(dir, { manifest, prefix: "checkpoint/" })).length === 0) {
+      return { dir, manifest };
+    }
+  }
+  return null;
+}
