@@ -5,43 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadExperiment } from "../src/config/mod.ts";
-import { runExperiment, type RunOptions } from "../src/run/runner.ts";
+import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { verifyRun } from "../src/run/verify.ts";
 import { diffRuns, formatRunDiff } from "../src/run/diff.ts";
 import { formatRunTable, listRuns } from "../src/run/list.ts";
 import { decodePng } from "../src/io/image.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-const cacheDir = join(root, ".cache", "test-avatars");
+const TINY3 = { ...TINY, train: { ...TINY.train, epochs: 3 } };
 
-const TINY = {
-  name: "tiny",
-  dataset: { kind: "avatars", count: 24, renderSize: 16 },
-  transform: { size: 8 },
-  schedule: { kind: "linear", timesteps: 8 },
-  model: { width: 8, multipliers: [1, 2] },
-  train: { epochs: 3, batchSize: 8, logEvery: 1 },
-  sampler: { count: 4, batchSize: 4, gridColumns: 2 },
-};
-
-async function experimentFile(body: unknown = TINY): Promise<string> {
-  const dir = await Deno.makeTempDir();
-  const path = join(dir, "exp.json");
-  await Deno.writeTextFile(path, JSON.stringify(body));
-  return path;
-}
-
-async function run(file: string, options: Partial<RunOptions> & { sets?: string[] } = {}) {
-  const loaded = await loadExperiment(file, { sets: options.sets ?? [] });
-  return await runExperiment(loaded, {
-    outRoot: options.outRoot ?? await Deno.makeTempDir(),
-    log: () => {},
-    cacheDir,
-    ...options,
-  });
-}
+const run = runFile;
 
 async function interruptedRun(file: string, outRoot: string, atStep: number) {
   const controller = new AbortController();
@@ -56,7 +29,7 @@ async function interruptedRun(file: string, outRoot: string, atStep: number) {
 }
 
 Deno.test("an interrupted run resumed gives the bytes of an uninterrupted one", async () => {
-  const file = await experimentFile();
+  const file = await experimentFile(TINY3);
   const whole = await run(file);
   const out = await Deno.makeTempDir();
   // 3 steps per epoch: step 4 is in the middle of epoch 1.
@@ -80,7 +53,7 @@ Deno.test("an interrupted run resumed gives the bytes of an uninterrupted one", 
 });
 
 Deno.test("a damaged checkpoint is reported and never loaded", async () => {
-  const file = await experimentFile();
+  const file = await experimentFile(TINY3);
   const out = await Deno.makeTempDir();
   const stopped = await interruptedRun(file, out, 2);
   const weights = join(stopped.dir, "checkpoint/model.safetensors");
@@ -95,7 +68,7 @@ Deno.test("a damaged checkpoint is reported and never loaded", async () => {
 });
 
 Deno.test("the training cache reuses a complete run whose training part is equal", async () => {
-  const file = await experimentFile();
+  const file = await experimentFile(TINY3);
   const out = await Deno.makeTempDir();
   const base = await run(file, { outRoot: out });
   const q2 = await run(file, { outRoot: out, sets: ["name=tiny-q2", "sampler.stepNoise=false"] });
@@ -175,7 +148,7 @@ Deno.test("Ctrl-C (SIGINT) checkpoints, marks the run interrupted and exits 130"
   const file = await experimentFile({ ...TINY, train: { ...TINY.train, epochs: 200 } });
   const out = await Deno.makeTempDir();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(root, "mod.ts"), "run", file, "--out", out],
+    args: ["run", "-A", join(ROOT, "mod.ts"), "run", file, "--out", out],
     stdout: "piped",
     stderr: "piped",
   }).spawn();

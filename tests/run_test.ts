@@ -4,8 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadExperiment } from "../src/config/mod.ts";
-import { runExperiment } from "../src/run/runner.ts";
+import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { sha256File } from "../src/io/files.ts";
 import { decodePng } from "../src/io/image.ts";
@@ -13,30 +12,8 @@ import { createModel, importParams } from "../src/model/mod.ts";
 import { decodeSafetensors } from "../src/io/safetensors.ts";
 import { deriveRng } from "../src/rng.ts";
 
-const root = new URL("..", import.meta.url).pathname;
-const cacheDir = join(root, ".cache", "test-avatars");
-
-const TINY = {
-  name: "tiny",
-  dataset: { kind: "avatars", count: 24, renderSize: 16 },
-  transform: { size: 8 },
-  schedule: { kind: "linear", timesteps: 8 },
-  model: { width: 8, multipliers: [1, 2] },
-  train: { epochs: 2, batchSize: 8, logEvery: 1 },
-  sampler: { count: 4, batchSize: 4, gridColumns: 2 },
-};
-
-async function writeExperiment(dir: string, body: unknown, name = "exp.json"): Promise<string> {
-  const path = join(dir, name);
-  await Deno.writeTextFile(path, typeof body === "string" ? body : JSON.stringify(body, null, 2));
-  return path;
-}
-
 async function runTiny(out: string, sets: string[] = []) {
-  const dir = await Deno.makeTempDir();
-  const file = await writeExperiment(dir, TINY);
-  const loaded = await loadExperiment(file, { sets });
-  return await runExperiment(loaded, { outRoot: out, log: () => {}, cacheDir });
+  return await runFile(await experimentFile(TINY), { outRoot: out, sets });
 }
 
 Deno.test("a tiny run writes a complete, self-describing run folder", async () => {
@@ -113,7 +90,7 @@ Deno.test("a complete run is not overwritten without --force", async () => {
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(root, "mod.ts"), ...args],
+    args: ["run", "-A", join(ROOT, "mod.ts"), ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -155,7 +132,8 @@ for (const [what, text, pattern] of BAD_INPUTS) {
   Deno.test(`bad input (${what}): exit 2, a clear message, no run folder`, async () => {
     const dir = await Deno.makeTempDir();
     const out = await Deno.makeTempDir();
-    const file = await writeExperiment(dir, text, "bad.json");
+    const file = join(dir, "bad.json");
+    await Deno.writeTextFile(file, text);
     const r = await cli(["run", file, "--out", out]);
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, pattern);
@@ -167,7 +145,8 @@ for (const [what, text, pattern] of BAD_INPUTS) {
 Deno.test("--set with a wrong type names the flag; --dry-run reports the numbers and trains nothing", async () => {
   const dir = await Deno.makeTempDir();
   const out = await Deno.makeTempDir();
-  const file = await writeExperiment(dir, TINY);
+  const file = join(dir, "exp.json");
+  await Deno.writeTextFile(file, JSON.stringify(TINY));
   const bad = await cli(["run", file, "--out", out, "--set", "train.epochs=abc"]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--set train\.epochs=abc.*train\.epochs/);

@@ -23,9 +23,10 @@
 import { Avatar, Style } from "@dicebear/core";
 import lorelei from "@dicebear/styles/lorelei.json" with { type: "json" };
 import sharp from "sharp";
-import { createHash, randomUUID } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../io/files.ts";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Version of the avatar cache format and rendering recipe; bump it to invalidate old caches. */
@@ -225,17 +226,6 @@ interface CacheMeta {
   bytes: number;
   attributes: LabelAttribute[];
   labels: number[];
-}
-
-async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const temp = join(dirname(path), `.${randomUUID()}.tmp`);
-  try {
-    await writeFile(temp, data);
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
 }
 
 async function readCache(

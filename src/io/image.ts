@@ -4,9 +4,7 @@
  * @module
  */
 import sharp from "sharp";
-import { randomUUID } from "node:crypto";
-import { rename, rm, writeFile } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { writeFileAtomic } from "./files.ts";
 
 /** An 8-bit RGB image, rows top to bottom, pixels interleaved. */
 export interface RgbImage {
@@ -178,13 +176,5 @@ export async function decodePng(bytes: Uint8Array): Promise<DecodedImage> {
  * in the same directory, then renamed over `path`.
  */
 export async function writePng(path: string, image: RasterImage): Promise<void> {
-  const bytes = await encodePng(image);
-  const temp = join(dirname(path), `.${basename(path)}.${randomUUID()}.tmp`);
-  try {
-    await writeFile(temp, bytes);
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
+  await writeFileAtomic(path, await encodePng(image));
 }

@@ -1,0 +1,46 @@
+/**
+ * Shared fixtures of the end-to-end tests: a tiny experiment (24 faces of 8x8, a 73,875-parameter
+ * U-Net, T = 8, three steps per epoch) and helpers to run it in temporary folders.
+ * @module
+ */
+import { join } from "node:path";
+import { loadExperiment } from "../src/config/mod.ts";
+import { runExperiment, type RunOptions, type RunResult } from "../src/run/runner.ts";
+
+/** The ddpm-lab checkout. */
+export const ROOT: string = new URL("..", import.meta.url).pathname;
+
+/** Avatar cache of the tests (kept apart from the user's). */
+export const TEST_CACHE: string = join(ROOT, ".cache", "test-avatars");
+
+/** A tiny experiment: 3 steps per epoch, 2 epochs, 4 samples in 2 columns (22 x 22 px grid). */
+export const TINY = {
+  name: "tiny",
+  dataset: { kind: "avatars", count: 24, renderSize: 16 },
+  transform: { size: 8 },
+  schedule: { kind: "linear", timesteps: 8 },
+  model: { width: 8, multipliers: [1, 2] },
+  train: { epochs: 2, batchSize: 8, logEvery: 1 },
+  sampler: { count: 4, batchSize: 4, gridColumns: 2 },
+};
+
+/** Writes `body` (an object as JSON, or raw text) as `name` in a new temporary folder. */
+export async function experimentFile(body: unknown = TINY, name = "exp.json"): Promise<string> {
+  const path = join(await Deno.makeTempDir(), name);
+  await Deno.writeTextFile(path, typeof body === "string" ? body : JSON.stringify(body, null, 2));
+  return path;
+}
+
+/** Loads `file` with `--set` overrides and runs it quietly (a new temporary outputs root by default). */
+export async function runFile(
+  file: string,
+  options: Partial<RunOptions> & { sets?: string[] } = {},
+): Promise<RunResult> {
+  const loaded = await loadExperiment(file, { sets: options.sets ?? [] });
+  return await runExperiment(loaded, {
+    outRoot: options.outRoot ?? await Deno.makeTempDir(),
+    log: () => {},
+    cacheDir: TEST_CACHE,
+    ...options,
+  });
+}
