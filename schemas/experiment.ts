@@ -5,7 +5,8 @@
  *
  * One section maps to one module: `dataset` and `transform` -> src/data, `schedule` ->
  * src/diffusion/schedule.ts, `model` -> src/model, `loss` and `optimizer` and `train` ->
- * src/train, `sampler` -> src/diffusion/sampler.ts.
+ * src/train, `sampler` -> src/diffusion/sampler.ts and ddim.ts, `recovery` ->
+ * src/diffusion/recovery.ts.
  * @module
  */
 import { z } from "zod";
@@ -42,15 +43,54 @@ export const TransformSchema = z.strictObject({
   ),
 }).describe("Images are always normalised to [-1, 1] (ToTensor + Normalize(0.5, 0.5))");
 
+const betaRangeShape = {
+  timesteps: int(1, 4000).default(200).describe("T, the number of diffusion steps"),
+  betaStart: z.number().gt(0).lt(1).default(1e-4).describe("β_1"),
+  betaEnd: z.number().gt(0).lt(1).default(0.02).describe("β_T"),
+};
+
 /** `schedule`: the forward-process variances β_1..β_T. */
 export const ScheduleSchema = z.discriminatedUnion("kind", [
   z.strictObject({
-    kind: z.literal("linear"),
-    timesteps: int(1, 4000).default(200).describe("T, the number of diffusion steps"),
-    betaStart: z.number().gt(0).lt(1).default(1e-4).describe("β_1"),
-    betaEnd: z.number().gt(0).lt(1).default(0.02).describe("β_T"),
+    kind: z.literal("linear").describe("β = linspace(betaStart, betaEnd, T) (Ho et al.)"),
+    ...betaRangeShape,
+    scaleWithT: z.boolean().default(false).describe(
+      "Multiply betaStart and betaEnd by 1000 / T first (Nichol & Dhariwal), so that every T " +
+        "ends near pure noise",
+    ),
+  }),
+  z.strictObject({
+    kind: z.literal("cosine").describe(
+      "Nichol & Dhariwal: ᾱ(t) = f(t) / f(0), f(t) = cos²((t/T + s) / (1 + s) · π/2)",
+    ),
+    timesteps: betaRangeShape.timesteps,
+    s: z.number().min(0).max(1).default(0.008).describe("Offset s of the cosine"),
+    maxBeta: z.number().gt(0).lt(1).default(0.999).describe("β_t is clipped at this value"),
+  }),
+  z.strictObject({
+    kind: z.literal("quadratic").describe("β = linspace(√betaStart, √betaEnd, T)²"),
+    ...betaRangeShape,
+  }),
+  z.strictObject({
+    kind: z.literal("sigmoid").describe(
+      "β = sigmoid(linspace(-6, 6, T)) · (betaEnd - betaStart) + betaStart",
+    ),
+    ...betaRangeShape,
   }),
 ]);
+
+/** `model.attention`: the attention block of each resolution level. */
+export const AttentionSchema = z.strictObject({
+  kind: z.enum(["linear", "full", "none"]).default("linear").describe(
+    "linear: the course U-Net's LinearAttention; full: softmax attention over the HW tokens",
+  ),
+  levels: z.union([z.literal("all"), z.array(int(0, 7)).max(8)]).default("all").describe(
+    "Levels that get attention: 'all', or level indices (level i runs at size / 2^i: " +
+      "for 64x64 images [2] is 16x16)",
+  ),
+  heads: int(1, 64).default(4).describe("Heads of every attention block (middle included)"),
+  dimHead: int(1, 1024).default(32).describe("Width of each head"),
+});
 
 /** `model`: the denoising network. */
 export const ModelSchema = z.strictObject({
@@ -61,22 +101,62 @@ export const ModelSchema = z.strictObject({
   ),
   channels: int(1, 4).default(3).describe("Image channels"),
   groups: int(1, 64).default(4).describe("GroupNorm groups in the residual blocks"),
-});
-
-/** `loss`: the training objective on the predicted noise. */
-export const LossSchema = z.strictObject({
-  kind: z.enum(["l1", "l2"]).default("l1").describe(
-    "l1 as in the course notebook, l2 as in the DDPM paper",
+  resBlocks: int(1, 8).default(2).describe(
+    "Residual blocks per level on the way down (each keeps a skip; the way up has as many)",
+  ),
+  attention: AttentionSchema.prefault({}).describe("Attention at the resolution levels"),
+  middleAttention: z.enum(["full", "linear", "none"]).default("full").describe(
+    "Attention between the two middle residual blocks",
+  ),
+  dropout: z.number().min(0).lt(1).default(0).describe(
+    "Dropout rate inside every residual block, before its second convolution (training only)",
+  ),
+  prediction: z.enum(["eps", "x0", "v"]).default("eps").describe(
+    "What the network predicts and is trained on: the noise ε (DDPM), x_0, or " +
+      "v = √ᾱ_t ε - √(1 - ᾱ_t) x_0 (Salimans & Ho)",
   ),
 });
 
-/** `optimizer`: the parameter update rule. */
+/** `loss`: the distance between the network output and its target (`model.prediction`). */
+export const LossSchema = z.discriminatedUnion("kind", [
+  z.strictObject({ kind: z.literal("l1").describe("mean |d|, the course notebook's") }),
+  z.strictObject({ kind: z.literal("l2").describe("mean d², the DDPM paper's") }),
+  z.strictObject({
+    kind: z.literal("huber").describe(
+      "mean of 0.5 d² where |d| <= delta, else delta (|d| - 0.5 delta) (smooth L1 at delta 1)",
+    ),
+    delta: z.number().gt(0).default(1).describe("Where the loss turns from quadratic to linear"),
+  }),
+]);
+
+/** `optimizer.ema`: an exponential moving average of the weights, used for sampling. */
+export const EmaSchema = z.strictObject({
+  decay: z.number().gt(0).lt(1).default(0.9999).describe(
+    "After each step k > startStep: ema = decay · ema + (1 - decay) · weights",
+  ),
+  startStep: int(0).default(0).describe("Up to this step the average is a copy of the weights"),
+});
+
+/** `optimizer`: the parameter update rule, its learning-rate schedule and the weight average. */
 export const OptimizerSchema = z.strictObject({
   kind: z.literal("adam").default("adam"),
   lr: z.number().gt(0).lt(10).default(1e-3),
   beta1: z.number().min(0).lt(1).default(0.9),
   beta2: z.number().min(0).lt(1).default(0.999),
   epsilon: z.number().gt(0).default(1e-8),
+  warmupSteps: int(0).default(0).describe(
+    "Linear warmup: step k uses lr · k / warmupSteps up to warmupSteps (the DDPM paper: 5000)",
+  ),
+  lrDecay: z.enum(["none", "cosine"]).default("none").describe(
+    "After warmup: a constant lr, or a cosine decay reaching minLr at the last training step",
+  ),
+  minLr: z.number().min(0).default(0).describe("The lr at the end of the cosine decay"),
+  clipGradNorm: z.number().gt(0).optional().describe(
+    "Scale the gradients down to this global L2 norm when above it (the DDPM paper: 1)",
+  ),
+  ema: EmaSchema.optional().describe(
+    "Keep an exponential moving average of the weights (checkpointed) and sample with it",
+  ),
 });
 
 /** `train`: the training loop. */
@@ -92,11 +172,32 @@ export const TrainSchema = z.strictObject({
   ),
 });
 
+/** `sampler.trajectory`: the reverse process of a few samples, as a strip PNG and a GIF. */
+export const TrajectorySchema = z.strictObject({
+  count: int(1, 64).default(6).describe(
+    "Samples whose reverse process is saved: the first ones of the first batch",
+  ),
+  frames: int(2, 1000).default(10).describe(
+    "Columns of the strip, evenly spaced over the states visited (x_T first, the sample last)",
+  ),
+  at: z.array(int(0, 4000)).min(1).max(1000).optional().describe(
+    "Instead of `frames`: the t shown (T is x_T, 0 the sample); each shows the first state " +
+      "visited at or below it (ddim visits only its subsequence)",
+  ),
+  gifFrames: int(0, 4000).default(50).describe(
+    "Frames of the animated GIF (0: none), evenly spaced over the states visited",
+  ),
+  gifDelayMs: int(10, 10000).default(80).describe("Time each GIF frame is shown"),
+});
+
 /** `sampler`: how images are generated after training. */
 export const SamplerSchema = z.strictObject({
-  kind: z.literal("ddpm").default("ddpm").describe("Ancestral sampling, DDPM Algorithm 2"),
+  kind: z.enum(["ddpm", "ddim"]).default("ddpm").describe(
+    "ddpm: ancestral sampling, DDPM Algorithm 2, T steps; ddim: Song et al.'s sampler on a " +
+      "subsequence of `steps` timesteps",
+  ),
   variance: z.enum(["posterior", "beta"]).default("posterior").describe(
-    "σ_t² = β̃_t (posterior, the notebook's) or β_t",
+    "ddpm: σ_t² = β̃_t (posterior, the notebook's) or β_t",
   ),
   initialNoise: z.enum(["gaussian", "zeros"]).default("gaussian").describe(
     "x_T ~ N(0, I), or x_T = 0 (the notebook's question 2)",
@@ -104,9 +205,31 @@ export const SamplerSchema = z.strictObject({
   stepNoise: z.boolean().default(true).describe(
     "Add σ_t z at each step (false: the notebook's question 2)",
   ),
+  clipX0: z.boolean().default(false).describe(
+    "Clip the predicted x_0 to [-1, 1] at every step; x_{t-1} then follows from the clipped x̂_0",
+  ),
+  steps: int(1, 4000).optional().describe(
+    "ddim only: sampling steps (default T); step k uses t = round(k T / steps), k = steps..1",
+  ),
+  eta: z.number().min(0).max(1).default(0).describe(
+    "ddim only: scale of the step noise (0: deterministic; 1: the posterior variance)",
+  ),
   count: int(1, 4096).default(32).describe("Number of images to sample"),
   batchSize: int(1, 4096).default(32).describe("Images denoised at once"),
   gridColumns: int(1, 256).default(8).describe("Images per row of samples.png"),
+  trajectory: TrajectorySchema.optional().describe(
+    "Save the reverse process of a few samples (trajectory.png, trajectory.gif)",
+  ),
+});
+
+/** `recovery`: noise real images to t, then run the reverse process back (seed 002). */
+export const RecoverySchema = z.strictObject({
+  count: int(1, 256).default(8).describe("Training images (the first ones, unflipped)"),
+  t: z.array(int(1, 4000)).min(1).max(16).describe(
+    "Forward steps: x_t ~ q(x_t | x_0) for each t, then the reverse process from t to 0 with " +
+      "σ² = β and with σ² = β̃ (same noise draws)",
+  ),
+  stepNoise: z.boolean().default(true).describe("Add σ_t z in the reverse steps"),
 });
 
 const sectionsShape = {
@@ -123,12 +246,16 @@ const sectionsShape = {
     timesteps: 200,
     betaStart: 1e-4,
     betaEnd: 0.02,
+    scaleWithT: false,
   }),
   model: ModelSchema.prefault({}),
-  loss: LossSchema.prefault({}),
+  loss: LossSchema.default({ kind: "l1" }),
   optimizer: OptimizerSchema.prefault({}),
   train: TrainSchema.prefault({}),
   sampler: SamplerSchema.prefault({}),
+  recovery: RecoverySchema.optional().describe(
+    "Recovery figure (recovery.png): columns original | x_t | reverse with β | reverse with β̃",
+  ),
 };
 
 /** A complete experiment after `extends` was resolved; defaults are filled in by parsing. */
@@ -164,14 +291,67 @@ export const ExperimentSchema = z.strictObject({
       message: "must be even and at least 4 (sinusoidal time embedding of size width)",
     });
   }
-  if (cfg.schedule.kind === "linear" && cfg.schedule.betaEnd < cfg.schedule.betaStart) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["schedule", "betaEnd"],
-      message: "must be >= betaStart",
+  checkSections(cfg, (path, message) => ctx.addIssue({ code: "custom", path, message }));
+});
+
+/** Cross-field checks of the schedule, model, sampler and recovery sections. */
+function checkSections(
+  cfg: {
+    schedule: z.infer<typeof ScheduleSchema>;
+    model: z.infer<typeof ModelSchema>;
+    sampler: z.infer<typeof SamplerSchema>;
+    recovery?: z.infer<typeof RecoverySchema>;
+  },
+  issue: (path: (string | number)[], message: string) => void,
+): void {
+  const { schedule, model, sampler, recovery } = cfg;
+  const T = schedule.timesteps;
+  if (schedule.kind !== "cosine") {
+    if (schedule.betaEnd < schedule.betaStart) {
+      issue(["schedule", "betaEnd"], "must be >= betaStart");
+    }
+    if (schedule.kind === "linear" && schedule.scaleWithT && schedule.betaEnd * 1000 / T >= 1) {
+      issue(
+        ["schedule", "scaleWithT"],
+        `betaEnd · 1000 / T = ${schedule.betaEnd * 1000 / T} must be < 1 (use a larger T)`,
+      );
+    }
+  }
+  const levels = model.multipliers.length;
+  if (model.attention.levels !== "all") {
+    model.attention.levels.forEach((level, i) => {
+      if (level >= levels) {
+        issue(
+          ["model", "attention", "levels", i],
+          `level ${level} does not exist (the U-Net has levels 0..${levels - 1})`,
+        );
+      }
     });
   }
-});
+  if (sampler.steps !== undefined) {
+    if (sampler.kind !== "ddim") {
+      issue(["sampler", "steps"], "only a ddim sampler takes steps (set sampler.kind to ddim)");
+    } else if (sampler.steps > T) {
+      issue(["sampler", "steps"], `must be <= schedule.timesteps (${T})`);
+    }
+  }
+  const trajectory = sampler.trajectory;
+  if (trajectory) {
+    const most = Math.min(sampler.count, sampler.batchSize);
+    if (trajectory.count > most) {
+      issue(
+        ["sampler", "trajectory", "count"],
+        `must be <= ${most} (the first batch of samples)`,
+      );
+    }
+    trajectory.at?.forEach((t, i) => {
+      if (t > T) issue(["sampler", "trajectory", "at", i], `must be <= schedule.timesteps (${T})`);
+    });
+  }
+  recovery?.t.forEach((t, i) => {
+    if (t > T) issue(["recovery", "t", i], `must be <= schedule.timesteps (${T})`);
+  });
+}
 
 /** The file as written: every section optional, plus `extends` (a relative path). */
 export const ExperimentFileSchema = z.strictObject({
@@ -200,3 +380,11 @@ export type OptimizerConfig = Experiment["optimizer"];
 export type TrainConfig = Experiment["train"];
 /** The `sampler` section. */
 export type SamplerConfig = Experiment["sampler"];
+/** The `sampler.trajectory` field. */
+export type TrajectoryConfig = NonNullable<SamplerConfig["trajectory"]>;
+/** The `model.attention` field. */
+export type AttentionConfig = ModelConfig["attention"];
+/** The `optimizer.ema` field. */
+export type EmaConfig = NonNullable<OptimizerConfig["ema"]>;
+/** The `recovery` section (absent: no recovery figure). */
+export type RecoveryConfig = NonNullable<Experiment["recovery"]>;

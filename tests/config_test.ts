@@ -67,16 +67,51 @@ Deno.test("defaults are filled in and $schema is dropped", async () => {
     backend: "wasm",
     dataset: { kind: "avatars", count: 12000, renderSize: 64 },
     transform: { size: 32, horizontalFlip: true },
-    schedule: { kind: "linear", timesteps: 200, betaStart: 1e-4, betaEnd: 0.02 },
-    model: { kind: "unet", width: 16, multipliers: [1, 2, 4, 8], channels: 3, groups: 4 },
+    schedule: {
+      kind: "linear",
+      timesteps: 200,
+      betaStart: 1e-4,
+      betaEnd: 0.02,
+      scaleWithT: false,
+    },
+    model: {
+      kind: "unet",
+      width: 16,
+      multipliers: [1, 2, 4, 8],
+      channels: 3,
+      groups: 4,
+      resBlocks: 2,
+      attention: { kind: "linear", levels: "all", heads: 4, dimHead: 32 },
+      middleAttention: "full",
+      dropout: 0,
+      prediction: "eps",
+    },
     loss: { kind: "l1" },
-    optimizer: { kind: "adam", lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
-    train: { epochs: 20, batchSize: 32, shuffle: true, dropLast: true, logEvery: 100 },
+    optimizer: {
+      kind: "adam",
+      lr: 1e-3,
+      beta1: 0.9,
+      beta2: 0.999,
+      epsilon: 1e-8,
+      warmupSteps: 0,
+      lrDecay: "none",
+      minLr: 0,
+    },
+    train: {
+      epochs: 20,
+      batchSize: 32,
+      shuffle: true,
+      dropLast: true,
+      logEvery: 100,
+      checkpointEvery: 1,
+    },
     sampler: {
       kind: "ddpm",
       variance: "posterior",
       initialNoise: "gaussian",
       stepNoise: true,
+      clipX0: false,
+      eta: 0,
       count: 32,
       batchSize: 32,
       gridColumns: 8,
@@ -117,6 +152,7 @@ Deno.test("extends: deep merge, arrays replaced, kind change replaces the sectio
     shuffle: true,
     dropLast: true,
     logEvery: 5,
+    checkpointEvery: 1,
   });
 });
 
@@ -159,6 +195,7 @@ Deno.test("--set: numbers, booleans, strings, arrays and a whole section", async
     timesteps: 50,
     betaStart: 1e-4,
     betaEnd: 0.02,
+    scaleWithT: false,
   });
   // a whole section with another kind replaces the avatars one (no `count` left over).
   assert.deepEqual(config.dataset, { kind: "folder", path: "/data/faces" });
@@ -220,7 +257,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
     top.message,
     `${join(dir, "exp.json")}: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
       "name, description, seed, backend, dataset, transform, schedule, model, loss, optimizer, " +
-      "train, sampler)",
+      "train, sampler, recovery)",
   );
   const { error: nested, dir: dir2 } = await loadError(
     { "exp.json": { name: "x", dataset: { kind: "avatars", path: "/x" } } },
@@ -271,10 +308,13 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.match(float.message, /optimizer\.lr: 0 is too small \(expected a number > 0\)/);
   const { error: option } = await loadError(
-    { "exp.json": { name: "x", loss: { kind: "huber" } } },
+    { "exp.json": { name: "x", sampler: { variance: "gamma" } } },
     "exp.json",
   );
-  assert.match(option.message, /loss\.kind: invalid value "huber" \(expected one of l1, l2\)/);
+  assert.match(
+    option.message,
+    /sampler\.variance: invalid value "gamma" \(expected one of posterior, beta\)/,
+  );
   const { error: kind } = await loadError(
     { "exp.json": { name: "x", dataset: { kind: "mnist" } } },
     "exp.json",
@@ -299,7 +339,7 @@ Deno.test("several problems are reported together, one per line", async () => {
   assert.equal(lines[0], `${file}: 3 problems in the experiment:`);
   assert.deepEqual(lines.slice(1).map((line) => line.trim()), [
     `${file}: schedule.timesteps: 0 is too small (expected an integer >= 1)`,
-    `${file}: loss.kind: invalid value "l3" (expected one of l1, l2)`,
+    `${file}: loss.kind: unknown kind "l3" (expected one of l1, l2, huber)`,
     `${file}: train.epochs: 1.5 is not an integer (expected an integer)`,
   ]);
 });
@@ -358,7 +398,7 @@ Deno.test("unknown --set paths name the flag and list the valid keys", async () 
   assert.equal(
     key.message,
     "--set train.epoch=1: train.epoch: unknown key 'epoch' " +
-      "(expected one of epochs, batchSize, shuffle, dropLast, maxSteps, logEvery)",
+      "(expected one of epochs, batchSize, shuffle, dropLast, maxSteps, logEvery, checkpointEvery)",
   );
   // `path` is no key of the default avatars dataset.
   const { error: kind } = await loadError(files, "exp.json", { sets: ["dataset.path=/x"] });

@@ -1,5 +1,6 @@
 /**
- * The wasm conv2d gradient kernels of `src/backend/wasm_kernels.ts` against the cpu backend.
+ * The wasm kernels of `src/backend/wasm_kernels.ts` (conv2d gradients, BatchMatMul, Identity)
+ * against the cpu backend.
  * @module
  */
 import assert from "node:assert/strict";
@@ -7,6 +8,7 @@ import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { registerWasmKernels } from "../src/backend/wasm_kernels.ts";
 import { deriveRng, type Rng } from "../src/rng.ts";
+import { linearAttention } from "../src/model/layers.ts";
 
 type Pad = "same" | "valid" | number | [
   [number, number],
@@ -163,4 +165,197 @@ Deno.test("wasm conv2d gradients reject numeric pads tfjs gets wrong", async () 
     /numeric pad needs a square filter/,
   );
   tf.dispose([dy, filter]);
+});
+
+interface MatMulCase {
+  a: number[];
+  b: number[];
+  transposeA: boolean;
+  transposeB: boolean;
+}
+
+/** Batched, transposed and broadcast products, with outer dims of rank 0 to 2. */
+function matMulCases(): MatMulCase[] {
+  const rng = deriveRng(4, "tests/wasm_kernels/matmul");
+  const cases: MatMulCase[] = [];
+  const outers: [number[], number[]][] = [
+    [[], []],
+    [[1], [1]],
+    [[5], [5]],
+    [[5], [1]],
+    [[1], [5]],
+    [[2, 3], [2, 3]],
+    [[2, 3], [1]],
+    [[1], [2, 3]],
+    [[2, 3], []],
+    [[], [3]],
+  ];
+  for (const [outerA, outerB] of outers) {
+    for (const transposeA of [false, true]) {
+      for (const transposeB of [false, true]) {
+        const m = 1 + rng.int(9);
+        const k = 1 + rng.int(40);
+        const n = 1 + rng.int(9);
+        cases.push({
+          a: [...outerA, ...(transposeA ? [k, m] : [m, k])],
+          b: [...outerB, ...(transposeB ? [n, k] : [k, n])],
+          transposeA,
+          transposeB,
+        });
+      }
+    }
+  }
+  // The shapes of the U-Net's attention products (batch x heads, tokens, head width).
+  cases.push({ a: [8, 32, 64], b: [8, 64, 32], transposeA: false, transposeB: false });
+  cases.push({ a: [8, 64, 32], b: [8, 64, 32], transposeA: true, transposeB: false });
+  cases.push({ a: [8, 32, 32], b: [8, 64, 32], transposeA: false, transposeB: true });
+  return cases;
+}
+
+function matMulValues(c: MatMulCase): { a: Float32Array; b: Float32Array } {
+  const rng = deriveRng(5, `tests/wasm_kernels/matmul/${c.a}/${c.b}/${c.transposeA}`);
+  const size = (s: number[]) => s.reduce((x, y) => x * y, 1);
+  return { a: rng.normal(size(c.a)), b: rng.normal(size(c.b)) };
+}
+
+function matMulOn(c: MatMulCase): { shape: number[]; values: Float32Array } {
+  const { a, b } = matMulValues(c);
+  return tf.tidy(() => {
+    const y = tf.matMul(tf.tensor(a, c.a), tf.tensor(b, c.b), c.transposeA, c.transposeB);
+    return { shape: y.shape, values: y.dataSync() as Float32Array };
+  });
+}
+
+Deno.test("wasm BatchMatMul override matches the cpu backend", async () => {
+  const cases = matMulCases();
+  await initBackend("cpu");
+  const expected = cases.map(matMulOn);
+  await initBackend("wasm");
+  for (const [i, c] of cases.entries()) {
+    const got = matMulOn(c);
+    const label = `a ${c.a} b ${c.b} transposeA ${c.transposeA} transposeB ${c.transposeB}`;
+    assert.deepEqual(got.shape, expected[i].shape, label);
+    const { diff, scale } = maxAbsDiff(got.values, expected[i].values);
+    assert.ok(diff <= 1e-5 * (1 + scale), `${label}: max diff ${diff}, scale ${scale}`);
+  }
+});
+
+Deno.test("wasm BatchMatMul override leaks nothing and gives the same bits on rerun", async () => {
+  await initBackend("wasm");
+  const backend = tf.backend() as unknown as { numDataIds(): number };
+  const c: MatMulCase = { a: [6, 7, 9], b: [6, 5, 9], transposeA: false, transposeB: true };
+  const first = matMulOn(c);
+  const tensors = tf.memory().numTensors;
+  const dataIds = backend.numDataIds();
+  for (const d of matMulCases()) matMulOn(d);
+  assert.equal(tf.memory().numTensors, tensors);
+  assert.equal(backend.numDataIds(), dataIds);
+  assert.deepEqual(matMulOn(c).values, first.values);
+});
+
+Deno.test("wasm BatchMatMul gradients match the cpu backend", async () => {
+  const c: MatMulCase = { a: [3, 4, 10, 6], b: [3, 4, 6, 7], transposeA: false, transposeB: false };
+  const { a, b } = matMulValues(c);
+  const grads = () =>
+    tf.tidy(() => {
+      const f = (x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(x, y)));
+      const [da, db] = tf.grads(f)([tf.tensor(a, c.a), tf.tensor(b, c.b)]);
+      return [da.dataSync() as Float32Array, db.dataSync() as Float32Array];
+    });
+  await initBackend("cpu");
+  const expected = grads();
+  await initBackend("wasm");
+  const got = grads();
+  for (const i of [0, 1]) {
+    const { diff, scale } = maxAbsDiff(got[i], expected[i]);
+    assert.ok(diff <= 1e-5 * (1 + scale), `gradient ${i}: max diff ${diff}, scale ${scale}`);
+  }
+});
+
+Deno.test("wasm 1x1 filter gradients of wide and narrow convolutions match the cpu backend", async () => {
+  const rng = deriveRng(6, "tests/wasm_kernels/pointwise");
+  const cases: Case[] = [[3, 40], [40, 3], [17, 17], [64, 130]].map(([cin, cout]) => ({
+    x: [2, 5, 7, cin],
+    filter: [1, 1, cin, cout],
+    strides: [1, 1],
+    pad: "same",
+    xValues: rng.normal(2 * 5 * 7 * cin),
+    filterValues: rng.normal(cin * cout),
+  }));
+  await initBackend("cpu");
+  const expected = cases.map((c) => convGrads(c, undefined));
+  await initBackend("wasm");
+  for (const [i, c] of cases.entries()) {
+    const got = convGrads(c, undefined);
+    for (const key of ["dx", "dw"] as const) {
+      const { diff, scale } = maxAbsDiff(got[key], expected[i][key]);
+      assert.ok(diff <= 1e-4 * (1 + scale), `${key} of filter ${c.filter}: max diff ${diff}`);
+    }
+  }
+});
+
+Deno.test("wasm Identity shares data: saved tensors cost no copy and survive their source", async () => {
+  await initBackend("wasm");
+  const backend = tf.backend() as unknown as { numDataIds(): number };
+  const x = tf.tensor([1, 2, 3, 4], [2, 2]);
+  const dataIds = backend.numDataIds();
+  const y = tf.clone(x);
+  assert.equal(backend.numDataIds(), dataIds, "clone made no new buffer");
+  x.dispose();
+  assert.deepEqual(Array.from(y.dataSync()), [1, 2, 3, 4]);
+  y.dispose();
+  assert.equal(backend.numDataIds(), dataIds - 1);
+});
+
+Deno.test("wasm fused linear attention: forward and gradients match the composed ops on cpu", async () => {
+  const rng = deriveRng(7, "tests/wasm_kernels/attention");
+  const cases = [
+    { b: 2, h: 4, w: 3, c: 5, heads: 2, dimHead: 4 },
+    { b: 1, h: 2, w: 2, c: 3, heads: 1, dimHead: 8 },
+    { b: 3, h: 5, w: 1, c: 8, heads: 3, dimHead: 2 },
+    { b: 2, h: 8, w: 8, c: 16, heads: 4, dimHead: 32 },
+  ];
+  const run = (c: typeof cases[number], values: Map<string, Float32Array>) => {
+    const out = new Map<string, Float32Array>();
+    tf.tidy(() => {
+      const hidden = c.heads * c.dimHead;
+      const shapes: Record<string, number[]> = {
+        "a.to_qkv.weight": [1, 1, c.c, 3 * hidden],
+        "a.to_out.0.weight": [1, 1, hidden, c.c],
+        "a.to_out.0.bias": [c.c],
+        "a.to_out.1.weight": [c.c],
+        "a.to_out.1.bias": [c.c],
+        x: [c.b, c.h, c.w, c.c],
+        dy: [c.b, c.h, c.w, c.c],
+      };
+      const t = new Map<string, tf.Tensor>();
+      for (const [name, shape] of Object.entries(shapes)) {
+        if (!values.has(name)) {
+          values.set(name, rng.normal(shape.reduce((a, d) => a * d, 1)));
+        }
+        t.set(name, tf.tensor(values.get(name)!, shape));
+      }
+      const names = [...t.keys()].filter((k) => k !== "dy");
+      const f = (...xs: tf.Tensor[]) => {
+        const m = new Map(names.map((n, i) => [n, xs[i]]));
+        const y = linearAttention(m.get("x") as tf.Tensor4D, (n) => m.get(n)!, "a", c);
+        return tf.sum(tf.mul(y, t.get("dy")!));
+      };
+      const grads = tf.grads(f)(names.map((n) => t.get(n)!));
+      out.set("y", f(...names.map((n) => t.get(n)!)).dataSync() as Float32Array);
+      names.forEach((n, i) => out.set(`d ${n}`, grads[i].dataSync() as Float32Array));
+    });
+    return out;
+  };
+  const values = cases.map(() => new Map<string, Float32Array>());
+  await initBackend("cpu");
+  const expected = cases.map((c, i) => run(c, values[i]));
+  await initBackend("wasm");
+  for (const [i, c] of cases.entries()) {
+    const got = run(c, values[i]);
+    for (const [key, ref] of expected[i]) {
+      const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
+      assert.ok(diff <= 2e-4 * (1 + scale), `${key} of ${JSON.stringify(c)}: max diff ${diff}`);
+    }
+  }
 });

@@ -20,23 +20,21 @@
  * @module
  */
 import { tf } from "../tf.ts";
+import { attentionKernels } from "./wasm_attention.ts";
+import { normKernels } from "./wasm_norm.ts";
+import {
+  dispose,
+  gemm,
+  heapF32,
+  type Info,
+  releaseView,
+  view,
+  type WasmBackend,
+} from "./wasm_heap.ts";
 
-type Info = tf.TensorInfo;
 type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
 type Pad = "valid" | "same" | number | ExplicitPad;
 type RoundingMode = "floor" | "round" | "ceil" | undefined;
-
-/** The part of tfjs' `BackendWasm` that the kernels here use. */
-interface WasmBackend {
-  disposeData(dataId: object, force?: boolean): boolean;
-  typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
-  makeOutput(
-    shape: number[],
-    dtype: "float32",
-    memoryOffset?: number,
-    values?: Float32Array,
-  ): Info;
-}
 
 const BACKEND = "wasm";
 
@@ -62,10 +60,6 @@ function input(inputs: tf.NamedTensorInfoMap, name: string, kernel: string): Inf
   const info = inputs[name];
   if (info === undefined) throw new Error(`${kernel}: missing input '${name}'`);
   return info;
-}
-
-function dispose(backend: WasmBackend, ...infos: Info[]): void {
-  for (const info of infos) backend.disposeData(info.dataId);
 }
 
 function transpose(backend: WasmBackend, x: Info, perm: number[]): Info {
@@ -285,6 +279,11 @@ function conv2DBackpropFilter(
     );
   }
   const { top, left } = info.padInfo;
+  if (
+    kh === 1 && kw === 1 && sh === 1 && sw === 1 && outHeight === inHeight && outWidth === inWidth
+  ) {
+    return pointwiseFilterGrad(backend, x, dy);
+  }
   const spanH = (outHeight - 1) * sh + 1;
   const spanW = (outWidth - 1) * sw + 1;
   const bottom = Math.max(0, kh - 1 + spanH - inHeight - top);
@@ -304,18 +303,71 @@ function conv2DBackpropFilter(
   return dw;
 }
 
+/**
+ * The filter gradient of a 1x1, stride-1 convolution: dW [Cin, Cout] = xᵀ · dy over all
+ * P = B·H·W pixels, as one XNNPACK product. XNNPACK packs its right operand, which is slow
+ * for a tall and wide one, so the narrower of x and dy is the right operand and the other is
+ * transposed: dW = xᵀ · dy when Cout <= Cin, else dW = (dyᵀ · x)ᵀ.
+ */
+function pointwiseFilterGrad(backend: WasmBackend, x: Info, dy: Info): Info {
+  const cin = x.shape[3];
+  const cout = dy.shape[3];
+  const p = x.shape[0] * x.shape[1] * x.shape[2];
+  if (cout <= cin) {
+    const xT = transpose2d(backend, x, p, cin); // [Cin, P]
+    const dw = backend.makeOutput([1, 1, cin, cout], "float32");
+    gemm(backend, { a: xT, b: dy, out: dw }, { m: cin, k: p, n: cout });
+    dispose(backend, xT);
+    return dw;
+  }
+  const dyT = transpose2d(backend, dy, p, cout); // [Cout, P]
+  const dwT = backend.makeOutput([cout, cin], "float32");
+  gemm(backend, { a: dyT, b: x, out: dwT }, { m: cout, k: p, n: cin });
+  dispose(backend, dyT);
+  const dw = transpose2d(backend, dwT, cout, cin);
+  dispose(backend, dwT);
+  return { ...dw, shape: [1, 1, cin, cout] };
+}
+
+/**
+ * `x` read as a row-major [rows, cols] matrix, transposed into a new [cols, rows] tensor with
+ * a blocked copy on the heap (about twice as fast as the wasm Transpose kernel on large ones).
+ */
+function transpose2d(backend: WasmBackend, x: Info, rows: number, cols: number): Info {
+  const out = backend.makeOutput([cols, rows], "float32");
+  const src = heapF32(backend, x);
+  const dst = heapF32(backend, out);
+  const block = 8;
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const r1 = Math.min(rows, r0 + block);
+    for (let c0 = 0; c0 < cols; c0 += block) {
+      const c1 = Math.min(cols, c0 + block);
+      for (let r = r0; r < r1; r++) {
+        let s = r * cols + c0;
+        let d = c0 * rows + r;
+        for (let c = c0; c < c1; c++) {
+          dst[d] = src[s];
+          s++;
+          d += rows;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 const backpropInputConfig: tf.KernelConfig = {
   kernelName: "Conv2DBackpropInput",
   backendName: BACKEND,
   kernelFunc: ({ inputs, backend, attrs }) =>
-    conv2DBackpropInput(inputs, backend as WasmBackend, attrs ?? {}),
+    conv2DBackpropInput(inputs, backend as unknown as WasmBackend, attrs ?? {}),
 };
 
 const backpropFilterConfig: tf.KernelConfig = {
   kernelName: "Conv2DBackpropFilter",
   backendName: BACKEND,
   kernelFunc: ({ inputs, backend, attrs }) =>
-    conv2DBackpropFilter(inputs, backend as WasmBackend, attrs ?? {}),
+    conv2DBackpropFilter(inputs, backend as unknown as WasmBackend, attrs ?? {}),
 };
 
 /**
@@ -323,7 +375,8 @@ const backpropFilterConfig: tf.KernelConfig = {
  * without transposes and runs every batched or transposed product through a scalar loop (about
  * 2 GFLOP/s; the attention products of the U-Net took 40% of a forward pass). Here transposes
  * are materialised with `Transpose`, a product whose right side is shared is done as one
- * [batch * M, K] x [K, N] product, and other batches as one fast product per batch element.
+ * [batch * M, K] x [K, N] product, and other batches as one XNNPACK product per batch element
+ * on views of the operands and of the output (no copies).
  */
 function batchMatMul(
   inputs: tf.NamedTensorInfoMap,
@@ -338,16 +391,6 @@ function batchMatMul(
   const size = (dims: number[]) => dims.reduce((x, y) => x * y, 1);
   const batchA = size(a.shape.slice(0, -2));
   const batchB = size(b.shape.slice(0, -2));
-  const fast = (x: Info, y: Info): Info => {
-    const out = original.kernelFunc({
-      inputs: { a: x, b: y },
-      backend: backend as unknown as tf.KernelBackend,
-      attrs: { transposeA: false, transposeB: false },
-    });
-    if (Array.isArray(out)) throw new Error("BatchMatMul returned several outputs");
-    return out;
-  };
-  if (batchA === 1 && batchB === 1 && !transposeA && !transposeB) return fast(a, b);
   if (batchA !== batchB && batchA !== 1 && batchB !== 1) {
     // Broadcasting over several outer dims: leave it to the reference kernel.
     const out = original.kernelFunc({
@@ -374,35 +417,34 @@ function batchMatMul(
   const n = b3.shape[2];
   const batch = Math.max(batchA, batchB);
   const outerShape = (batchA >= batchB ? a : b).shape.slice(0, -2);
-  let result: Info;
+  const out = backend.makeOutput([batch, m, n], "float32");
   if (batchB === 1) {
-    const a2 = reshape(backend, a3, [1, batchA * m, k]);
-    const out = fast(a2, b3);
-    dispose(backend, a2);
-    result = reshape(backend, out, [...outerShape, m, n]);
-    dispose(backend, out);
+    gemm(backend, { a: a3, b: b3, out }, { m: batchA * m, k, n });
   } else {
-    // One fast product per batch element. Operands and results move with TypedArray.set on
-    // the wasm heap (Slice and Concat kernels cost far more here); views are taken afresh after
-    // every allocation because a growing heap detaches older ones.
-    const heap = (info: Info) => backend.typedArrayFromHeap(info) as Float32Array;
-    const out = backend.makeOutput([batch, m, n], "float32");
     for (let i = 0; i < batch; i++) {
-      const ai = backend.makeOutput([1, m, k], "float32");
-      const bi = backend.makeOutput([1, k, n], "float32");
-      const ia = batchA === 1 ? 0 : i;
-      heap(ai).set(heap(a3).subarray(ia * m * k, (ia + 1) * m * k));
-      heap(bi).set(heap(b3).subarray(i * k * n, (i + 1) * k * n));
-      const oi = fast(ai, bi);
-      heap(out).set(heap(oi), i * m * n);
-      dispose(backend, ai, bi, oi);
+      const ai = view(backend, a3, batchA === 1 ? 0 : i * m * k, [m, k]);
+      const bi = view(backend, b3, i * k * n, [k, n]);
+      const oi = view(backend, out, i * m * n, [m, n]);
+      gemm(backend, { a: ai, b: bi, out: oi }, { m, k, n });
+      releaseView(backend, ai, bi, oi);
     }
-    result = reshape(backend, out, [...outerShape, m, n]);
-    dispose(backend, out);
   }
   dispose(backend, a3, b3);
-  return result;
+  return { ...out, shape: [...outerShape, m, n] };
 }
+
+/** Identity shares the data (as the cpu backend does) instead of copying it. */
+function identity(inputs: tf.NamedTensorInfoMap, backend: WasmBackend): Info {
+  const x = input(inputs, "x", "Identity");
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+const identityConfig: tf.KernelConfig = {
+  kernelName: "Identity",
+  backendName: BACKEND,
+  kernelFunc: ({ inputs, backend }) => identity(inputs, backend as unknown as WasmBackend),
+};
 
 let batchMatMulConfig: tf.KernelConfig | undefined;
 
@@ -417,7 +459,7 @@ function batchMatMulOverride(): tf.KernelConfig | undefined {
     setupFunc: original.setupFunc,
     disposeFunc: original.disposeFunc,
     kernelFunc: ({ inputs, backend, attrs }) =>
-      batchMatMul(inputs, backend as WasmBackend, attrs ?? {}, original),
+      batchMatMul(inputs, backend as unknown as WasmBackend, attrs ?? {}, original),
   };
   return batchMatMulConfig;
 }
@@ -437,6 +479,8 @@ function install(config: tf.KernelConfig): void {
 export function registerWasmKernels(): void {
   install(backpropFilterConfig);
   install(backpropInputConfig);
+  install(identityConfig);
+  for (const config of [...attentionKernels, ...normKernels]) install(config);
   const matmul = batchMatMulOverride();
   if (matmul) install(matmul);
 }

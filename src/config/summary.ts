@@ -3,6 +3,8 @@
  * @module
  */
 import type { Experiment } from "../../schemas/experiment.ts";
+import { describeSchedule } from "../diffusion/schedule.ts";
+import { levelResolutions } from "../model/mod.ts";
 
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
@@ -13,6 +15,37 @@ function describeDataset(dataset: Experiment["dataset"]): string {
         dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`
       }`;
   }
+}
+
+function describeModel(model: Experiment["model"], size: number): string {
+  const levels = model.multipliers.length;
+  const resolutions = levelResolutions(levels, size);
+  const at = model.attention.levels === "all"
+    ? "all levels"
+    : model.attention.levels.map((l) => `${resolutions[l]}x${resolutions[l]}`).join(", ");
+  return `${model.kind}, width ${model.width}, multipliers [${model.multipliers.join(", ")}], ` +
+    `${model.channels} channels, ${model.resBlocks} res blocks per level, ${model.groups} groups, ` +
+    `attention ${model.attention.kind}${model.attention.kind === "none" ? "" : ` at ${at}`}, ` +
+    `middle attention ${model.middleAttention}, dropout ${model.dropout}, predicts ${model.prediction}`;
+}
+
+function describeOptimizer(o: Experiment["optimizer"]): string {
+  return [
+    `${o.kind}, lr ${o.lr}, beta1 ${o.beta1}, beta2 ${o.beta2}, epsilon ${o.epsilon}`,
+    ...(o.warmupSteps > 0 ? [`warmup ${o.warmupSteps} steps`] : []),
+    ...(o.lrDecay === "cosine" ? [`cosine decay to ${o.minLr}`] : []),
+    ...(o.clipGradNorm === undefined ? [] : [`gradients clipped at norm ${o.clipGradNorm}`]),
+    ...(o.ema ? [`EMA ${o.ema.decay} from step ${o.ema.startStep}`] : []),
+  ].join(", ");
+}
+
+function describeSampler(s: Experiment["sampler"]): string {
+  const head = s.kind === "ddim"
+    ? `ddim, ${s.steps ?? "all"} steps, eta ${s.eta}`
+    : `ddpm, ${s.variance} variance, ${s.stepNoise ? "with" : "without"} step noise`;
+  return `${head}, ${s.initialNoise} x_T${s.clipX0 ? ", x0 clipped to [-1, 1]" : ""}, ` +
+    `${s.count} images in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
+    (s.trajectory ? `, trajectory of ${s.trajectory.count}` : "");
 }
 
 /**
@@ -35,19 +68,11 @@ export function formatConfigSummary(config: Experiment): string {
     ],
     [
       "schedule",
-      `${schedule.kind}, T=${schedule.timesteps}, beta ${schedule.betaStart} -> ${schedule.betaEnd}`,
+      describeSchedule(schedule),
     ],
-    [
-      "model",
-      `${model.kind}, width ${model.width}, multipliers [${model.multipliers.join(", ")}], ` +
-      `${model.channels} channels, ${model.groups} groups`,
-    ],
-    ["loss", config.loss.kind],
-    [
-      "optimizer",
-      `${optimizer.kind}, lr ${optimizer.lr}, beta1 ${optimizer.beta1}, ` +
-      `beta2 ${optimizer.beta2}, epsilon ${optimizer.epsilon}`,
-    ],
+    ["model", describeModel(model, transform.size)],
+    ["loss", config.loss.kind === "huber" ? `huber, delta ${config.loss.delta}` : config.loss.kind],
+    ["optimizer", describeOptimizer(optimizer)],
     [
       "train",
       [
@@ -59,12 +84,14 @@ export function formatConfigSummary(config: Experiment): string {
         `log every ${train.logEvery} steps`,
       ].join(", "),
     ],
-    [
-      "sampler",
-      `${sampler.kind}, ${sampler.variance} variance, ${sampler.initialNoise} x_T, ` +
-      `${sampler.stepNoise ? "with" : "without"} step noise, ${sampler.count} images ` +
-      `in batches of ${sampler.batchSize}, ${sampler.gridColumns} per grid row`,
-    ],
+    ["sampler", describeSampler(sampler)],
+    ...(config.recovery
+      ? [[
+        "recovery",
+        `${config.recovery.count} images noised to t = ${config.recovery.t.join(", ")}, ` +
+        `denoised with beta and beta-tilde${config.recovery.stepNoise ? "" : " (no step noise)"}`,
+      ] as [string, string]]
+      : []),
   );
   const width = Math.max(...rows.map(([label]) => label.length));
   return rows.map(([label, text]) => `${label.padEnd(width)}  ${text}`).join("\n");

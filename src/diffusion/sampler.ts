@@ -1,18 +1,31 @@
 /**
- * The `sampler` section: DDPM ancestral sampling (Ho et al., Algorithm 2). The sampler sees the
- * network only as a function `denoise(x_t, t) -> ε̂`, and the schedule only as its tables.
+ * The `sampler` section, `kind: "ddpm"`: ancestral sampling (Ho et al., Algorithm 2). The
+ * sampler sees the network only as a function `denoise(x_t, t)` returning its raw output (ε̂ for
+ * the default `eps` prediction; see ./targets.ts), and the schedule only as its tables.
+ *
+ * Steps are 0-based indices i = T-1..0 as in the notebook: the step at index i turns the
+ * paper's x_{i+1} into x_i, so after it the state is x_t with t = i (t = T is x_T).
  * @module
  */
 import type { SamplerConfig } from "../../schemas/experiment.ts";
 import type { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import type { Schedule } from "./schedule.ts";
+import { interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 
-/** A noise predictor: ε̂ = denoise(x_t, t) for x_t [B, H, W, C] and float steps t [B]. */
+/**
+ * The network as the samplers see it: its output for x_t [B, H, W, C] at float 0-based steps
+ * t [B] (ε̂ when the model predicts `eps`).
+ */
 export type Denoiser = (x: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D;
 
 /** The flags of ancestral sampling (a subset of the `sampler` section). */
-export type AncestralFlags = Pick<SamplerConfig, "variance" | "initialNoise" | "stepNoise">;
+export type AncestralFlags =
+  & Pick<SamplerConfig, "variance" | "initialNoise" | "stepNoise">
+  & Partial<Pick<SamplerConfig, "clipX0">>;
+
+/** Called with the t of a state (T for x_T, 0 for the sample) and the state [B, H, W, C]. */
+export type StateCallback = (t: number, x: tf.Tensor4D) => void | Promise<void>;
 
 /** σ_t² of the reverse step at index i: β̃_t (`posterior`) or β_t (`beta`). */
 export function reverseVariance(
@@ -21,6 +34,32 @@ export function reverseVariance(
   variance: SamplerConfig["variance"],
 ): number {
   return variance === "beta" ? schedule.betas[i] : schedule.posteriorVariance[i];
+}
+
+/**
+ * The coefficients of the posterior mean μ̃(x_t, x_0) = x0 · x_0 + xt · x_t of
+ * q(x_{t-1} | x_t, x_0) at index i: x0 = √ᾱ_{t-1} β_t / (1 - ᾱ_t),
+ * xt = √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t). Its variance is `schedule.posteriorVariance[i]`.
+ */
+export function posteriorCoefficients(
+  schedule: Schedule,
+  index: number,
+): { x0: number; xt: number } {
+  const denom = 1 - schedule.alphaBars[index];
+  return {
+    x0: (Math.sqrt(schedule.alphaBarsPrev[index]) * schedule.betas[index]) / denom,
+    xt: (Math.sqrt(schedule.alphas[index]) * (1 - schedule.alphaBarsPrev[index])) / denom,
+  };
+}
+
+/** The posterior mean μ̃(x_t, x_0) of q(x_{t-1} | x_t, x_0) at index i; use inside tf.tidy. */
+export function posteriorMean(
+  x0: tf.Tensor4D,
+  xt: tf.Tensor4D,
+  options: { schedule: Schedule; index: number },
+): tf.Tensor4D {
+  const c = posteriorCoefficients(options.schedule, options.index);
+  return tf.add(tf.mul(x0, c.x0), tf.mul(xt, c.xt));
 }
 
 /**
@@ -46,23 +85,51 @@ export function ddpmStep(
   return tf.add(mean, tf.mul(options.z, sigma));
 }
 
+/**
+ * The same reverse step written with the predicted x̂_0: x_{t-1} = μ̃(x_t, x̂_0) + σ_t z (equal
+ * to {@link ddpmStep} when x̂_0 comes from ε̂). Used for the `x0` and `v` predictions and with
+ * `clipX0`. Use inside tf.tidy.
+ */
+export function ddpmStepFromX0(
+  x: tf.Tensor4D,
+  x0: tf.Tensor4D,
+  options: {
+    schedule: Schedule;
+    index: number;
+    variance: SamplerConfig["variance"];
+    z: tf.Tensor4D | null;
+  },
+): tf.Tensor4D {
+  const { schedule, index: i } = options;
+  const mean = posteriorMean(x0, x, { schedule, index: i });
+  if (options.z === null || i === 0) return mean;
+  const sigma = Math.sqrt(reverseVariance(schedule, i, options.variance));
+  return tf.add(mean, tf.mul(options.z, sigma));
+}
+
 /** Options of {@link sampleDdpm}. */
 export interface SampleOptions {
   /** [count, H, W, C] of the batch to generate. */
   shape: [number, number, number, number];
   /** Sampler flags. */
   flags: AncestralFlags;
+  /** What the denoiser outputs (default `eps`). */
+  prediction?: Prediction;
   /** Generator of x_T and of the step noise z (the run's `sample/noise` stream). */
   rng: Rng;
   /** Start index (default T - 1) and optional start x (the recovery experiment starts from x_t). */
   start?: { index: number; x: tf.Tensor4D };
-  /** Called after each step with the index just produced (i - 1 stands for x_{i}) and x. */
+  /** Called once with the starting state: t = T (or start.index + 1) and x_t. */
+  onStart?: StateCallback;
+  /** Called after each step with its index i and the new state x (the paper's x_i). */
   onStep?: (index: number, x: tf.Tensor4D) => void | Promise<void>;
 }
 
 /**
  * Runs the reverse process from x_T (or `options.start`) down to x_0 and returns x_0.
- * Memory stays flat: each step runs in tf.tidy and the previous x is disposed.
+ * Draws, in order: x_T (gaussian, unless `start` is given), then z of each step with index > 0
+ * (when step noise is on). Memory stays flat: each step runs in tf.tidy and the previous x is
+ * disposed.
  */
 export async function sampleDdpm(
   denoise: Denoiser,
@@ -70,6 +137,8 @@ export async function sampleDdpm(
   options: SampleOptions,
 ): Promise<tf.Tensor4D> {
   const { shape, flags, rng } = options;
+  const prediction = options.prediction ?? "eps";
+  const viaX0 = prediction !== "eps" || flags.clipX0 === true;
   const n = shape.reduce((a, b) => a * b, 1);
   let index = options.start?.index ?? schedule.timesteps - 1;
   let x: tf.Tensor4D = options.start
@@ -77,17 +146,25 @@ export async function sampleDdpm(
     : flags.initialNoise === "zeros"
     ? tf.zeros(shape)
     : tf.tensor4d(rng.normal(n), shape);
+  if (options.onStart) await options.onStart(index + 1, x);
   for (; index >= 0; index--) {
     const z = flags.stepNoise && index > 0 ? rng.normal(n) : null;
     const i = index;
     const next = tf.tidy(() => {
-      const eps = denoise(x, tf.fill([shape[0]], i) as tf.Tensor1D);
-      return ddpmStep(x, eps, {
+      const out = denoise(x, tf.fill([shape[0]], i) as tf.Tensor1D);
+      const step = {
         schedule,
         index: i,
         variance: flags.variance,
         z: z ? tf.tensor4d(z, shape) : null,
+      };
+      if (!viaX0) return ddpmStep(x, out, step);
+      const { x0 } = interpretOutput(out, x, {
+        prediction,
+        level: noiseLevelAt(schedule, i),
+        clipX0: flags.clipX0,
       });
+      return ddpmStepFromX0(x, x0, step);
     });
     x.dispose();
     x = next;

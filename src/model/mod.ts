@@ -9,7 +9,22 @@ import type { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { type ParamSpec, planUnet, unetForward, unetParamSpecs, type UnetPlan } from "./unet.ts";
 
-export { type ParamSpec, planUnet, unetParamSpecs, type UnetPlan } from "./unet.ts";
+export {
+  levelResolutions,
+  type ParamSpec,
+  planUnet,
+  unetParamSpecs,
+  type UnetPlan,
+} from "./unet.ts";
+
+/** Options of a forward pass. */
+export interface PredictOptions {
+  /**
+   * Training only: the generator of the dropout masks (e.g. the run's `train/dropout/step-<k>`
+   * stream). Without it dropout is off, as in sampling.
+   */
+  dropoutRng?: Rng;
+}
 
 /** A denoising network with named, trainable parameters. */
 export interface DenoiseModel {
@@ -18,7 +33,7 @@ export interface DenoiseModel {
   /** Trainable parameters by PyTorch state-dict name, in state-dict order. */
   params: Map<string, tf.Variable>;
   /** Predicts the network output for x_t [B, H, W, C] and float timesteps t [B]; use in tf.tidy. */
-  predict(x: tf.Tensor4D, t: tf.Tensor1D): tf.Tensor4D;
+  predict(x: tf.Tensor4D, t: tf.Tensor1D, options?: PredictOptions): tf.Tensor4D;
   /** Frees the parameters. */
   dispose(): void;
 }
@@ -55,6 +70,21 @@ export function createModel(config: ModelConfig, options: { rng: Rng }): Denoise
   return wrap(plan, params);
 }
 
+/**
+ * The same network computed with other weights of the same names and shapes, e.g. the EMA
+ * weights for sampling. The new model shares `params` (its dispose frees them).
+ */
+export function withParams(model: DenoiseModel, params: Map<string, tf.Variable>): DenoiseModel {
+  for (const [name, v] of model.params) {
+    const other = params.get(name);
+    if (!other) throw new Error(`withParams: no parameter named ${name}`);
+    if (other.shape.join("x") !== v.shape.join("x")) {
+      throw new Error(`withParams: ${name} has shape [${other.shape}], model needs [${v.shape}]`);
+    }
+  }
+  return wrap(model.plan, params);
+}
+
 function wrap(plan: UnetPlan, params: Map<string, tf.Variable>): DenoiseModel {
   const lookup = (name: string): tf.Tensor => {
     const v = params.get(name);
@@ -64,7 +94,8 @@ function wrap(plan: UnetPlan, params: Map<string, tf.Variable>): DenoiseModel {
   return {
     plan,
     params,
-    predict: (x, t) => unetForward(plan, lookup, { x, t }),
+    predict: (x, t, options) =>
+      unetForward(plan, lookup, { x, t, dropoutRng: options?.dropoutRng }),
     dispose: () => params.forEach((v) => v.dispose()),
   };
 }

@@ -1,12 +1,22 @@
 /**
- * The course U-Net (../shared/reference/unet.md): a pure plan of its blocks, the parameter
- * list that plan implies (names, shapes, initialisers) and the forward pass over that plan.
+ * The course U-Net (../shared/reference/unet.md) and its generalisation: a pure plan of its
+ * blocks, the parameter list that plan implies (names, shapes, initialisers) and the forward pass
+ * over that plan. The defaults (2 residual blocks per level, linear attention at every level,
+ * full attention in the middle, no dropout) are exactly the reference network.
+ *
+ * Parameter names follow the reference's PyTorch state dict: level i of the way down is the
+ * ModuleList `downs.i` = [resBlock 0, ..., resBlock n-1, attention, down-change], so with
+ * n = `resBlocks` the attention is `downs.i.n` and the change `downs.i.(n+1)`; a level without
+ * attention keeps the index (an nn.Identity, which has no parameters). Same for `ups.i`.
  * @module
  */
+import type { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import {
   attention,
+  type AttentionOptions,
   conv,
+  dropout,
   gelu,
   groupNorm,
   linear,
@@ -18,6 +28,9 @@ import {
   upsampleNearest2x,
 } from "./layers.ts";
 
+/** An attention block type. */
+export type AttentionKind = "linear" | "full" | "none";
+
 /** Shape options of the U-Net (the `model` section, less its `kind`). */
 export interface UnetShape {
   /** Base width d. */
@@ -28,6 +41,19 @@ export interface UnetShape {
   channels: number;
   /** GroupNorm groups inside residual blocks. */
   groups: number;
+  /** Residual blocks per level (default 2). */
+  resBlocks?: number;
+  /** Attention at the levels: kind (default linear), levels (default all), heads (4) x dimHead (32). */
+  attention?: {
+    kind?: AttentionKind;
+    levels?: "all" | number[];
+    heads?: number;
+    dimHead?: number;
+  };
+  /** Attention between the middle residual blocks (default full). */
+  middleAttention?: AttentionKind;
+  /** Dropout rate inside residual blocks during training (default 0). */
+  dropout?: number;
 }
 
 interface ResBlock {
@@ -36,10 +62,15 @@ interface ResBlock {
   dimOut: number;
 }
 
+interface AttentionBlock {
+  prefix: string;
+  dim: number;
+  kind: "linear" | "full";
+}
+
 interface Level {
-  block1: ResBlock;
-  block2: ResBlock;
-  attention: { prefix: string; dim: number };
+  blocks: ResBlock[];
+  attention: AttentionBlock | null;
   /** `resample`: pixel-unshuffle + 1x1 (down) or nearest x2 + 3x3 (up); `conv`: a 3x3 conv. */
   change: { prefix: string; kind: "resample" | "conv"; dimIn: number; dimOut: number };
 }
@@ -54,43 +85,75 @@ export interface UnetPlan {
   downs: Level[];
   /** Middle width. */
   midDim: number;
+  /** The middle attention block, or null. */
+  midAttention: AttentionBlock | null;
   /** Up levels, lowest resolution first. */
   ups: Level[];
+  /** Heads of every attention block. */
+  attentionOptions: AttentionOptions;
+  /** Dropout rate of the residual blocks (training only). */
+  dropout: number;
 }
 
-const HEADS = 4;
-const DIM_HEAD = 32;
-
-/** Derives the block plan of `Unet(width, multipliers, channels)` as in the reference. */
+/** Derives the block plan of `Unet(width, multipliers, channels)` and its options. */
 export function planUnet(shape: UnetShape): UnetPlan {
   const d = shape.width;
+  const n = shape.resBlocks ?? 2;
+  const levels = shape.attention?.levels ?? "all";
+  const kind = shape.attention?.kind ?? "linear";
   const dims = [d, ...shape.multipliers.map((m) => d * m)];
   const pairs = dims.slice(0, -1).map((a, i) => [a, dims[i + 1]] as const);
+  const attentionAt = (level: number, prefix: string, dim: number): AttentionBlock | null =>
+    kind !== "none" && (levels === "all" || levels.includes(level)) ? { prefix, dim, kind } : null;
   const downs = pairs.map(([a, b], i): Level => {
     const last = i === pairs.length - 1;
     const pre = `downs.${i}`;
     return {
-      block1: { prefix: `${pre}.0`, dimIn: a, dimOut: a },
-      block2: { prefix: `${pre}.1`, dimIn: a, dimOut: a },
-      attention: { prefix: `${pre}.2`, dim: a },
+      blocks: Array.from({ length: n }, (_, j) => ({ prefix: `${pre}.${j}`, dimIn: a, dimOut: a })),
+      attention: attentionAt(i, `${pre}.${n}`, a),
       change: last
-        ? { prefix: `${pre}.3`, kind: "conv", dimIn: a, dimOut: b }
-        : { prefix: `${pre}.3.1`, kind: "resample", dimIn: a, dimOut: b },
+        ? { prefix: `${pre}.${n + 1}`, kind: "conv", dimIn: a, dimOut: b }
+        : { prefix: `${pre}.${n + 1}.1`, kind: "resample", dimIn: a, dimOut: b },
     };
   });
   const ups = [...pairs].reverse().map(([a, b], i): Level => {
     const last = i === pairs.length - 1;
     const pre = `ups.${i}`;
     return {
-      block1: { prefix: `${pre}.0`, dimIn: b + a, dimOut: b },
-      block2: { prefix: `${pre}.1`, dimIn: b + a, dimOut: b },
-      attention: { prefix: `${pre}.2`, dim: b },
+      blocks: Array.from({ length: n }, (_, j) => ({
+        prefix: `${pre}.${j}`,
+        dimIn: b + a,
+        dimOut: b,
+      })),
+      attention: attentionAt(pairs.length - 1 - i, `${pre}.${n}`, b),
       change: last
-        ? { prefix: `${pre}.3`, kind: "conv", dimIn: b, dimOut: a }
-        : { prefix: `${pre}.3.1`, kind: "resample", dimIn: b, dimOut: a },
+        ? { prefix: `${pre}.${n + 1}`, kind: "conv", dimIn: b, dimOut: a }
+        : { prefix: `${pre}.${n + 1}.1`, kind: "resample", dimIn: b, dimOut: a },
     };
   });
-  return { shape, timeDim: 4 * d, downs, midDim: dims[dims.length - 1], ups };
+  const midDim = dims[dims.length - 1];
+  const mid = shape.middleAttention ?? "full";
+  return {
+    shape,
+    timeDim: 4 * d,
+    downs,
+    midDim,
+    midAttention: mid === "none" ? null : { prefix: "mid_attn", dim: midDim, kind: mid },
+    ups,
+    attentionOptions: {
+      heads: shape.attention?.heads ?? 4,
+      dimHead: shape.attention?.dimHead ?? 32,
+    },
+    dropout: shape.dropout ?? 0,
+  };
+}
+
+/**
+ * The resolution of every level for `size` x `size` images: level i runs at size / 2^i (the
+ * last level's change is a 3x3 conv, so the middle runs at the last level's resolution).
+ */
+export function levelResolutions(levels: number, size: number): number[] {
+  return Array.from({ length: levels }, (_, i) => size / 2 ** i);
 }
 
 /** How a parameter is initialised (PyTorch's defaults). */
@@ -143,17 +206,21 @@ export function unetParamSpecs(plan: UnetPlan): ParamSpec[] {
     normP(`${rb.prefix}.block2.norm`, rb.dimOut);
     if (rb.dimIn !== rb.dimOut) convP(`${rb.prefix}.res_conv`, 1, rb.dimIn, rb.dimOut);
   };
-  const hidden = HEADS * DIM_HEAD;
-  const linAttnP = (prefix: string, c: number) => {
+  const hidden = plan.attentionOptions.heads * plan.attentionOptions.dimHead;
+  // Residual(PreNorm(dim, fn)): PreNorm registers `fn` before `norm`.
+  const attnP = (block: AttentionBlock | null) => {
+    if (!block) return;
+    const { prefix, dim: c } = block;
     convP(`${prefix}.fn.fn.to_qkv`, 1, c, 3 * hidden, false);
-    convP(`${prefix}.fn.fn.to_out.0`, 1, hidden, c);
-    normP(`${prefix}.fn.fn.to_out.1`, c);
+    if (block.kind === "linear") {
+      convP(`${prefix}.fn.fn.to_out.0`, 1, hidden, c);
+      normP(`${prefix}.fn.fn.to_out.1`, c);
+    } else convP(`${prefix}.fn.fn.to_out`, 1, hidden, c);
     normP(`${prefix}.fn.norm`, c);
   };
   const levelP = (level: Level, down: boolean) => {
-    resP(level.block1);
-    resP(level.block2);
-    linAttnP(level.attention.prefix, level.attention.dim);
+    level.blocks.forEach(resP);
+    attnP(level.attention);
     const ch = level.change;
     if (ch.kind === "conv") convP(ch.prefix, 3, ch.dimIn, ch.dimOut);
     else if (down) convP(ch.prefix, 1, 4 * ch.dimIn, ch.dimOut);
@@ -168,9 +235,7 @@ export function unetParamSpecs(plan: UnetPlan): ParamSpec[] {
   for (const level of plan.ups) levelP(level, false);
   const m = plan.midDim;
   resP({ prefix: "mid_block1", dimIn: m, dimOut: m });
-  convP("mid_attn.fn.fn.to_qkv", 1, m, 3 * hidden, false);
-  convP("mid_attn.fn.fn.to_out", 1, hidden, m);
-  normP("mid_attn.fn.norm", m);
+  attnP(plan.midAttention);
   resP({ prefix: "mid_block2", dimIn: m, dimOut: m });
   resP({ prefix: "final_res_block", dimIn: 2 * d, dimOut: d });
   convP("final_conv", 1, d, c);
@@ -181,7 +246,7 @@ function resBlock(
   x: tf.Tensor4D,
   temb: tf.Tensor2D,
   p: ParamLookup,
-  rb: ResBlock & { groups: number },
+  rb: ResBlock & { groups: number; dropout: number; rng?: Rng },
 ): tf.Tensor4D {
   const ss = linear(silu(temb), p, `${rb.prefix}.mlp.1`);
   const [scale, shift] = tf.split(tf.reshape(ss, [-1, 1, 1, 2 * rb.dimOut]), 2, 3);
@@ -192,6 +257,7 @@ function resBlock(
     rb.groups,
   );
   h = silu(tf.add(tf.mul(h, tf.add(scale, 1)), shift));
+  if (rb.rng && rb.dropout > 0) h = dropout(h, { rate: rb.dropout, rng: rb.rng });
   h = silu(
     groupNorm(conv(h, p, `${rb.prefix}.block2.proj`), p, `${rb.prefix}.block2.norm`, rb.groups),
   );
@@ -199,43 +265,60 @@ function resBlock(
   return tf.add(h, res);
 }
 
-const ATTN = { heads: HEADS, dimHead: DIM_HEAD };
+/** x + Attention(GroupNorm(1, C)(x)) for a planned block (identity when there is none). */
+function attend(
+  x: tf.Tensor4D,
+  p: ParamLookup,
+  block: AttentionBlock | null,
+  options: AttentionOptions,
+): tf.Tensor4D {
+  if (!block) return x;
+  const a = block.prefix;
+  const normed = groupNorm(x, p, `${a}.fn.norm`, 1);
+  const fn = block.kind === "linear" ? linearAttention : attention;
+  return tf.add(x, fn(normed, p, `${a}.fn.fn`, options));
+}
 
 /**
- * The forward pass: predicts the noise of `x` [B, H, W, C] at float timesteps `t` [B].
- * Call it inside `tf.tidy` (training and sampling do).
+ * The forward pass: the network output for `x` [B, H, W, C] at float timesteps `t` [B].
+ * With `dropoutRng` (training) the residual blocks apply dropout, masks drawn in forward order
+ * from that generator; without it (sampling) dropout is off. Call it inside `tf.tidy`.
  */
 export function unetForward(
   plan: UnetPlan,
   p: ParamLookup,
-  inputs: { x: tf.Tensor4D; t: tf.Tensor1D },
+  inputs: { x: tf.Tensor4D; t: tf.Tensor1D; dropoutRng?: Rng },
 ): tf.Tensor4D {
-  const groups = plan.shape.groups;
+  const common = {
+    groups: plan.shape.groups,
+    dropout: plan.dropout,
+    rng: inputs.dropoutRng,
+  };
+  const attn = plan.attentionOptions;
   let x = conv(inputs.x, p, "init_conv");
   const r = x;
   const emb = sinusoidalEmbedding(inputs.t, plan.shape.width);
   const temb = linear(gelu(linear(emb, p, "time_mlp.1")), p, "time_mlp.3");
   const skips: tf.Tensor4D[] = [];
   for (const level of plan.downs) {
-    x = resBlock(x, temb, p, { ...level.block1, groups });
-    skips.push(x);
-    x = resBlock(x, temb, p, { ...level.block2, groups });
-    const a = level.attention.prefix;
-    x = tf.add(x, linearAttention(groupNorm(x, p, `${a}.fn.norm`, 1), p, `${a}.fn.fn`, ATTN));
-    skips.push(x);
+    level.blocks.forEach((block, j) => {
+      x = resBlock(x, temb, p, { ...block, ...common });
+      if (j === level.blocks.length - 1) x = attend(x, p, level.attention, attn);
+      skips.push(x);
+    });
     x = level.change.kind === "conv"
       ? conv(x, p, level.change.prefix)
       : conv(pixelUnshuffle(x), p, level.change.prefix);
   }
   const m = plan.midDim;
-  x = resBlock(x, temb, p, { prefix: "mid_block1", dimIn: m, dimOut: m, groups });
-  x = tf.add(x, attention(groupNorm(x, p, "mid_attn.fn.norm", 1), p, "mid_attn.fn.fn", ATTN));
-  x = resBlock(x, temb, p, { prefix: "mid_block2", dimIn: m, dimOut: m, groups });
+  x = resBlock(x, temb, p, { prefix: "mid_block1", dimIn: m, dimOut: m, ...common });
+  x = attend(x, p, plan.midAttention, attn);
+  x = resBlock(x, temb, p, { prefix: "mid_block2", dimIn: m, dimOut: m, ...common });
   for (const level of plan.ups) {
-    x = resBlock(tf.concat([x, skips.pop()!], 3), temb, p, { ...level.block1, groups });
-    x = resBlock(tf.concat([x, skips.pop()!], 3), temb, p, { ...level.block2, groups });
-    const a = level.attention.prefix;
-    x = tf.add(x, linearAttention(groupNorm(x, p, `${a}.fn.norm`, 1), p, `${a}.fn.fn`, ATTN));
+    for (const block of level.blocks) {
+      x = resBlock(tf.concat([x, skips.pop()!], 3), temb, p, { ...block, ...common });
+    }
+    x = attend(x, p, level.attention, attn);
     x = level.change.kind === "conv"
       ? conv(x, p, level.change.prefix)
       : conv(upsampleNearest2x(x), p, level.change.prefix);
@@ -244,7 +327,7 @@ export function unetForward(
     prefix: "final_res_block",
     dimIn: 2 * plan.shape.width,
     dimOut: plan.shape.width,
-    groups,
+    ...common,
   });
   return conv(x, p, "final_conv");
 }

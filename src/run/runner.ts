@@ -10,16 +10,27 @@ import { configHash, formatConfigSummary, type LoadedExperiment } from "../confi
 import { type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
 import { listImages } from "../data/folder.ts";
 import { qSample } from "../diffusion/forward.ts";
-import { sampleDdpm } from "../diffusion/sampler.ts";
+import { generate, samplingSteps, visitedTimesteps } from "../diffusion/generate.ts";
+import { recover, recoveryGridImages } from "../diffusion/recovery.ts";
+import type { Denoiser } from "../diffusion/sampler.ts";
+import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
+import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { makeSchedule, type Schedule, terminalSignal } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
-import { countParameters, createModel, type DenoiseModel } from "../model/mod.ts";
+import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";
-import { Adam, type BatchSource, plannedSteps, type StepRecord, trainModel } from "../train/mod.ts";
+import {
+  Adam,
+  type BatchSource,
+  Ema,
+  plannedSteps,
+  type StepRecord,
+  trainModel,
+} from "../train/mod.ts";
 import { prepareRunFolder, runFolder } from "./folder.ts";
 import {
   gitState,
@@ -134,26 +145,42 @@ async function forwardFigure(
   return data;
 }
 
+/** Samples `sampler.count` images in batches; records the trajectory of the first batch. */
 async function sampleImages(
-  model: DenoiseModel,
+  denoise: Denoiser,
   schedule: Schedule,
   options: { config: Experiment; size: number; log: (line: string) => void; signal?: AbortSignal },
-): Promise<Float32Array | null> {
-  const { sampler, seed } = options.config;
+): Promise<{ images: Float32Array; trajectory: TrajectoryRecorder | null } | null> {
+  const { sampler, seed, model } = options.config;
   const rng = deriveRng(seed, "sample/noise");
-  const size = options.size;
-  const c = options.config.model.channels;
+  const { size } = options;
+  const c = model.channels;
+  const T = schedule.timesteps;
+  const trajectory = sampler.trajectory
+    ? new TrajectoryRecorder(trajectoryPlan(visitedTimesteps(sampler, T), sampler.trajectory), {
+      count: sampler.trajectory.count,
+    })
+    : null;
+  const total = samplingSteps(sampler, T);
   const out = new Float32Array(sampler.count * size * size * c);
   for (let start = 0; start < sampler.count; start += sampler.batchSize) {
     const n = Math.min(sampler.batchSize, sampler.count - start);
     const started = performance.now();
-    const x = await sampleDdpm((xt, t) => model.predict(xt, t), schedule, {
+    const record = start === 0 && trajectory ? trajectory.record : null;
+    let done = 0;
+    const x = await generate(denoise, schedule, {
       shape: [n, size, size, c],
-      flags: sampler,
+      sampler,
+      prediction: model.prediction,
       rng,
-      onStep: async (i) => {
-        if (i % Math.max(1, Math.floor(schedule.timesteps / 4)) === 0) {
-          options.log(`  sampling images ${start + 1}-${start + n}: t=${i}`);
+      onStart: record ?? undefined,
+      onStep: async (t, state) => {
+        if (record) await record(t, state);
+        done++;
+        if (done % Math.max(1, Math.floor(total / 4)) === 0) {
+          options.log(
+            `  sampling images ${start + 1}-${start + n}: step ${done}/${total} (t=${t})`,
+          );
         }
         await new Promise((r) => setTimeout(r, 0)); // let signals through
       },
@@ -164,7 +191,48 @@ async function sampleImages(
     const seconds = (performance.now() - started) / 1000;
     options.log(`  sampled ${start + n}/${sampler.count} (${seconds.toFixed(1)} s)`);
   }
-  return out;
+  return { images: out, trajectory };
+}
+
+/** recovery.png (seed 002): real images noised to each t, then denoised with β and β̃. */
+async function recoveryFigure(
+  denoise: Denoiser,
+  schedule: Schedule,
+  options: { config: Experiment; dataset: Dataset; dir: string; log: (line: string) => void },
+): Promise<void> {
+  const { config, dataset } = options;
+  if (!config.recovery) return;
+  const { count, t, stepNoise } = config.recovery;
+  const n = Math.min(count, dataset.count);
+  const size = dataset.size;
+  options.log(`recovery: ${n} images noised to t = ${t.join(", ")}, denoised with beta and beta~`);
+  const x0 = tf.tensor4d(makeBatch(dataset, Int32Array.from({ length: n }, (_, i) => i)), [
+    n,
+    size,
+    size,
+    3,
+  ]);
+  const rows = await recover(denoise, schedule, {
+    x0,
+    t,
+    rng: deriveRng(config.seed, "recovery/noise"),
+    stepNoise,
+    prediction: config.model.prediction,
+    clipX0: config.sampler.clipX0,
+    onStep: () => new Promise((r) => setTimeout(r, 0)),
+  });
+  x0.dispose();
+  const images = recoveryGridImages(rows, { count: n });
+  await writePng(
+    join(options.dir, "recovery.png"),
+    makeGrid(images, {
+      count: rows.length * n * 4,
+      height: size,
+      width: size,
+      channels: 3,
+      columns: 4,
+    }),
+  );
 }
 
 /** The metrics.jsonl lines of steps <= `step` (resume keeps them and appends the rest). */
@@ -278,9 +346,10 @@ export async function runExperiment(
 
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const optimizer = new Adam(model.params, config.optimizer);
+  const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   const checkpointDir = join(dir, "checkpoint");
   const checkpoint = async (step: number, epoch: number) => {
-    await saveCheckpoint(checkpointDir, { model, optimizer, state: { step, epoch } });
+    await saveCheckpoint(checkpointDir, { model, optimizer, ema, state: { step, epoch } });
     Object.assign(manifest, await hashArtifacts(dir));
     await writeManifest(dir, manifest);
   };
@@ -294,7 +363,7 @@ export async function runExperiment(
     }
 
     if (reuse) {
-      await reuseTraining(reuse.dir, { dir, model, manifest, log });
+      await reuseTraining(reuse.dir, { dir, model, ema, manifest, log });
     } else {
       await train(model, {
         config,
@@ -304,24 +373,45 @@ export async function runExperiment(
         optimizer,
         manifest,
         checkpoint,
-        startFrom: previous ? await loadCheckpoint(checkpointDir, { model, optimizer }) : null,
+        ema,
+        startFrom: previous ? await loadCheckpoint(checkpointDir, { model, optimizer, ema }) : null,
         options: { ...options, log },
         backend,
       });
     }
 
-    let samples: Float32Array | null = null;
+    // Sampling uses the weight average when the experiment keeps one.
+    const net = ema ? withParams(model, ema.params) : model;
+    const denoise: Denoiser = (xt, t) => net.predict(xt, t);
+    manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
+    let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
     if (!options.signal?.aborted) {
-      log(
-        `sampling ${config.sampler.count} images (${schedule.timesteps} steps, ` +
-          `variance ${config.sampler.variance}, x_T ${config.sampler.initialNoise}, ` +
-          `step noise ${config.sampler.stepNoise ? "on" : "off"})`,
-      );
-      samples = await sampleImages(model, schedule, { config, size, log, signal: options.signal });
+      log(`sampling ${config.sampler.count} images (${describeSampler(config, schedule)})`);
+      sampled = await sampleImages(denoise, schedule, {
+        config,
+        size,
+        log,
+        signal: options.signal,
+      });
     }
-    if (samples) {
-      const columns = config.sampler.gridColumns;
-      await writePng(join(dir, "samples.png"), grid(samples, config.sampler.count, columns));
+    if (sampled) {
+      const { count, gridColumns, trajectory } = config.sampler;
+      await writePng(join(dir, "samples.png"), grid(sampled.images, count, gridColumns));
+      if (sampled.trajectory && trajectory) {
+        const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
+        const strip = trajectoryStrip(sampled.trajectory.strip(), layout);
+        await writePng(join(dir, "trajectory.png"), strip);
+        if (trajectory.gifFrames > 0) {
+          const gif = await trajectoryGif(sampled.trajectory.gif(), {
+            ...layout,
+            delayMs: trajectory.gifDelayMs,
+          });
+          await writeFileAtomic(join(dir, "trajectory.gif"), gif);
+        }
+      }
+      if (!options.signal?.aborted) {
+        await recoveryFigure(denoise, schedule, { config, dataset, dir, log });
+      }
     }
     manifest.status = options.signal?.aborted ? "interrupted" : "complete";
   } catch (err) {
@@ -331,6 +421,7 @@ export async function runExperiment(
   } finally {
     model.dispose();
     optimizer.dispose();
+    ema?.dispose();
     manifest.endedAt = new Date().toISOString();
     Object.assign(manifest, await hashArtifacts(dir));
     await writeManifest(dir, manifest);
@@ -342,7 +433,13 @@ export async function runExperiment(
 /** Copies the checkpoint and metrics of a complete run with the same training part. */
 async function reuseTraining(
   source: string,
-  target: { dir: string; model: DenoiseModel; manifest: Manifest; log: (line: string) => void },
+  target: {
+    dir: string;
+    model: DenoiseModel;
+    ema: Ema | null;
+    manifest: Manifest;
+    log: (line: string) => void;
+  },
 ): Promise<void> {
   const from = (await readManifest(source))!;
   target.log(`reusing the training of ${source} (same training config; --retrain to train anew)`);
@@ -352,7 +449,7 @@ async function reuseTraining(
       await Deno.copyFile(join(source, rel), join(target.dir, rel));
     }
   }
-  await loadCheckpoint(join(target.dir, "checkpoint"), { model: target.model });
+  await loadCheckpoint(join(target.dir, "checkpoint"), { model: target.model, ema: target.ema });
   target.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
   for (const key of ["steps", "finalLoss", "minLoss", "trainSeconds"]) {
     target.manifest.summary[key] = from.summary[key] ?? null;
@@ -365,6 +462,7 @@ interface TrainContext {
   dataset: Dataset;
   schedule: Schedule;
   optimizer: Adam;
+  ema: Ema | null;
   manifest: Manifest;
   checkpoint: (step: number, epoch: number) => Promise<void>;
   startFrom: { step: number; epoch: number } | null;
@@ -399,6 +497,9 @@ async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
       loss: config.loss,
       train: config.train,
       optimizer: ctx.optimizer,
+      model: config.model,
+      optimizerConfig: config.optimizer,
+      ema: ctx.ema,
       data: batchSource(dataset, config),
       startStep,
       shouldStop: () => options.signal?.aborted ?? false,
@@ -445,6 +546,17 @@ async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
     metrics.close();
     timings.close();
   }
+}
+
+/** One line about the sampler, e.g. "ddim, 50 of 1000 steps, eta 0, x_T gaussian". */
+function describeSampler(config: Experiment, schedule: Schedule): string {
+  const s = config.sampler;
+  const T = schedule.timesteps;
+  const head = s.kind === "ddim"
+    ? `ddim, ${samplingSteps(s, T)} of ${T} steps, eta ${s.eta}`
+    : `ddpm, ${T} steps, variance ${s.variance}, step noise ${s.stepNoise ? "on" : "off"}`;
+  return `${head}, x_T ${s.initialNoise}${s.clipX0 ? ", x0 clipped" : ""}` +
+    (config.optimizer.ema ? ", EMA weights" : "");
 }
 
 function formatDuration(seconds: number): string {

@@ -1,12 +1,14 @@
 /**
  * Checkpoints: `model.safetensors` (parameters by PyTorch name, this library's layout),
- * `optimizer.safetensors` (Adam moments) and `state.json` (step counts), in one folder.
+ * `optimizer.safetensors` (Adam moments), `ema.safetensors` (the weight average, when enabled)
+ * and `state.json` (step counts), in one folder.
  * @module
  */
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/files.ts";
 import { decodeSafetensors, encodeSafetensors } from "../io/safetensors.ts";
 import { type DenoiseModel, exportParams, importParams } from "../model/mod.ts";
+import type { Ema } from "./ema.ts";
 import type { Adam } from "./optimizer.ts";
 
 /** Training progress stored next to the weights. */
@@ -20,7 +22,7 @@ export interface CheckpointState {
 /** Writes a checkpoint of `model` and `optimizer` into `dir` (created if needed), atomically per file. */
 export async function saveCheckpoint(
   dir: string,
-  parts: { model: DenoiseModel; optimizer: Adam; state: CheckpointState },
+  parts: { model: DenoiseModel; optimizer: Adam; state: CheckpointState; ema?: Ema | null },
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const layout = { layout: "NHWC: conv HWIO, linear [in, out]; names as the PyTorch reference" };
@@ -33,19 +35,30 @@ export async function saveCheckpoint(
     join(dir, "optimizer.safetensors"),
     encodeSafetensors(opt.tensors, { metadata: { step: String(opt.step) } }),
   );
+  if (parts.ema) {
+    const ema = await parts.ema.exportState();
+    await writeFileAtomic(
+      join(dir, "ema.safetensors"),
+      encodeSafetensors(ema.tensors, { metadata: { ...layout, step: String(ema.step) } }),
+    );
+  }
   await writeFileAtomic(join(dir, "state.json"), JSON.stringify(parts.state, null, 2) + "\n");
 }
 
 /** Loads a checkpoint written by {@link saveCheckpoint} into `model` (and `optimizer` if given). */
 export async function loadCheckpoint(
   dir: string,
-  parts: { model: DenoiseModel; optimizer?: Adam },
+  parts: { model: DenoiseModel; optimizer?: Adam; ema?: Ema | null },
 ): Promise<CheckpointState> {
   const model = decodeSafetensors(await Deno.readFile(join(dir, "model.safetensors")));
   importParams(parts.model, model.tensors);
   if (parts.optimizer) {
     const opt = decodeSafetensors(await Deno.readFile(join(dir, "optimizer.safetensors")));
     parts.optimizer.importState({ step: Number(opt.metadata.step ?? 0), tensors: opt.tensors });
+  }
+  if (parts.ema) {
+    const ema = decodeSafetensors(await Deno.readFile(join(dir, "ema.safetensors")));
+    parts.ema.importState({ step: Number(ema.metadata.step ?? 0), tensors: ema.tensors });
   }
   return JSON.parse(await Deno.readTextFile(join(dir, "state.json"))) as CheckpointState;
 }

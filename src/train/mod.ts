@@ -4,16 +4,25 @@
  * the experiment seed, so any step can be replayed without carrying generator state.
  * @module
  */
-import type { LossConfig, TrainConfig } from "../../schemas/experiment.ts";
+import type {
+  LossConfig,
+  ModelConfig,
+  OptimizerConfig,
+  TrainConfig,
+} from "../../schemas/experiment.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
 import type { DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { UserError } from "../errors.ts";
+import type { Ema } from "./ema.ts";
 import type { Adam } from "./optimizer.ts";
 import { trainStep } from "./step.ts";
 
 export { lossValue } from "./loss.ts";
 export { Adam } from "./optimizer.ts";
+export { Ema } from "./ema.ts";
+export { learningRate } from "./lr.ts";
+export { clipByGlobalNorm } from "./clip.ts";
 export { trainStep } from "./step.ts";
 
 /** Where training images come from: a count, the image shape and a batch maker. */
@@ -87,6 +96,12 @@ export interface TrainOptions {
   shouldStop?: () => boolean;
   /** Steps already done (resume); training continues at step `startStep + 1`. */
   startStep?: number;
+  /** The `model` section (prediction target, dropout). */
+  model?: Pick<ModelConfig, "prediction" | "dropout">;
+  /** The `optimizer` section (learning-rate schedule, gradient clipping). */
+  optimizerConfig?: OptimizerConfig;
+  /** Weight average updated after every step (`optimizer.ema`). */
+  ema?: Ema | null;
 }
 
 /** The result of a training run. */
@@ -142,6 +157,7 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
       });
       const loss = await trainStep(model, { x0, ...draws, shape: data.shape }, options);
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}`);
+      options.ema?.update(model.params, step);
       await options.onStep?.({ step, epoch, loss });
     }
   }

@@ -30,10 +30,16 @@ export class Adam {
 
   /**
    * Applies one update p -= lr / (1 - β1^k) · m / (√v / √(1 - β2^k) + ε) with gradients by
-   * parameter name. Runs its own tf.tidy.
+   * parameter name; `options.lr` is this step's learning rate (default: the configured one).
+   * Runs its own tf.tidy.
    */
-  apply(params: Map<string, tf.Variable>, grads: Record<string, tf.Tensor>): void {
-    const { lr, beta1, beta2, epsilon } = this.#config;
+  apply(
+    params: Map<string, tf.Variable>,
+    grads: Record<string, tf.Tensor>,
+    options: { lr?: number } = {},
+  ): void {
+    const { beta1, beta2, epsilon } = this.#config;
+    const lr = options.lr ?? this.#config.lr;
     this.#step++;
     const bc1 = 1 - beta1 ** this.#step;
     const bc2 = 1 - beta2 ** this.#step;

@@ -1,0 +1,335 @@
+/**
+ * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step and
+ * the data pipeline, and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
+ *
+ * ```sh
+ * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
+ *                 [--profile] [--only train,sample,data]
+ * ```
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
+import { type BackendName, initBackend } from "../src/backend/mod.ts";
+import { makeBatch } from "../src/data/mod.ts";
+import { ddpmStep } from "../src/diffusion/sampler.ts";
+import { makeSchedule } from "../src/diffusion/schedule.ts";
+import { createModel } from "../src/model/mod.ts";
+import { deriveRng } from "../src/rng.ts";
+import { tf } from "../src/tf.ts";
+import { Adam } from "../src/train/optimizer.ts";
+import { GradientWorkers } from "../src/train/parallel/mod.ts";
+import { trainStep } from "../src/train/step.ts";
+import {
+  currentRss,
+  megabytes,
+  peakRss,
+  resetPeakRss,
+  summarise,
+  timeRepeated,
+  type Timing,
+} from "./measure.ts";
+
+/** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
+const TRAIN_GFLOP_32 = 30;
+const FORWARD_GFLOP_32 = 10;
+const PHASES = ["train", "sample", "data"] as const;
+type Phase = typeof PHASES[number];
+
+interface Args {
+  backend: BackendName;
+  size: number;
+  batch: number;
+  reps: number;
+  warmup: number;
+  json?: string;
+  profile: boolean;
+  only: Phase[];
+  workers: number;
+  microBatch?: number;
+}
+
+function parse(argv: string[]): Args {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      backend: { type: "string", default: "wasm" },
+      size: { type: "string", default: "32" },
+      batch: { type: "string", default: "32" },
+      reps: { type: "string", default: "10" },
+      warmup: { type: "string", default: "2" },
+      json: { type: "string" },
+      profile: { type: "boolean", default: false },
+      only: { type: "string", default: PHASES.join(",") },
+      workers: { type: "string", default: "0" },
+      "micro-batch": { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(
+      "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
+        "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
+        "                [--only train,sample,data] [--workers N] [--micro-batch M]\n" +
+        "--workers N: N worker threads besides the main thread share each batch (data parallel)\n" +
+        "--micro-batch M: at most M examples per forward/backward pass (gradient accumulation)",
+    );
+    Deno.exit(0);
+  }
+  const int = (name: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      throw new Error(`--${name}: expected an integer >= ${min}`);
+    }
+    return n;
+  };
+  const only = values.only.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const p of only) {
+    if (!(PHASES as readonly string[]).includes(p)) {
+      throw new Error(`--only: unknown phase '${p}' (expected ${PHASES.join(", ")})`);
+    }
+  }
+  return {
+    backend: values.backend as BackendName,
+    size: int("size", values.size, 4),
+    batch: int("batch", values.batch, 1),
+    reps: int("reps", values.reps, 1),
+    warmup: int("warmup", values.warmup, 0),
+    json: values.json,
+    profile: values.profile,
+    only: only as Phase[],
+    workers: int("workers", values.workers, 0),
+    microBatch: values["micro-batch"] === undefined
+      ? undefined
+      : int("micro-batch", values["micro-batch"], 1),
+  };
+}
+
+/** Kernel milliseconds per call of `fn`, largest first (tf.profile). */
+async function profileKernels(fn: () => Promise<unknown>): Promise<Record<string, number>> {
+  const info = await tf.profile(async () => {
+    await fn();
+  });
+  const totals = new Map<string, { ms: number; calls: number }>();
+  for (const k of info.kernels) {
+    const t = totals.get(k.name) ?? { ms: 0, calls: 0 };
+    t.ms += typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
+    t.calls++;
+    totals.set(k.name, t);
+  }
+  const out: Record<string, number> = {};
+  const sorted = [...totals].sort((a, b) => b[1].ms - a[1].ms);
+  for (const [name, t] of sorted) out[`${name} (${t.calls})`] = Math.round(t.ms);
+  console.log(`  peak bytes in tf.profile: ${megabytes(info.peakBytes)}`);
+  return out;
+}
+
+function line(label: string, t: Timing, gflop?: number): string {
+  const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
+  const rate = gflop === undefined ? "" : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
+  return `${label}: median ${ms(t.median)} (min ${ms(t.min)}, max ${ms(t.max)}, n ${t.n})${rate}`;
+}
+
+async function main(): Promise<void> {
+  const args = parse(Deno.args);
+  const info = await initBackend(args.backend);
+  const scale = (args.size / 32) ** 2 * (args.batch / 32);
+  const cpu = (() => {
+    try {
+      const text = Deno.readTextFileSync("/proc/cpuinfo");
+      return text.match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "unknown";
+    } catch {
+      return "unknown";
+    }
+  })();
+  console.log(
+    `backend ${info.name}${info.threads === undefined ? "" : `, ${info.threads} thread(s)`}` +
+      `${info.adapter ? `, adapter ${info.adapter}` : ""}; tfjs ${info.tfjsVersion}; ` +
+      `${cpu}, ${navigator.hardwareConcurrency} logical cores`,
+  );
+  console.log(
+    `course U-Net, ${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
+      `${args.reps} repetitions`,
+  );
+
+  const modelConfig = ModelSchema.parse({});
+  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
+  const workers = args.workers > 0
+    ? await GradientWorkers.start({
+      count: args.workers,
+      model: modelConfig,
+      backend: args.backend,
+    })
+    : undefined;
+  console.log(
+    `threads computing each batch: ${1 + args.workers} (main + ${args.workers} worker(s))` +
+      (args.microBatch ? `, micro-batches of at most ${args.microBatch}` : ""),
+  );
+  const schedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 200 }));
+  const shape: [number, number, number] = [args.size, args.size, 3];
+  const pixels = args.batch * args.size * args.size * 3;
+  const result: Record<string, unknown> = {
+    backend: info,
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    size: args.size,
+    batch: args.batch,
+    deno: Deno.version.deno,
+  };
+  const baseRss = currentRss();
+
+  if (args.only.includes("train")) {
+    const optimizer = new Adam(model.params, OptimizerSchema.parse({}));
+    let k = 0;
+    const step = async (): Promise<number> => {
+      k++;
+      const rng = deriveRng(0, `bench/train/${k}`);
+      const steps = new Int32Array(args.batch).map(() => rng.int(schedule.timesteps));
+      return await trainStep(model, {
+        x0: rng.normal(pixels).map((v) => Math.max(-1, Math.min(1, v))),
+        noise: rng.normal(pixels),
+        steps,
+        shape,
+      }, { schedule, loss: { kind: "l1" }, optimizer, workers, microBatch: args.microBatch });
+    };
+    const resetOk = resetPeakRss();
+    const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
+    const gflop = TRAIN_GFLOP_32 * scale;
+    const peak = peakRss();
+    console.log(line("train step", timing, gflop));
+    console.log(
+      `  peak RSS while training ${megabytes(peak)}${resetOk ? "" : " (process peak)"}; ` +
+        `RSS before ${megabytes(baseRss)}; tensors ${tf.memory().numTensors}`,
+    );
+    result.train = { ...timing, gflop, gflops: gflop / timing.median, peakRss: peak };
+    if (args.profile) {
+      const kernels = await profileKernels(step);
+      console.log("  kernels (ms):", kernels);
+      (result.train as Record<string, unknown>).kernels = kernels;
+    }
+    optimizer.dispose();
+  }
+
+  if (args.only.includes("sample")) {
+    const rng = deriveRng(0, "bench/sample");
+    let x = tf.tensor4d(rng.normal(pixels), [args.batch, ...shape]);
+    let index = schedule.timesteps - 1;
+    const shards = Math.min(args.batch, 1 + args.workers);
+    const bound = (k: number) => Math.floor((k * args.batch) / shards);
+    const pixelsPer = args.size * args.size * 3;
+    const step = async (): Promise<void> => {
+      const i = index;
+      index = index === 0 ? schedule.timesteps - 1 : index - 1;
+      const z = rng.normal(pixels);
+      let remote: Float32Array[] = [];
+      if (workers !== undefined && shards > 1) {
+        // Shards 1.. go to the workers, shard 0 runs here, then the outputs are joined.
+        const xs = await x.data() as Float32Array;
+        const pending = workers.predict(
+          model.params,
+          Array.from({ length: shards - 1 }, (_, k) => ({
+            x: xs.slice(bound(k + 1) * pixelsPer, bound(k + 2) * pixelsPer),
+            t: new Float32Array(bound(k + 2) - bound(k + 1)).fill(i),
+            shape,
+          })),
+        );
+        const local = tf.tidy(() =>
+          model.predict(
+            tf.slice(x, [0, 0, 0, 0], [bound(1), ...shape]),
+            tf.fill([bound(1)], i) as tf.Tensor1D,
+          )
+        );
+        remote = await pending;
+        const joined = new Float32Array(pixels);
+        joined.set(await local.data() as Float32Array);
+        local.dispose();
+        remote.forEach((r, k) => joined.set(r, bound(k + 1) * pixelsPer));
+        remote = [joined];
+      }
+      const next = tf.tidy(() => {
+        const eps = remote.length > 0
+          ? tf.tensor4d(remote[0], [args.batch, ...shape])
+          : model.predict(x, tf.fill([args.batch], i) as tf.Tensor1D);
+        return ddpmStep(x, eps, {
+          schedule,
+          index: i,
+          variance: "posterior",
+          z: tf.tensor4d(z, [args.batch, ...shape]),
+        });
+      });
+      await next.data();
+      x.dispose();
+      x = next;
+    };
+    const resetOk = resetPeakRss();
+    const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
+    const gflop = FORWARD_GFLOP_32 * scale;
+    const peak = peakRss();
+    console.log(line("sampling step", timing, gflop));
+    console.log(`  peak RSS while sampling ${megabytes(peak)}${resetOk ? "" : " (process peak)"}`);
+    result.sample = { ...timing, gflop, gflops: gflop / timing.median, peakRss: peak };
+    if (args.profile) {
+      const kernels = await profileKernels(step);
+      console.log("  kernels (ms):", kernels);
+      (result.sample as Record<string, unknown>).kernels = kernels;
+    }
+    x.dispose();
+  }
+
+  if (args.only.includes("data")) {
+    const count = 4096;
+    const rng = deriveRng(0, "bench/data");
+    const bytes = new Uint8Array(count * args.size * args.size * 3);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rng.int(256);
+    const dataset = {
+      count,
+      size: args.size,
+      channels: 3 as const,
+      pixels: bytes,
+      source: "bench: random bytes",
+    };
+    const order = rng.permutation(count);
+    const flips = Array.from({ length: args.batch }, (_, i) => i % 2 === 0);
+    const out = new Float32Array(pixels);
+    let offset = 0;
+    const batchesPerRep = 64;
+    const timing = await timeRepeated(() => {
+      for (let b = 0; b < batchesPerRep; b++) {
+        offset = (offset + args.batch) % (count - args.batch);
+        makeBatch(dataset, order.subarray(offset, offset + args.batch), { flips, out });
+      }
+    }, { warmup: args.warmup, reps: args.reps });
+    const images = args.batch * batchesPerRep;
+    const perImage = summarise(timing.raw.map((t) => t / images));
+    console.log(
+      `data pipeline (makeBatch, flips on half): ${(1 / perImage.median).toFixed(0)} images/s ` +
+        `(min ${(1 / perImage.max).toFixed(0)}, max ${(1 / perImage.min).toFixed(0)})`,
+    );
+    result.data = {
+      imagesPerSecond: 1 / perImage.median,
+      minImagesPerSecond: 1 / perImage.max,
+      maxImagesPerSecond: 1 / perImage.min,
+      n: timing.n,
+    };
+  }
+
+  result.peakRss = peakRss();
+  result.workers = args.workers;
+  result.microBatch = args.microBatch;
+  workers?.close();
+  model.dispose();
+  if (args.json !== undefined) {
+    await Deno.writeTextFile(args.json, JSON.stringify(result, null, 2) + "\n");
+    console.log(`wrote ${args.json}`);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The recovery experiment (seed 002): noise real images forward to step t, x_t ~ q(x_t | x_0),
+ * then run the DDPM reverse process from t down to 0, once with σ_t² = β_t and once with
+ * σ_t² = β̃_t. Both reverse runs use the same step noise, so they differ only in the variance.
+ * @module
+ */
+import { Rng } from "../rng.ts";
+import { tf } from "../tf.ts";
+import { qSample } from "./forward.ts";
+import { type Denoiser, sampleDdpm } from "./sampler.ts";
+import type { Schedule } from "./schedule.ts";
+import type { Prediction } from "./targets.ts";
+
+/** Options of {@link recover}. */
+export interface RecoveryOptions {
+  /** Clean images [N, H, W, C] in [-1, 1]. */
+  x0: tf.Tensor4D;
+  /** Forward steps t, 1..T (t = T noises with ᾱ_T; the reverse process then takes t steps). */
+  t: readonly number[];
+  /**
+   * Generator (the run's `recovery/noise` stream). Draws, for each t in order: the forward
+   * noise ε, then the step noise z of the reverse steps (shared by both variances).
+   */
+  rng: Rng;
+  /** Add σ_t z in the reverse steps (default true). */
+  stepNoise?: boolean;
+  /** What the denoiser outputs (default `eps`). */
+  prediction?: Prediction;
+  /** Clip x̂_0 to [-1, 1] in the reverse steps (default false). */
+  clipX0?: boolean;
+  /** Called after every reverse step (progress, interruption). */
+  onStep?: (info: { t: number; variance: "beta" | "posterior"; index: number }) =>
+    | void
+    | Promise<void>;
+}
+
+/** The four columns of the recovery figure for one t, each [N, H, W, C] values. */
+export interface RecoveryRow {
+  /** The forward step. */
+  t: number;
+  /** x_0. */
+  original: Float32Array;
+  /** x_t. */
+  noised: Float32Array;
+  /** x_0 recovered with σ_t² = β_t. */
+  beta: Float32Array;
+  /** x_0 recovered with σ_t² = β̃_t. */
+  posterior: Float32Array;
+}
+
+/** Noises `x0` to each t and recovers it with both variances; one {@link RecoveryRow} per t. */
+export async function recover(
+  denoise: Denoiser,
+  schedule: Schedule,
+  options: RecoveryOptions,
+): Promise<RecoveryRow[]> {
+  const { x0, rng } = options;
+  const shape = x0.shape;
+  const n = x0.size;
+  const original = (await x0.data()) as Float32Array;
+  const rows: RecoveryRow[] = [];
+  for (const t of options.t) {
+    if (!(Number.isInteger(t) && t >= 1 && t <= schedule.timesteps)) {
+      throw new RangeError(`recovery t must be an integer in [1, ${schedule.timesteps}], got ${t}`);
+    }
+    const eps = rng.normal(n);
+    const xt = tf.tidy(() =>
+      qSample(x0, tf.tensor4d(eps, shape), {
+        schedule,
+        steps: new Int32Array(shape[0]).fill(t - 1),
+      })
+    );
+    const reverse = async (variance: "beta" | "posterior", generator: Rng) => {
+      const out = await sampleDdpm(denoise, schedule, {
+        shape,
+        flags: {
+          variance,
+          initialNoise: "gaussian",
+          stepNoise: options.stepNoise ?? true,
+          clipX0: options.clipX0,
+        },
+        prediction: options.prediction,
+        rng: generator,
+        start: { index: t - 1, x: xt },
+        onStep: options.onStep ? (index) => options.onStep!({ t, variance, index }) : undefined,
+      });
+      const data = (await out.data()) as Float32Array;
+      out.dispose();
+      return data;
+    };
+    // Same step noise for both variances: β runs on a copy of the generator, β̃ on the original.
+    const beta = await reverse("beta", new Rng(rng.state()));
+    const posterior = await reverse("posterior", rng);
+    rows.push({ t, original, noised: (await xt.data()) as Float32Array, beta, posterior });
+    xt.dispose();
+  }
+  return rows;
+}
+
+/**
+ * The images of the recovery figure in grid order, for `makeGrid` with 4 columns: for each t,
+ * for each image, original | x_t | recovered with β | recovered with β̃.
+ */
+export function recoveryGridImages(
+  rows: readonly RecoveryRow[],
+  options: { count: number },
+): Float32Array {
+  if (rows.length === 0) return new Float32Array(0);
+  const size = rows[0].original.length / options.count;
+  const out = new Float32Array(rows.length * options.count * 4 * size);
+  let offset = 0;
+  for (const row of rows) {
+    for (let k = 0; k < options.count; k++) {
+      for (const column of [row.original, row.noised, row.beta, row.posterior]) {
+        out.set(column.subarray(k * size, (k + 1) * size), offset);
+        offset += size;
+      }
+    }
+  }
+  return out;
+}
