@@ -34,6 +34,8 @@ import {
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
 const PHASES = ["train", "sample", "data"] as const;
+/** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
+const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
 
 interface Args {
@@ -47,6 +49,7 @@ interface Args {
   only: Phase[];
   workers: number;
   microBatch?: number;
+  torch: string[];
 }
 
 function parse(argv: string[]): Args {
@@ -61,8 +64,9 @@ function parse(argv: string[]): Args {
       json: { type: "string" },
       profile: { type: "boolean", default: false },
       only: { type: "string", default: PHASES.join(",") },
-      workers: { type: "string", default: "0" },
-      "micro-batch": { type: "string" },
+      workers: { type: "string", default: "auto" },
+      "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
+      torch: { type: "string", multiple: true, default: [] },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -71,9 +75,14 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data] [--workers N] [--micro-batch M]\n" +
-        "--workers N: N worker threads besides the main thread share each batch (data parallel)\n" +
-        "--micro-batch M: at most M examples per forward/backward pass (gradient accumulation)",
+        "                [--only train,sample,data] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--torch baseline.json ...]\n" +
+        "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
+        "           auto: one per further core, at most 3\n" +
+        `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
+        "0: the whole shard)\n" +
+        "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
+        "         this one (e.g. before and after): prints the time ratios to their mean",
     );
     Deno.exit(0);
   }
@@ -99,10 +108,11 @@ function parse(argv: string[]): Args {
     json: values.json,
     profile: values.profile,
     only: only as Phase[],
-    workers: int("workers", values.workers, 0),
-    microBatch: values["micro-batch"] === undefined
-      ? undefined
-      : int("micro-batch", values["micro-batch"], 1),
+    workers: values.workers === "auto"
+      ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
+      : int("workers", values.workers, 0),
+    microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
+    torch: values.torch,
   };
 }
 
@@ -122,6 +132,40 @@ async function profileKernels(fn: () => Promise<unknown>): Promise<Record<string
   const sorted = [...totals].sort((a, b) => b[1].ms - a[1].ms);
   for (const [name, t] of sorted) out[`${name} (${t.calls})`] = Math.round(t.ms);
   console.log(`  peak bytes in tf.profile: ${megabytes(info.peakBytes)}`);
+  return out;
+}
+
+interface TorchBaseline {
+  train_step: { median: number };
+  sample_step: { median: number };
+}
+
+/** Prints and returns our median times over the mean of the PyTorch baselines' medians. */
+async function compareWithTorch(
+  files: string[],
+  result: Record<string, unknown>,
+): Promise<Record<string, number>> {
+  const baselines: TorchBaseline[] = [];
+  for (const file of files) baselines.push(JSON.parse(await Deno.readTextFile(file)));
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const torchTrain = mean(baselines.map((b) => b.train_step.median));
+  const torchSample = mean(baselines.map((b) => b.sample_step.median));
+  const out: Record<string, number> = { torchTrain, torchSample };
+  const ours = (phase: string) => (result[phase] as Timing | undefined)?.median;
+  const train = ours("train");
+  const sample = ours("sample");
+  console.log(
+    `PyTorch (mean of ${files.length} run(s)): train step ${(torchTrain * 1000).toFixed(0)} ms, ` +
+      `sampling step ${(torchSample * 1000).toFixed(0)} ms`,
+  );
+  if (train !== undefined) {
+    out.trainRatio = train / torchTrain;
+    console.log(`  train step ratio ${out.trainRatio.toFixed(2)} (target <= 2)`);
+  }
+  if (sample !== undefined) {
+    out.sampleRatio = sample / torchSample;
+    console.log(`  sampling step ratio ${out.sampleRatio.toFixed(2)} (target <= 2)`);
+  }
   return out;
 }
 
@@ -215,50 +259,25 @@ async function main(): Promise<void> {
     const rng = deriveRng(0, "bench/sample");
     let x = tf.tensor4d(rng.normal(pixels), [args.batch, ...shape]);
     let index = schedule.timesteps - 1;
-    const shards = Math.min(args.batch, 1 + args.workers);
-    const bound = (k: number) => Math.floor((k * args.batch) / shards);
-    const pixelsPer = args.size * args.size * 3;
     const step = async (): Promise<void> => {
       const i = index;
       index = index === 0 ? schedule.timesteps - 1 : index - 1;
       const z = rng.normal(pixels);
-      let remote: Float32Array[] = [];
-      if (workers !== undefined && shards > 1) {
-        // Shards 1.. go to the workers, shard 0 runs here, then the outputs are joined.
-        const xs = await x.data() as Float32Array;
-        const pending = workers.predict(
-          model.params,
-          Array.from({ length: shards - 1 }, (_, k) => ({
-            x: xs.slice(bound(k + 1) * pixelsPer, bound(k + 2) * pixelsPer),
-            t: new Float32Array(bound(k + 2) - bound(k + 1)).fill(i),
-            shape,
-          })),
-        );
-        const local = tf.tidy(() =>
-          model.predict(
-            tf.slice(x, [0, 0, 0, 0], [bound(1), ...shape]),
-            tf.fill([bound(1)], i) as tf.Tensor1D,
-          )
-        );
-        remote = await pending;
-        const joined = new Float32Array(pixels);
-        joined.set(await local.data() as Float32Array);
-        local.dispose();
-        remote.forEach((r, k) => joined.set(r, bound(k + 1) * pixelsPer));
-        remote = [joined];
-      }
-      const next = tf.tidy(() => {
-        const eps = remote.length > 0
-          ? tf.tensor4d(remote[0], [args.batch, ...shape])
-          : model.predict(x, tf.fill([args.batch], i) as tf.Tensor1D);
-        return ddpmStep(x, eps, {
+      const t = tf.fill([args.batch], i) as tf.Tensor1D;
+      const eps = workers === undefined
+        ? tf.tidy(() => model.predict(x, t))
+        : await workers.predictSharded(model, x, t);
+      t.dispose();
+      const next = tf.tidy(() =>
+        ddpmStep(x, eps, {
           schedule,
           index: i,
           variance: "posterior",
           z: tf.tensor4d(z, [args.batch, ...shape]),
-        });
-      });
+        })
+      );
       await next.data();
+      eps.dispose();
       x.dispose();
       x = next;
     };
@@ -319,6 +338,7 @@ async function main(): Promise<void> {
   result.microBatch = args.microBatch;
   workers?.close();
   model.dispose();
+  if (args.torch.length > 0) result.torch = await compareWithTorch(args.torch, result);
   if (args.json !== undefined) {
     await Deno.writeTextFile(args.json, JSON.stringify(result, null, 2) + "\n");
     console.log(`wrote ${args.json}`);

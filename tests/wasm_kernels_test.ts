@@ -8,7 +8,7 @@ import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { registerWasmKernels } from "../src/backend/wasm_kernels.ts";
 import { deriveRng, type Rng } from "../src/rng.ts";
-import { linearAttention } from "../src/model/layers.ts";
+import { groupNorm, linearAttention } from "../src/model/layers.ts";
 
 type Pad = "same" | "valid" | number | [
   [number, number],
@@ -356,6 +356,57 @@ Deno.test("wasm fused linear attention: forward and gradients match the composed
     for (const [key, ref] of expected[i]) {
       const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
       assert.ok(diff <= 2e-4 * (1 + scale), `${key} of ${JSON.stringify(c)}: max diff ${diff}`);
+    }
+  }
+});
+
+Deno.test("wasm fused GroupNorm: forward and gradients match the composed ops on cpu", async () => {
+  const rng = deriveRng(8, "tests/wasm_kernels/groupnorm");
+  const cases = [
+    { b: 2, h: 4, w: 3, c: 8, groups: 4 },
+    { b: 1, h: 1, w: 5, c: 6, groups: 1 },
+    { b: 3, h: 2, w: 2, c: 12, groups: 3 },
+    { b: 2, h: 16, w: 16, c: 32, groups: 4 },
+  ];
+  const run = (c: typeof cases[number], values: Map<string, Float32Array>) => {
+    const out = new Map<string, Float32Array>();
+    tf.tidy(() => {
+      const shapes: Record<string, number[]> = {
+        x: [c.b, c.h, c.w, c.c],
+        "n.weight": [c.c],
+        "n.bias": [c.c],
+        dy: [c.b, c.h, c.w, c.c],
+      };
+      const t = new Map<string, tf.Tensor>();
+      for (const [name, shape] of Object.entries(shapes)) {
+        if (!values.has(name)) {
+          // An offset mean, as activations have, checks the variance's precision.
+          values.set(name, rng.normal(shape.reduce((a, d) => a * d, 1)).map((v) => 3 + 2 * v));
+        }
+        t.set(name, tf.tensor(values.get(name)!, shape));
+      }
+      const names = ["x", "n.weight", "n.bias"];
+      const f = (...xs: tf.Tensor[]) => {
+        const m = new Map(names.map((n, i) => [n, xs[i]]));
+        const y = groupNorm(m.get("x") as tf.Tensor4D, (n) => m.get(n)!, "n", c.groups);
+        return tf.sum(tf.mul(y, t.get("dy")!));
+      };
+      const grads = tf.grads(f)(names.map((n) => t.get(n)!));
+      const y = groupNorm(t.get("x") as tf.Tensor4D, (n) => t.get(n)!, "n", c.groups);
+      out.set("y", y.dataSync() as Float32Array);
+      names.forEach((n, i) => out.set(`d ${n}`, grads[i].dataSync() as Float32Array));
+    });
+    return out;
+  };
+  const values = cases.map(() => new Map<string, Float32Array>());
+  await initBackend("cpu");
+  const expected = cases.map((c, i) => run(c, values[i]));
+  await initBackend("wasm");
+  for (const [i, c] of cases.entries()) {
+    const got = run(c, values[i]);
+    for (const [key, ref] of expected[i]) {
+      const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
+      assert.ok(diff <= 1e-4 * (1 + scale), `${key} of ${JSON.stringify(c)}: max diff ${diff}`);
     }
   }
 });

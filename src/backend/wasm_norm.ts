@@ -1,17 +1,19 @@
 /**
- * GroupNorm fused with what follows it in the U-Net, as one op for the wasm backend with a
- * hand-written gradient:
+ * GroupNorm with its affine transform as one op for the wasm backend, with a hand-written
+ * gradient:
  *
- *   y = act((x̂ · γ + β) · (1 + scale) + shift),   x̂ = (x - mean) / √(var + eps) per group
+ *   y = x̂ · γ + β,   x̂ = (x - mean) / √(var + eps), mean and (biased) var per example and group
  *
- * with `scale` and `shift` [B, 1, 1, C] optional (the residual blocks' time conditioning) and
- * `act` SiLU or the identity. The composed version is ~12 kernels forward and ~25 backward,
- * saving ~10 activations; this is one pass for the statistics and one for the output forward,
- * two passes backward, saving only x and the per-group mean and 1/σ. The arithmetic is done in
- * float64 and stored as float32, in a fixed order (deterministic).
+ * The composed version (`tf.moments`, sub, rsqrt, mul, add) is ~10 kernels forward and ~25
+ * backward and saves ~8 activations; this is two JS passes over x forward and two backward,
+ * saving only x and the per-group mean and 1/σ. Sums are float64 in a fixed order
+ * (deterministic), results are stored as float32.
+ *
+ * A fused SiLU and time scale/shift were tried too: in JS they were no faster than the
+ * backend's own vectorised kernels (Math.exp alone costs ~12 ns), so they stay composed.
  *
  * {@link groupNormCore} uses it on wasm once {@link normKernels} are registered (by
- * `registerWasmKernels`); elsewhere callers compose the ops (see `src/model/layers.ts`).
+ * `registerWasmKernels`); elsewhere `src/model/layers.ts` composes the ops.
  * @module
  */
 import { tf } from "../tf.ts";
@@ -27,10 +29,6 @@ export interface GroupNormOptions {
   groups: number;
   /** Added to the variance; PyTorch's default 1e-5. */
   epsilon?: number;
-  /** Apply SiLU to the result. */
-  silu?: boolean;
-  /** The time conditioning: y = (normalised · γ + β) · (1 + scale) + shift, both [B, 1, 1, C]. */
-  scaleShift?: { scale: tf.Tensor; shift: tf.Tensor };
 }
 
 interface Layout {
@@ -38,8 +36,10 @@ interface Layout {
   hw: number;
   c: number;
   groups: number;
-  /** Channels per group. */
-  cg: number;
+  /** The group of each channel. */
+  groupOf: Int32Array;
+  /** Elements per example and group. */
+  count: number;
 }
 
 function layoutOf(x: Info, groups: number): Layout {
@@ -47,7 +47,9 @@ function layoutOf(x: Info, groups: number): Layout {
   if (x.shape.length !== 4 || c % groups !== 0) {
     throw new Error(`${FORWARD}: ${groups} groups do not divide the channels of ${x.shape}`);
   }
-  return { b, hw: h * w, c, groups, cg: c / groups };
+  const cg = c / groups;
+  const groupOf = Int32Array.from({ length: c }, (_, ch) => Math.floor(ch / cg));
+  return { b, hw: h * w, c, groups, groupOf, count: h * w * cg };
 }
 
 function need(inputs: tf.NamedTensorInfoMap, name: string): Info {
@@ -56,31 +58,25 @@ function need(inputs: tf.NamedTensorInfoMap, name: string): Info {
   return info;
 }
 
-/** Reads the heap at call time (a growing heap detaches older views). */
+/** A Float32Array over the whole heap (take it after allocating: growth detaches it). */
 function f32(backend: WasmBackend): Float32Array {
   return new Float32Array(backend.wasm.HEAPU8.buffer);
 }
 
+/** The float index of a tensor's first element on the heap. */
 function at(backend: WasmBackend, info: Info): number {
   return heapOffset(backend, info) >>> 2;
 }
 
+/** Per example, one pass for the group sums (channel by channel), one for the output. */
 function forward(
   inputs: tf.NamedTensorInfoMap,
   backend: WasmBackend,
   attrs: tf.NamedAttrMap,
 ): Info[] {
   const x = need(inputs, "x");
-  const { b, hw, c, groups, cg } = layoutOf(x, attrs.groups as number);
+  const { b, hw, c, groups, groupOf, count } = layoutOf(x, attrs.groups as number);
   const eps = attrs.epsilon as number;
-  const silu = attrs.silu === true;
-  const scale = inputs.scale;
-  const shift = inputs.shift;
-  for (const t of [scale, shift]) {
-    if (t !== undefined && t.shape.join() !== [b, 1, 1, c].join()) {
-      throw new Error(`${FORWARD}: scale and shift must be [${b}, 1, 1, ${c}], got ${t.shape}`);
-    }
-  }
   const y = backend.makeOutput(x.shape, "float32");
   const stats = backend.makeOutput([b, groups, 2], "float32");
   const f = f32(backend);
@@ -89,56 +85,52 @@ function forward(
   const so = at(backend, stats);
   const go = at(backend, need(inputs, "gamma"));
   const bo = at(backend, need(inputs, "beta"));
-  const sco = scale === undefined ? -1 : at(backend, scale);
-  const sho = shift === undefined ? -1 : at(backend, shift);
-  const count = hw * cg;
   const sums = new Float64Array(groups);
-  const mean = new Float64Array(groups);
-  const rstd = new Float64Array(groups);
+  const squares = new Float64Array(groups);
   const mul = new Float64Array(c);
   const add = new Float64Array(c);
   for (let e = 0; e < b; e++) {
-    const base = xo + e * hw * c;
+    const base = e * hw * c;
+    const end = base + hw * c;
     sums.fill(0);
-    for (let i = 0; i < hw; i++) {
-      const row = base + i * c;
-      for (let ch = 0; ch < c; ch++) sums[(ch / cg) | 0] += f[row + ch];
-    }
-    for (let g = 0; g < groups; g++) mean[g] = sums[g] / count;
-    sums.fill(0);
-    for (let i = 0; i < hw; i++) {
-      const row = base + i * c;
-      for (let ch = 0; ch < c; ch++) {
-        const d = f[row + ch] - mean[(ch / cg) | 0];
-        sums[(ch / cg) | 0] += d * d;
+    squares.fill(0);
+    for (let ch = 0; ch < c; ch++) {
+      let sum = 0;
+      let square = 0;
+      for (let k = xo + base + ch; k < xo + end; k += c) {
+        const v = f[k];
+        sum += v;
+        square += v * v;
       }
+      sums[groupOf[ch]] += sum;
+      squares[groupOf[ch]] += square;
     }
     for (let g = 0; g < groups; g++) {
-      rstd[g] = 1 / Math.sqrt(sums[g] / count + eps);
-      f[so + (e * groups + g) * 2] = mean[g];
-      f[so + (e * groups + g) * 2 + 1] = rstd[g];
+      const mean = sums[g] / count;
+      f[so + (e * groups + g) * 2] = mean;
+      f[so + (e * groups + g) * 2 + 1] = 1 /
+        Math.sqrt(Math.max(0, squares[g] / count - mean * mean) + eps);
     }
-    // u = ((x - mean) · rstd · γ + β) · (1 + scale) + shift = x · mul + add.
+    // y = (x - mean) · rstd · γ + β = x · mul + add.
     for (let ch = 0; ch < c; ch++) {
-      const g = (ch / cg) | 0;
-      const s1 = sco < 0 ? 1 : 1 + f[sco + e * c + ch];
-      const t = sho < 0 ? 0 : f[sho + e * c + ch];
+      const g = groupOf[ch];
+      const mean = f[so + (e * groups + g) * 2];
+      const rstd = f[so + (e * groups + g) * 2 + 1];
       const gamma = f[go + ch];
-      mul[ch] = rstd[g] * gamma * s1;
-      add[ch] = (f[bo + ch] - mean[g] * rstd[g] * gamma) * s1 + t;
+      mul[ch] = rstd * gamma;
+      add[ch] = f[bo + ch] - mean * rstd * gamma;
     }
-    const out = yo + e * hw * c;
-    for (let i = 0; i < hw; i++) {
-      const row = i * c;
-      for (let ch = 0; ch < c; ch++) {
-        const u = f[base + row + ch] * mul[ch] + add[ch];
-        f[out + row + ch] = silu ? u / (1 + Math.exp(-u)) : u;
-      }
+    for (let i = base; i < end; i += c) {
+      for (let ch = 0; ch < c; ch++) f[yo + i + ch] = f[xo + i + ch] * mul[ch] + add[ch];
     }
   }
   return [y, stats];
 }
 
+/**
+ * dγ = Σ dy·x̂, dβ = Σ dy, and dx = (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)) / σ with dx̂ = dy·γ,
+ * means over each example's group. Pass 1 keeps dx̂ in dx (float32), pass 2 finishes dx.
+ */
 function backward(
   inputs: tf.NamedTensorInfoMap,
   backend: WasmBackend,
@@ -147,99 +139,59 @@ function backward(
   const x = need(inputs, "x");
   const dy = need(inputs, "dy");
   const stats = need(inputs, "stats");
-  const gammaInfo = need(inputs, "gamma");
-  const { b, hw, c, groups, cg } = layoutOf(x, attrs.groups as number);
-  const silu = attrs.silu === true;
-  const scale = inputs.scale;
-  const shift = inputs.shift;
+  const { b, hw, c, groups, groupOf, count } = layoutOf(x, attrs.groups as number);
   const dx = backend.makeOutput(x.shape, "float32");
   const dgamma = backend.makeOutput([c], "float32");
   const dbeta = backend.makeOutput([c], "float32");
-  const dscale = scale === undefined ? undefined : backend.makeOutput(scale.shape, "float32");
-  const dshift = shift === undefined ? undefined : backend.makeOutput(shift.shape, "float32");
   const f = f32(backend);
   const xo = at(backend, x);
   const dyo = at(backend, dy);
   const dxo = at(backend, dx);
   const so = at(backend, stats);
-  const go = at(backend, gammaInfo);
-  const bo = at(backend, need(inputs, "beta"));
-  const sco = scale === undefined ? -1 : at(backend, scale);
-  const sho = shift === undefined ? -1 : at(backend, shift);
-  const count = hw * cg;
+  const go = at(backend, need(inputs, "gamma"));
   const dg = new Float64Array(c);
   const db = new Float64Array(c);
-  const ds = new Float64Array(c);
-  const dt = new Float64Array(c);
-  const s1 = new Float64Array(c);
-  const t = new Float64Array(c);
-  const m = new Float64Array(c);
-  const r = new Float64Array(c);
-  const gamma = new Float64Array(c);
-  const beta = new Float64Array(c);
   const g1 = new Float64Array(groups);
   const g2 = new Float64Array(groups);
-  for (let ch = 0; ch < c; ch++) {
-    gamma[ch] = f[go + ch];
-    beta[ch] = f[bo + ch];
-  }
   for (let e = 0; e < b; e++) {
-    for (let ch = 0; ch < c; ch++) {
-      const g = (ch / cg) | 0;
-      m[ch] = f[so + (e * groups + g) * 2];
-      r[ch] = f[so + (e * groups + g) * 2 + 1];
-      s1[ch] = sco < 0 ? 1 : 1 + f[sco + e * c + ch];
-      t[ch] = sho < 0 ? 0 : f[sho + e * c + ch];
-    }
-    ds.fill(0);
-    dt.fill(0);
+    const base = e * hw * c;
+    const end = base + hw * c;
     g1.fill(0);
     g2.fill(0);
-    const base = e * hw * c;
-    // Pass 1: du, the per-example scale/shift sums, γ/β sums, and dx̂ (kept in dx).
-    for (let i = 0; i < hw; i++) {
-      const row = base + i * c;
-      for (let ch = 0; ch < c; ch++) {
-        const xh = (f[xo + row + ch] - m[ch]) * r[ch];
-        const z = xh * gamma[ch] + beta[ch];
-        let du = f[dyo + row + ch];
-        if (silu) {
-          const u = z * s1[ch] + t[ch];
-          const sg = 1 / (1 + Math.exp(-u));
-          du *= sg * (1 + u * (1 - sg));
-        }
-        ds[ch] += du * z;
-        dt[ch] += du;
-        const dz = du * s1[ch];
-        dg[ch] += dz * xh;
-        db[ch] += dz;
-        const dxh = dz * gamma[ch];
-        const g = (ch / cg) | 0;
-        g1[g] += dxh;
-        g2[g] += dxh * xh;
-        f[dxo + row + ch] = dxh;
+    for (let ch = 0; ch < c; ch++) {
+      const g = groupOf[ch];
+      const mean = f[so + (e * groups + g) * 2];
+      const rstd = f[so + (e * groups + g) * 2 + 1];
+      const gamma = f[go + ch];
+      let sumDg = 0;
+      let sumDb = 0;
+      let sumDx = 0;
+      let sumDxXh = 0;
+      for (let k = base + ch; k < end; k += c) {
+        const xh = (f[xo + k] - mean) * rstd;
+        const d = f[dyo + k];
+        sumDg += d * xh;
+        sumDb += d;
+        const dxh = d * gamma;
+        sumDx += dxh;
+        sumDxXh += dxh * xh;
+        f[dxo + k] = dxh;
       }
+      dg[ch] += sumDg;
+      db[ch] += sumDb;
+      g1[g] += sumDx;
+      g2[g] += sumDxXh;
     }
-    for (let g = 0; g < groups; g++) {
-      g1[g] /= count;
-      g2[g] /= count;
-    }
-    // Pass 2: dx = (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)) / σ, dx̂ kept as float32 in dx.
-    for (let i = 0; i < hw; i++) {
-      const row = base + i * c;
-      for (let ch = 0; ch < c; ch++) {
-        const g = (ch / cg) | 0;
-        const xh = (f[xo + row + ch] - m[ch]) * r[ch];
-        f[dxo + row + ch] = r[ch] * (f[dxo + row + ch] - g1[g] - xh * g2[g]);
+    for (let ch = 0; ch < c; ch++) {
+      const g = groupOf[ch];
+      const mean = f[so + (e * groups + g) * 2];
+      const rstd = f[so + (e * groups + g) * 2 + 1];
+      const m1 = g1[g] / count;
+      const m2 = g2[g] / count;
+      for (let k = base + ch; k < end; k += c) {
+        const xh = (f[xo + k] - mean) * rstd;
+        f[dxo + k] = rstd * (f[dxo + k] - m1 - xh * m2);
       }
-    }
-    if (dscale !== undefined) {
-      const o = at(backend, dscale);
-      for (let ch = 0; ch < c; ch++) f[o + e * c + ch] = ds[ch];
-    }
-    if (dshift !== undefined) {
-      const o = at(backend, dshift);
-      for (let ch = 0; ch < c; ch++) f[o + e * c + ch] = dt[ch];
     }
   }
   const dgo = at(backend, dgamma);
@@ -248,10 +200,7 @@ function backward(
     f[dgo + ch] = dg[ch];
     f[dbo + ch] = db[ch];
   }
-  const out = [dx, dgamma, dbeta];
-  if (dscale !== undefined) out.push(dscale);
-  if (dshift !== undefined) out.push(dshift);
-  return out;
+  return [dx, dgamma, dbeta];
 }
 
 /** The kernels of the fused GroupNorm for the wasm backend (installed by registerWasmKernels). */
@@ -276,40 +225,34 @@ export function hasFusedGroupNorm(): boolean {
 }
 
 /**
- * GroupNorm of `x` [B, H, W, C] with affine `gamma`, `beta` [C], then the optional time
- * conditioning and SiLU (see the module doc), with its gradient, on the fused wasm kernels. Use
- * only when {@link hasFusedGroupNorm}.
+ * GroupNorm of `x` [B, H, W, C] with affine `gamma`, `beta` [C], with its gradient, on the
+ * fused wasm kernels. Use only when {@link hasFusedGroupNorm}.
  */
 export function groupNormCore(
   x: tf.Tensor4D,
   affine: { gamma: tf.Tensor; beta: tf.Tensor },
   options: GroupNormOptions,
 ): tf.Tensor4D {
-  const attrs = {
-    groups: options.groups,
-    epsilon: options.epsilon ?? 1e-5,
-    silu: options.silu === true,
-  };
-  const ss = options.scaleShift;
-  const names = ss ? ["x", "gamma", "beta", "scale", "shift"] : ["x", "gamma", "beta"];
+  const attrs = { groups: options.groups, epsilon: options.epsilon ?? 1e-5 };
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const save = args[args.length - 1] as tf.GradSaveFunc;
-    const tensors = args.slice(0, -1) as tf.Tensor[];
-    const inputs: tf.NamedTensorMap = {};
-    names.forEach((name, i) => inputs[name] = tensors[i]);
-    const [y, stats] = tf.engine().runKernel(FORWARD, inputs, attrs) as tf.Tensor[];
-    save([...tensors, stats]);
+    const [xIn, gamma, beta, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [y, stats] = tf.engine().runKernel(
+      FORWARD,
+      { x: xIn, gamma, beta },
+      attrs,
+    ) as tf.Tensor[];
+    save([xIn, gamma, stats]);
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const grads: tf.NamedTensorMap = { dy, stats: saved[saved.length - 1] };
-        names.forEach((name, i) => grads[name] = saved[i]);
-        return tf.engine().runKernel(BACKWARD, grads, attrs) as tf.Tensor[];
+        const [sx, sgamma, sstats] = saved;
+        return tf.engine().runKernel(
+          BACKWARD,
+          { dy, x: sx, gamma: sgamma, stats: sstats },
+          attrs,
+        ) as tf.Tensor[];
       },
     };
   });
-  const args = ss
-    ? [x, affine.gamma, affine.beta, ss.scale, ss.shift]
-    : [x, affine.gamma, affine.beta];
-  return op(...args) as tf.Tensor4D;
+  return op(x, affine.gamma, affine.beta) as tf.Tensor4D;
 }

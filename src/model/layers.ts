@@ -45,36 +45,6 @@ export function groupNorm(
   return tf.add(tf.mul(y, p(`${prefix}.weight`)), p(`${prefix}.bias`));
 }
 
-/**
- * `act(GroupNorm(x) · (1 + scale) + shift)`: the residual blocks' norm, time conditioning
- * (`scale`, `shift` [B, 1, 1, C], optional) and SiLU (`silu`), as one fused op on wasm and as
- * {@link groupNorm}, `tf.mul`, `tf.add` and {@link silu} elsewhere.
- */
-export function groupNormAct(
-  x: tf.Tensor4D,
-  p: ParamLookup,
-  prefix: string,
-  options: { groups: number; scale?: tf.Tensor; shift?: tf.Tensor; silu?: boolean },
-): tf.Tensor4D {
-  const { scale, shift } = options;
-  const [b, , , c] = x.shape;
-  const fits = (t: tf.Tensor | undefined) => t === undefined || t.shape.join() === `${b},1,1,${c}`;
-  if (
-    hasFusedGroupNorm() && (scale === undefined) === (shift === undefined) && fits(scale) &&
-    fits(shift)
-  ) {
-    return groupNormCore(x, { gamma: p(`${prefix}.weight`), beta: p(`${prefix}.bias`) }, {
-      groups: options.groups,
-      silu: options.silu,
-      scaleShift: scale && shift ? { scale, shift } : undefined,
-    });
-  }
-  let y = groupNorm(x, p, prefix, options.groups);
-  if (scale !== undefined) y = tf.mul(y, tf.add(scale, 1));
-  if (shift !== undefined) y = tf.add(y, shift);
-  return options.silu ? silu(y) : y;
-}
-
 /** SiLU (swish): x * sigmoid(x). */
 export function silu<T extends tf.Tensor>(x: T): T {
   return tf.mul(x, tf.sigmoid(x));

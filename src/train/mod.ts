@@ -15,6 +15,7 @@ import type { DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { UserError } from "../errors.ts";
 import type { Ema } from "./ema.ts";
+import { learningRate } from "./lr.ts";
 import type { Adam } from "./optimizer.ts";
 import { trainStep } from "./step.ts";
 
@@ -155,7 +156,18 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
         size: h * w * c,
         timesteps: options.schedule.timesteps,
       });
-      const loss = await trainStep(model, { x0, ...draws, shape: data.shape }, options);
+      const opt = options.optimizerConfig;
+      const loss = await trainStep(model, { x0, ...draws, shape: data.shape }, {
+        schedule: options.schedule,
+        loss: options.loss,
+        optimizer: options.optimizer,
+        prediction: options.model?.prediction,
+        dropout: (options.model?.dropout ?? 0) > 0
+          ? { seed, stream: `train/dropout/step-${step}` }
+          : undefined,
+        lr: opt ? learningRate(step, { ...opt, totalSteps: total }) : undefined,
+        clipGradNorm: opt?.clipGradNorm,
+      });
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}`);
       options.ema?.update(model.params, step);
       await options.onStep?.({ step, epoch, loss });

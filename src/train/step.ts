@@ -15,6 +15,9 @@
  */
 import { variableGradsLowMemory } from "../backend/tape.ts";
 import { qSample } from "../diffusion/forward.ts";
+import { noiseLevels, trainingTarget } from "../diffusion/targets.ts";
+import { deriveRng } from "../rng.ts";
+import { clipByGlobalNorm } from "./clip.ts";
 import type { DenoiseModel } from "../model/mod.ts";
 import { tf } from "../tf.ts";
 import { lossValue } from "./loss.ts";
@@ -28,6 +31,10 @@ export type { GradientTask, StepBatch } from "./parallel/protocol.ts";
 export interface StepOptions extends GradientTask {
   /** Optimizer holding the state to update. */
   optimizer: Adam;
+  /** This step's learning rate (absent: the optimizer's). */
+  lr?: number;
+  /** Clip the gradients to this global norm before the update (absent: no clipping). */
+  clipGradNorm?: number;
   /** Data-parallel gradient workers (src/train/parallel); none: all on this thread. */
   workers?: GradientWorkers;
   /** At most this many examples per forward/backward pass (gradient accumulation). */
@@ -42,6 +49,7 @@ export function sliceBatch(batch: StepBatch, from: number, to: number): StepBatc
     noise: batch.noise.subarray(from * size, to * size),
     steps: batch.steps.subarray(from, to),
     shape: batch.shape,
+    offset: (batch.offset ?? 0) + from,
   };
 }
 
@@ -63,8 +71,15 @@ export function batchGradients(
   const noise = tf.tensor4d(batch.noise, dims);
   const xt = qSample(x0, noise, { schedule: options.schedule, steps: batch.steps });
   const t = tf.tensor1d(Float32Array.from(batch.steps));
+  const prediction = options.prediction ?? "eps";
+  const target = prediction === "eps"
+    ? noise
+    : trainingTarget(x0, noise, { prediction, level: noiseLevels(options.schedule, batch.steps) });
+  const dropoutRng = options.dropout
+    ? deriveRng(options.dropout.seed, `${options.dropout.stream}/from-${batch.offset ?? 0}`)
+    : undefined;
   const { value, grads } = variableGradsLowMemory(() => {
-    const loss = lossValue(model.predict(xt, t), noise, options.loss);
+    const loss = lossValue(model.predict(xt, t, { dropoutRng }), target, options.loss);
     return options.weight === 1 ? loss : tf.mul(loss, options.weight);
   }, vars);
   const byName: Record<string, tf.Tensor> = {};
@@ -118,7 +133,12 @@ export async function trainStep(
   options: StepOptions,
 ): Promise<number> {
   const n = inputs.steps.length;
-  const task: GradientTask = { schedule: options.schedule, loss: options.loss };
+  const task: GradientTask = {
+    schedule: options.schedule,
+    loss: options.loss,
+    prediction: options.prediction,
+    dropout: options.dropout,
+  };
   const workers = options.workers;
   const shards = Math.min(n, 1 + (workers?.size ?? 0));
   const bound = (i: number) => Math.floor((i * n) / shards);
@@ -161,7 +181,10 @@ export async function trainStep(
         grads[name] = g;
       }
     }
-    options.optimizer.apply(model.params, grads);
+    if (options.clipGradNorm !== undefined) {
+      grads = clipByGlobalNorm(grads, options.clipGradNorm).grads;
+    }
+    options.optimizer.apply(model.params, grads, { lr: options.lr });
   });
   tf.dispose([local.loss, ...Object.values(local.grads)]);
   return loss;

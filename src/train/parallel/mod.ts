@@ -12,6 +12,7 @@
  */
 import type { ModelConfig } from "../../../schemas/experiment.ts";
 import type { BackendName } from "../../backend/mod.ts";
+import type { DenoiseModel } from "../../model/mod.ts";
 import { tf } from "../../tf.ts";
 import type {
   GradientTask,
@@ -93,6 +94,20 @@ class WorkerHandle {
   }
 }
 
+/**
+ * A tensor's values: a view of the wasm heap when the backend has one (no copy; read it before
+ * the next allocation), else `dataSync()`.
+ */
+export function readValues(t: tf.Tensor): Float32Array {
+  const backend = tf.backend() as unknown as {
+    typedArrayFromHeap?: (info: tf.TensorInfo) => Float32Array;
+  };
+  if (t.dtype === "float32" && typeof backend.typedArrayFromHeap === "function") {
+    return backend.typedArrayFromHeap(t);
+  }
+  return t.dataSync() as Float32Array;
+}
+
 function expect<K extends WorkerReply["kind"]>(
   reply: WorkerReply,
   kind: K,
@@ -168,7 +183,7 @@ export class GradientWorkers {
         packed = new Float32Array(this.#sizes.reduce((a, b) => a + b, 0));
         let offset = 0;
         for (const v of vars) {
-          packed.set(v.dataSync() as Float32Array, offset);
+          packed.set(readValues(v), offset);
           offset += v.size;
         }
       }
@@ -189,7 +204,12 @@ export class GradientWorkers {
     const packed = this.#packer(vars);
     const replies = jobs.map((job, i) => {
       const w = this.#workers[i];
-      return w.request({ kind: "gradients", ...job, ...this.#weights(w, vars, packed) });
+      const update = this.#weights(w, vars, packed);
+      // The last worker gets the packed weights without a copy (transferred).
+      const transfer = i === jobs.length - 1 && update.weights
+        ? [update.weights.buffer as ArrayBuffer]
+        : [];
+      return w.request({ kind: "gradients", ...job, ...update }, transfer);
     });
     return Promise.all(replies).then((rs) =>
       rs.map((r) => {
@@ -220,9 +240,53 @@ export class GradientWorkers {
     const packed = this.#packer(vars);
     return Promise.all(jobs.map((job, i) => {
       const w = this.#workers[i];
-      return w.request({ kind: "predict", ...job, ...this.#weights(w, vars, packed) })
+      const update = this.#weights(w, vars, packed);
+      const transfer = i === jobs.length - 1 && update.weights
+        ? [update.weights.buffer as ArrayBuffer]
+        : [];
+      return w.request({ kind: "predict", ...job, ...update }, transfer)
         .then((r) => expect(r, "predict").y);
     }));
+  }
+
+  /**
+   * `model.predict(x, t)` with the batch split like a training step's: shards 1.. in the
+   * workers, shard 0 on this thread meanwhile. The result is a new tensor (the caller owns it).
+   */
+  async predictSharded(model: DenoiseModel, x: tf.Tensor4D, t: tf.Tensor1D): Promise<tf.Tensor4D> {
+    const n = x.shape[0];
+    const shards = Math.min(n, 1 + this.size);
+    if (shards === 1) return tf.tidy(() => model.predict(x, t));
+    const shape = x.shape.slice(1) as [number, number, number];
+    const per = shape[0] * shape[1] * shape[2];
+    const bound = (k: number) => Math.floor((k * n) / shards);
+    const xs = (await x.data()) as Float32Array;
+    const ts = (await t.data()) as Float32Array;
+    const pending = this.predict(
+      model.params,
+      Array.from({ length: shards - 1 }, (_, k) => ({
+        x: xs.slice(bound(k + 1) * per, bound(k + 2) * per),
+        t: ts.slice(bound(k + 1), bound(k + 2)),
+        shape,
+      })),
+    );
+    const local = tf.tidy(() =>
+      model.predict(
+        tf.slice(x, [0, 0, 0, 0], [bound(1), ...shape]),
+        tf.slice(t, [0], [bound(1)]),
+      )
+    );
+    try {
+      const remote = await pending;
+      return tf.tidy(() =>
+        tf.concat([
+          local,
+          ...remote.map((r, k) => tf.tensor4d(r, [bound(k + 2) - bound(k + 1), ...shape])),
+        ], 0)
+      );
+    } finally {
+      local.dispose();
+    }
   }
 
   /** Stops the workers (pending requests fail). */

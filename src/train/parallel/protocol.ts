@@ -17,6 +17,13 @@ export interface GradientTask {
   schedule: Schedule;
   /** Loss section. */
   loss: LossConfig;
+  /** What the network predicts (`model.prediction`; default eps). */
+  prediction?: ModelConfig["prediction"];
+  /**
+   * Dropout masks: drawn from `deriveRng(seed, "<stream>/from-<i>")`, i being the index in the
+   * step's batch of the piece's first example (absent: no dropout).
+   */
+  dropout?: { seed: number; stream: string };
 }
 
 /** Training examples: clean images, their noise and their 0-based steps. */
@@ -29,6 +36,8 @@ export interface StepBatch {
   steps: Int32Array;
   /** [H, W, C] of one example. */
   shape: [number, number, number];
+  /** Index of the first example in the step's whole batch (default 0). */
+  offset?: number;
 }
 
 /** Starts the worker's backend and builds its copy of the network. */

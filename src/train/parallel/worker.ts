@@ -8,6 +8,7 @@ import { createModel, type DenoiseModel } from "../../model/mod.ts";
 import { deriveRng } from "../../rng.ts";
 import { tf } from "../../tf.ts";
 import { accumulateGradients } from "../step.ts";
+import { readValues } from "./mod.ts";
 import type { WeightsUpdate, WorkerReply, WorkerRequest } from "./protocol.ts";
 
 let model: DenoiseModel | undefined;
@@ -55,7 +56,7 @@ async function handle(message: WorkerRequest): Promise<[WorkerReply, Transferabl
       for (const name of names) {
         const g = grads[name];
         if (g === undefined) throw new Error(`no gradient for ${name}`);
-        packed.set(g.dataSync() as Float32Array, offset);
+        packed.set(readValues(g), offset);
         offset += g.size;
       }
       const value = loss.dataSync()[0];
