@@ -78,7 +78,7 @@ function parse(argv: string[]): Args {
         "                [--only train,sample,data] [--workers N|auto] [--micro-batch M]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
-        "           auto: one per further core, at most 3\n" +
+        "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
         "0: the whole shard)\n" +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
@@ -109,7 +109,9 @@ function parse(argv: string[]): Args {
     profile: values.profile,
     only: only as Phase[],
     workers: values.workers === "auto"
-      ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
+      ? (values.backend === "wasm"
+        ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
+        : 0)
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,

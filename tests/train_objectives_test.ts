@@ -3,7 +3,7 @@ import { tf } from "../src/tf.ts";
 import { huber, lossValue } from "../src/train/loss.ts";
 import { learningRate } from "../src/train/lr.ts";
 import { clipByGlobalNorm } from "../src/train/clip.ts";
-import { Ema } from "../src/train/ema.ts";
+import { Ema, emaDecay } from "../src/train/ema.ts";
 import { LossSchema, OptimizerSchema } from "../schemas/experiment.ts";
 
 await tf.setBackend("cpu");
@@ -88,7 +88,15 @@ Deno.test("clipByGlobalNorm is torch.nn.utils.clip_grad_norm_", () => {
   ]);
 });
 
-Deno.test("EMA: copy up to startStep, then decay · ema + (1 - decay) · w; state round trip", async () => {
+Deno.test("EMA decay warms up as min(decay, (1 + j) / (10 + j)), j = steps after startStep - 1", () => {
+  assert.equal(emaDecay(1, { decay: 0.9999, startStep: 0 }), 0.1);
+  assert.equal(emaDecay(91, { decay: 0.9999, startStep: 0 }), 0.91);
+  assert.equal(emaDecay(3, { decay: 0.9, startStep: 2 }), 0.1);
+  assert.equal(emaDecay(100_000, { decay: 0.9999, startStep: 0 }), 0.9999);
+  assert.equal(emaDecay(1_000, { decay: 0.9, startStep: 500 }), 0.9);
+});
+
+Deno.test("EMA: copy up to startStep, then d · ema + (1 - d) · w; state round trip", async () => {
   const w = new Map<string, tf.Variable>([
     ["p", tf.variable(tf.tensor1d([1, 2]))],
     ["q", tf.variable(tf.scalar(-1))],
@@ -106,10 +114,11 @@ Deno.test("EMA: copy up to startStep, then decay · ema + (1 - decay) · w; stat
   w.get("q")!.assign(tf.scalar(9));
   ema.update(w, 3);
   const p = value("p");
+  // First averaged step: d = min(0.9, 1 / 10) = 0.1.
   assert.ok(
-    Math.abs(p[0] - (0.9 * 5 + 0.1 * 15)) < 1e-5 && Math.abs(p[1] - (0.9 * 6 + 0.1 * 16)) < 1e-5,
+    Math.abs(p[0] - (0.1 * 5 + 0.9 * 15)) < 1e-5 && Math.abs(p[1] - (0.1 * 6 + 0.9 * 16)) < 1e-5,
   );
-  assert.ok(Math.abs(value("q")[0] - (0.9 * -1 + 0.1 * 9)) < 1e-5);
+  assert.ok(Math.abs(value("q")[0] - (0.1 * -1 + 0.9 * 9)) < 1e-5);
   assert.equal(ema.step, 3);
   const state = await ema.exportState();
   assert.deepEqual([...state.tensors.keys()], ["p", "q"]);

@@ -314,6 +314,14 @@ Deno.test("wasm fused linear attention: forward and gradients match the composed
     { b: 1, h: 2, w: 2, c: 3, heads: 1, dimHead: 8 },
     { b: 3, h: 5, w: 1, c: 8, heads: 3, dimHead: 2 },
     { b: 2, h: 8, w: 8, c: 16, heads: 4, dimHead: 32 },
+    ...Array.from({ length: 4 }, () => ({
+      b: 1 + rng.int(3),
+      h: 1 + rng.int(6),
+      w: 1 + rng.int(6),
+      c: 1 + rng.int(12),
+      heads: 1 + rng.int(4),
+      dimHead: 1 + rng.int(12),
+    })),
   ];
   const run = (c: typeof cases[number], values: Map<string, Float32Array>) => {
     const out = new Map<string, Float32Array>();
@@ -367,6 +375,16 @@ Deno.test("wasm fused GroupNorm: forward and gradients match the composed ops on
     { b: 1, h: 1, w: 5, c: 6, groups: 1 },
     { b: 3, h: 2, w: 2, c: 12, groups: 3 },
     { b: 2, h: 16, w: 16, c: 32, groups: 4 },
+    ...Array.from({ length: 4 }, () => {
+      const groups = 1 + rng.int(4);
+      return {
+        b: 1 + rng.int(3),
+        h: 1 + rng.int(6),
+        w: 1 + rng.int(6),
+        c: groups * (1 + rng.int(5)),
+        groups,
+      };
+    }),
   ];
   const run = (c: typeof cases[number], values: Map<string, Float32Array>) => {
     const out = new Map<string, Float32Array>();

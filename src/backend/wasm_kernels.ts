@@ -1,5 +1,7 @@
 /**
- * Fast convolution gradients for the tfjs wasm backend.
+ * Kernels that make training on the tfjs wasm backend fast: convolution gradients, batched
+ * matrix products and a copy-free Identity here, the fused linear-attention core and GroupNorm in
+ * `wasm_attention.ts` and `wasm_norm.ts`; {@link registerWasmKernels} installs them all.
  *
  * tfjs-backend-wasm 4.22 has no `Conv2DBackpropFilter` kernel, and its `Conv2DBackpropInput` is a
  * naive loop. Both are rebuilt here from the backend's own XNNPACK `Conv2D` kernel plus
@@ -16,7 +18,12 @@
  * - Filter gradient: input channels become the batch. `Conv2D` of `x` transposed to
  *   `[Cin, H, W, B]` with `dy` transposed to `[oh, ow, B, Cout]` as the filter, dilated by the
  *   stride, gives `[Cin, kh', kw', Cout]`; it is cropped to `kh x kw` and transposed to
- *   `[kh, kw, Cin, Cout]`.
+ *   `[kh, kw, Cin, Cout]`. A 1x1 stride-1 filter gradient is one XNNPACK product instead (the
+ *   conv above is ~10x slower for it: XNNPACK packs a tall and wide right operand slowly).
+ * - BatchMatMul: one XNNPACK product per batch element on views of the heap (the stock kernel
+ *   runs every batched or transposed product through a scalar loop).
+ * - Identity: shares the data (the stock kernel copies every tensor saved for the backward
+ *   pass: 2,000 copies and a doubled memory peak per training step).
  * @module
  */
 import { tf } from "../tf.ts";
@@ -472,8 +479,9 @@ function install(config: tf.KernelConfig): void {
 }
 
 /**
- * Registers `Conv2DBackpropFilter` and replaces `Conv2DBackpropInput` for the `wasm` backend
- * with kernels built on its XNNPACK `Conv2D`. Idempotent; the kernels look up the wasm backend's
+ * Registers `Conv2DBackpropFilter` and replaces `Conv2DBackpropInput`, `BatchMatMul` and
+ * `Identity` for the `wasm` backend, and registers the fused attention and GroupNorm kernels
+ * (used by `src/model/layers.ts` on wasm). Idempotent; the kernels look up the wasm backend's
  * own kernels when they run, so `@tensorflow/tfjs-backend-wasm` must be imported by then.
  */
 export function registerWasmKernels(): void {

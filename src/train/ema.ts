@@ -1,12 +1,21 @@
 /**
  * `optimizer.ema`: an exponential moving average of the weights, the weights DDPM samples with
  * (Ho et al. use decay 0.9999). After optimizer step k (1-based):
- * ema = weights while k <= startStep, else ema = decay · ema + (1 - decay) · weights.
+ * ema = weights while k <= startStep, else ema = d · ema + (1 - d) · weights with
+ * d = min(decay, (1 + j) / (10 + j)), j = k - startStep - 1: the warm-up of diffusers'
+ * `EMAModel`, without which a short run with decay 0.9999 samples with nearly its initial
+ * random weights.
  * @module
  */
 import type { EmaConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
 import { tf } from "../tf.ts";
+
+/** The decay applied after optimizer step `step` (1-based): min(decay, (1 + j) / (10 + j)). */
+export function emaDecay(step: number, config: EmaConfig): number {
+  const j = Math.max(0, step - config.startStep - 1);
+  return Math.min(config.decay, (1 + j) / (10 + j));
+}
 
 /** The moving average of a set of named variables (e.g. `DenoiseModel.params`). */
 export class Ema {
@@ -38,9 +47,11 @@ export class Ema {
       for (const [name, shadow] of this.#shadow) {
         const p = params.get(name);
         if (!p) throw new Error(`ema: no parameter named ${name}`);
-        shadow.assign(
-          step <= startStep ? p : tf.add(tf.mul(shadow, decay), tf.mul(p, 1 - decay)),
-        );
+        if (step <= startStep) shadow.assign(p);
+        else {
+          const d = emaDecay(step, { decay, startStep });
+          shadow.assign(tf.add(tf.mul(shadow, d), tf.mul(p, 1 - d)));
+        }
       }
     });
   }

@@ -28,7 +28,7 @@ export interface GradientWorkersOptions {
   count: number;
   /** The model section: every worker builds the same network. */
   model: ModelConfig;
-  /** Backend of the workers; default `wasm`. */
+  /** Backend of the workers: `wasm` (the default) or `cpu`. */
   backend?: BackendName;
 }
 
@@ -133,13 +133,15 @@ export class GradientWorkers {
 
   /** Starts `count` workers and builds the network in each; resolves when all are ready. */
   static async start(options: GradientWorkersOptions): Promise<GradientWorkers> {
+    const backend = options.backend ?? "wasm";
+    if (backend !== "wasm" && backend !== "cpu") {
+      throw new Error(`gradient workers run the wasm or cpu backend, not ${backend}`);
+    }
     const count = Math.max(0, Math.floor(options.count));
     const workers = Array.from({ length: count }, () => new WorkerHandle());
     try {
       const replies = await Promise.all(
-        workers.map((w) =>
-          w.request({ kind: "init", backend: options.backend ?? "wasm", model: options.model })
-        ),
+        workers.map((w) => w.request({ kind: "init", backend, model: options.model })),
       );
       const ready = replies.map((r) => expect(r, "ready"));
       return new GradientWorkers(
