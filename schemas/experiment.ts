@@ -170,6 +170,14 @@ export const TrainSchema = z.strictObject({
   checkpointEvery: int(1).default(1).describe(
     "Write a checkpoint every N epochs (and always at the end and on Ctrl-C)",
   ),
+  workers: int(0, 64).default(1).describe(
+    "Worker threads besides the main one that compute a share of each batch (wasm and cpu " +
+      "backends). Results are byte-identical for a given count, not across counts",
+  ),
+  microBatch: int(1, 4096).default(8).describe(
+    "At most this many examples per forward/backward pass (gradient accumulation): bounds " +
+      "memory; like workers it changes the summation order, so it is part of the config",
+  ),
 });
 
 /** `sampler.trajectory`: the reverse process of a few samples, as a strip PNG and a GIF. */

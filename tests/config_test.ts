@@ -104,6 +104,8 @@ Deno.test("defaults are filled in and $schema is dropped", async () => {
       dropLast: true,
       logEvery: 100,
       checkpointEvery: 1,
+      workers: 1,
+      microBatch: 8,
     },
     sampler: {
       kind: "ddpm",
@@ -153,6 +155,8 @@ Deno.test("extends: deep merge, arrays replaced, kind change replaces the sectio
     dropLast: true,
     logEvery: 5,
     checkpointEvery: 1,
+    workers: 1,
+    microBatch: 8,
   });
 });
 
@@ -398,7 +402,7 @@ Deno.test("unknown --set paths name the flag and list the valid keys", async () 
   assert.equal(
     key.message,
     "--set train.epoch=1: train.epoch: unknown key 'epoch' " +
-      "(expected one of epochs, batchSize, shuffle, dropLast, maxSteps, logEvery, checkpointEvery)",
+      "(expected one of epochs, batchSize, shuffle, dropLast, maxSteps, logEvery, checkpointEvery, workers, microBatch)",
   );
   // `path` is no key of the default avatars dataset.
   const { error: kind } = await loadError(files, "exp.json", { sets: ["dataset.path=/x"] });

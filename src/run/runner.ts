@@ -23,6 +23,7 @@ import { countParameters, createModel, type DenoiseModel, withParams } from "../
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";
+import { GradientWorkers } from "../train/parallel/mod.ts";
 import {
   Adam,
   type BatchSource,
@@ -344,6 +345,14 @@ export async function runExperiment(
   }
   await writeManifest(dir, manifest);
 
+  const workers = config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")
+    ? await GradientWorkers.start({
+      count: config.train.workers,
+      model: config.model,
+      backend: backend.name,
+    })
+    : undefined;
+  manifest.backend.workers = workers ? config.train.workers : 0;
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
@@ -374,6 +383,7 @@ export async function runExperiment(
         manifest,
         checkpoint,
         ema,
+        workers,
         startFrom: previous ? await loadCheckpoint(checkpointDir, { model, optimizer, ema }) : null,
         options: { ...options, log },
         backend,
@@ -419,6 +429,7 @@ export async function runExperiment(
     manifest.error = err instanceof Error ? err.message : String(err);
     throw err;
   } finally {
+    workers?.close();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
@@ -463,6 +474,7 @@ interface TrainContext {
   schedule: Schedule;
   optimizer: Adam;
   ema: Ema | null;
+  workers: GradientWorkers | undefined;
   manifest: Manifest;
   checkpoint: (step: number, epoch: number) => Promise<void>;
   startFrom: { step: number; epoch: number } | null;
@@ -500,6 +512,7 @@ async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
       model: config.model,
       optimizerConfig: config.optimizer,
       ema: ctx.ema,
+      workers: ctx.workers,
       data: batchSource(dataset, config),
       startStep,
       shouldStop: () => options.signal?.aborted ?? false,

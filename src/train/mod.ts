@@ -16,6 +16,7 @@ import { deriveRng } from "../rng.ts";
 import { UserError } from "../errors.ts";
 import type { Ema } from "./ema.ts";
 import { learningRate } from "./lr.ts";
+import type { GradientWorkers } from "./parallel/mod.ts";
 import type { Adam } from "./optimizer.ts";
 import { trainStep } from "./step.ts";
 
@@ -103,6 +104,8 @@ export interface TrainOptions {
   optimizerConfig?: OptimizerConfig;
   /** Weight average updated after every step (`optimizer.ema`). */
   ema?: Ema | null;
+  /** Data-parallel gradient workers (the main thread computes one more shard). */
+  workers?: GradientWorkers;
 }
 
 /** The result of a training run. */
@@ -167,6 +170,8 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
           : undefined,
         lr: opt ? learningRate(step, { ...opt, totalSteps: total }) : undefined,
         clipGradNorm: opt?.clipGradNorm,
+        workers: options.workers,
+        microBatch: train.microBatch,
       });
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}`);
       options.ema?.update(model.params, step);
