@@ -20,6 +20,7 @@
 import { tf } from "../tf.ts";
 import {
   dispose,
+  fusedKernelPair,
   gemm,
   heapOffset,
   type Info,
@@ -394,20 +395,10 @@ function backward(
 }
 
 /** The kernels of the fused attention core for the wasm backend (installed by registerWasmKernels). */
-export const attentionKernels: tf.KernelConfig[] = [
-  {
-    kernelName: FORWARD,
-    backendName: BACKEND,
-    kernelFunc: ({ inputs, backend, attrs }) =>
-      forward(inputs, backend as unknown as WasmBackend, attrs ?? {}),
-  },
-  {
-    kernelName: BACKWARD,
-    backendName: BACKEND,
-    kernelFunc: ({ inputs, backend, attrs }) =>
-      backward(inputs, backend as unknown as WasmBackend, attrs ?? {}),
-  },
-];
+export const attentionKernels: tf.KernelConfig[] = fusedKernelPair(
+  { forward: FORWARD, backward: BACKWARD },
+  { forward, backward },
+);
 
 /** Whether the fused core runs on the active backend. */
 export function hasFusedAttention(): boolean {

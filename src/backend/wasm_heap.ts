@@ -151,3 +151,24 @@ export function gemm(
     releaseView(backend, b);
   }
 }
+
+/** A kernel body of this library: TensorInfos in, TensorInfos out, on the wasm backend. */
+export type WasmKernelBody = (
+  inputs: tf.NamedTensorInfoMap,
+  backend: WasmBackend,
+  attrs: tf.NamedAttrMap,
+) => Info[];
+
+/** The wasm kernel configs of a fused op and its gradient, by kernel name. */
+export function fusedKernelPair(
+  names: { forward: string; backward: string },
+  bodies: { forward: WasmKernelBody; backward: WasmKernelBody },
+): tf.KernelConfig[] {
+  const config = (kernelName: string, body: WasmKernelBody): tf.KernelConfig => ({
+    kernelName,
+    backendName: "wasm",
+    kernelFunc: ({ inputs, backend, attrs }) =>
+      body(inputs, backend as unknown as WasmBackend, attrs ?? {}),
+  });
+  return [config(names.forward, bodies.forward), config(names.backward, bodies.backward)];
+}

@@ -17,7 +17,7 @@
  * @module
  */
 import { tf } from "../tf.ts";
-import { heapOffset, type Info, type WasmBackend } from "./wasm_heap.ts";
+import { fusedKernelPair, heapOffset, type Info, type WasmBackend } from "./wasm_heap.ts";
 
 const BACKEND = "wasm";
 const FORWARD = "DdpmGroupNorm";
@@ -204,20 +204,10 @@ function backward(
 }
 
 /** The kernels of the fused GroupNorm for the wasm backend (installed by registerWasmKernels). */
-export const normKernels: tf.KernelConfig[] = [
-  {
-    kernelName: FORWARD,
-    backendName: BACKEND,
-    kernelFunc: ({ inputs, backend, attrs }) =>
-      forward(inputs, backend as unknown as WasmBackend, attrs ?? {}),
-  },
-  {
-    kernelName: BACKWARD,
-    backendName: BACKEND,
-    kernelFunc: ({ inputs, backend, attrs }) =>
-      backward(inputs, backend as unknown as WasmBackend, attrs ?? {}),
-  },
-];
+export const normKernels: tf.KernelConfig[] = fusedKernelPair(
+  { forward: FORWARD, backward: BACKWARD },
+  { forward, backward },
+);
 
 /** Whether the fused GroupNorm runs on the active backend. */
 export function hasFusedGroupNorm(): boolean {

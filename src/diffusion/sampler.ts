@@ -62,6 +62,25 @@ export function posteriorMean(
   return tf.add(tf.mul(x0, c.x0), tf.mul(xt, c.xt));
 }
 
+/** The step of a reverse update: schedule, index, variance and the step noise z (null: none). */
+export interface ReverseStepOptions {
+  /** Noise schedule. */
+  schedule: Schedule;
+  /** Index i of x_t (0-based). */
+  index: number;
+  /** σ_t² = β̃_t (`posterior`) or β_t (`beta`). */
+  variance: SamplerConfig["variance"];
+  /** The step noise, or null when step noise is off. */
+  z: tf.Tensor4D | null;
+}
+
+/** mean + σ_t z, except at the last step (i = 0) or without step noise. */
+function withStepNoise(mean: tf.Tensor4D, options: ReverseStepOptions): tf.Tensor4D {
+  if (options.z === null || options.index === 0) return mean;
+  const sigma = Math.sqrt(reverseVariance(options.schedule, options.index, options.variance));
+  return tf.add(mean, tf.mul(options.z, sigma));
+}
+
 /**
  * One reverse step x_t -> x_{t-1} at index i:
  * x_{t-1} = (x_t - β_t / √(1 - ᾱ_t) ε̂) / √α_t + σ_t z, with z = 0 at the last step (i = 0).
@@ -70,19 +89,12 @@ export function posteriorMean(
 export function ddpmStep(
   x: tf.Tensor4D,
   eps: tf.Tensor4D,
-  options: {
-    schedule: Schedule;
-    index: number;
-    variance: SamplerConfig["variance"];
-    z: tf.Tensor4D | null;
-  },
+  options: ReverseStepOptions,
 ): tf.Tensor4D {
   const { schedule, index: i } = options;
   const coef = schedule.betas[i] / Math.sqrt(1 - schedule.alphaBars[i]);
   const mean: tf.Tensor4D = tf.div(tf.sub(x, tf.mul(eps, coef)), Math.sqrt(schedule.alphas[i]));
-  if (options.z === null || i === 0) return mean;
-  const sigma = Math.sqrt(reverseVariance(schedule, i, options.variance));
-  return tf.add(mean, tf.mul(options.z, sigma));
+  return withStepNoise(mean, options);
 }
 
 /**
@@ -93,18 +105,11 @@ export function ddpmStep(
 export function ddpmStepFromX0(
   x: tf.Tensor4D,
   x0: tf.Tensor4D,
-  options: {
-    schedule: Schedule;
-    index: number;
-    variance: SamplerConfig["variance"];
-    z: tf.Tensor4D | null;
-  },
+  options: ReverseStepOptions,
 ): tf.Tensor4D {
   const { schedule, index: i } = options;
   const mean = posteriorMean(x0, x, { schedule, index: i });
-  if (options.z === null || i === 0) return mean;
-  const sigma = Math.sqrt(reverseVariance(schedule, i, options.variance));
-  return tf.add(mean, tf.mul(options.z, sigma));
+  return withStepNoise(mean, options);
 }
 
 /** Options of {@link sampleDdpm}. */
