@@ -110,8 +110,9 @@ export async function sampleDdim(
     const alphaBarPrev = k > 0 ? schedule.alphaBars[tau[k - 1]] : 1;
     const sigma = ddimSigma(alphaBar, alphaBarPrev, flags);
     const z = flags.stepNoise && sigma > 0 ? rng.normal(n) : null;
+    const t = tf.fill([shape[0]], i) as tf.Tensor1D;
+    const out = await denoise(x, t);
     const next = tf.tidy(() => {
-      const out = denoise(x, tf.fill([shape[0]], i) as tf.Tensor1D);
       const denoised = interpretOutput(out, x, {
         prediction,
         level: noiseLevelAt(schedule, i),
@@ -124,6 +125,7 @@ export async function sampleDdim(
         z: z ? tf.tensor4d(z, shape) : null,
       });
     });
+    tf.dispose([t, out]);
     x.dispose();
     x = next;
     if (options.onStep) await options.onStep(k > 0 ? tau[k - 1] + 1 : 0, x);

@@ -15,9 +15,14 @@ import { interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 
 /**
  * The network as the samplers see it: its output for x_t [B, H, W, C] at float 0-based steps
- * t [B] (ε̂ when the model predicts `eps`).
+ * t [B] (ε̂ when the model predicts `eps`), now or as a promise (a network whose batch is shared
+ * with worker threads). The output is a new tensor the sampler disposes; the denoiser keeps its
+ * own intermediates in a tf.tidy.
  */
-export type Denoiser = (x: tf.Tensor4D, t: tf.Tensor1D) => tf.Tensor4D;
+export type Denoiser = (
+  x: tf.Tensor4D,
+  t: tf.Tensor1D,
+) => tf.Tensor4D | Promise<tf.Tensor4D>;
 
 /** The flags of ancestral sampling (a subset of the `sampler` section). */
 export type AncestralFlags =
@@ -155,8 +160,9 @@ export async function sampleDdpm(
   for (; index >= 0; index--) {
     const z = flags.stepNoise && index > 0 ? rng.normal(n) : null;
     const i = index;
+    const t = tf.fill([shape[0]], i) as tf.Tensor1D;
+    const out = await denoise(x, t);
     const next = tf.tidy(() => {
-      const out = denoise(x, tf.fill([shape[0]], i) as tf.Tensor1D);
       const step = {
         schedule,
         index: i,
@@ -171,6 +177,7 @@ export async function sampleDdpm(
       });
       return ddpmStepFromX0(x, x0, step);
     });
+    tf.dispose([t, out]);
     x.dispose();
     x = next;
     if (options.onStep) await options.onStep(i, x);

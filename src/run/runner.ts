@@ -392,7 +392,9 @@ export async function runExperiment(
 
     // Sampling uses the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
-    const denoise: Denoiser = (xt, t) => net.predict(xt, t);
+    const denoise: Denoiser = workers
+      ? (xt, t) => workers.predictSharded(net, xt, t)
+      : (xt, t) => tf.tidy(() => net.predict(xt, t));
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
     if (!options.signal?.aborted) {
