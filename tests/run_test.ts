@@ -169,3 +169,24 @@ Deno.test("--set with a wrong type names the flag; --dry-run reports the numbers
   assert.match(dry.stdout, /seed-3-/);
   assert.ok(await isEmptyDir(out), "a dry run creates nothing");
 });
+
+Deno.test("a run that throws after its folder exists is marked failed, with the error", async () => {
+  const out = await Deno.makeTempDir();
+  const file = await experimentFile(TINY);
+  await assert.rejects(
+    () =>
+      runFile(file, {
+        outRoot: out,
+        onStep: ({ step }) => {
+          if (step === 2) throw new Error("disk on fire");
+        },
+      }),
+    /disk on fire/,
+  );
+  const [name] = [...Deno.readDirSync(join(out, "tiny"))].map((e) => e.name);
+  const manifest = (await readManifest(join(out, "tiny", name)))!;
+  assert.equal(manifest.status, "failed");
+  assert.match(manifest.error!, /disk on fire/);
+  assert.equal(manifest.artifacts["samples.png"], undefined);
+  assert.ok(manifest.endedAt, "the end time is recorded");
+});
