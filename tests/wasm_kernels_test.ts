@@ -65,6 +65,31 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): { diff: number; scale: nu
   return { diff, scale };
 }
 
+/**
+ * Runs `run` for every case on the cpu backend, then on wasm with the same input values (drawn
+ * on the first run), and checks every output to `tolerance` relative to its scale.
+ */
+async function matchesCpu<C>(
+  cases: C[],
+  run: (c: C, values: Map<string, Float32Array>) => Map<string, Float32Array>,
+  tolerance: number,
+): Promise<void> {
+  const values = cases.map(() => new Map<string, Float32Array>());
+  await initBackend("cpu");
+  const expected = cases.map((c, i) => run(c, values[i]));
+  await initBackend("wasm");
+  for (const [i, c] of cases.entries()) {
+    const got = run(c, values[i]);
+    for (const [key, ref] of expected[i]) {
+      const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
+      assert.ok(
+        diff <= tolerance * (1 + scale),
+        `${key} of ${JSON.stringify(c)}: max diff ${diff}`,
+      );
+    }
+  }
+}
+
 function pick<T>(rng: Rng, items: readonly T[]): T {
   return items[rng.int(items.length)];
 }
@@ -355,17 +380,7 @@ Deno.test("wasm fused linear attention: forward and gradients match the composed
     });
     return out;
   };
-  const values = cases.map(() => new Map<string, Float32Array>());
-  await initBackend("cpu");
-  const expected = cases.map((c, i) => run(c, values[i]));
-  await initBackend("wasm");
-  for (const [i, c] of cases.entries()) {
-    const got = run(c, values[i]);
-    for (const [key, ref] of expected[i]) {
-      const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
-      assert.ok(diff <= 2e-4 * (1 + scale), `${key} of ${JSON.stringify(c)}: max diff ${diff}`);
-    }
-  }
+  await matchesCpu(cases, run, 2e-4);
 });
 
 Deno.test("wasm fused GroupNorm: forward and gradients match the composed ops on cpu", async () => {
@@ -416,15 +431,5 @@ Deno.test("wasm fused GroupNorm: forward and gradients match the composed ops on
     });
     return out;
   };
-  const values = cases.map(() => new Map<string, Float32Array>());
-  await initBackend("cpu");
-  const expected = cases.map((c, i) => run(c, values[i]));
-  await initBackend("wasm");
-  for (const [i, c] of cases.entries()) {
-    const got = run(c, values[i]);
-    for (const [key, ref] of expected[i]) {
-      const { diff, scale } = maxAbsDiff(got.get(key)!, ref);
-      assert.ok(diff <= 1e-4 * (1 + scale), `${key} of ${JSON.stringify(c)}: max diff ${diff}`);
-    }
-  }
+  await matchesCpu(cases, run, 1e-4);
 });

@@ -27,6 +27,7 @@ import {
   releaseView,
   view,
   type WasmBackend,
+  wasmKernelActive,
 } from "./wasm_heap.ts";
 
 const BACKEND = "wasm";
@@ -402,7 +403,7 @@ export const attentionKernels: tf.KernelConfig[] = fusedKernelPair(
 
 /** Whether the fused core runs on the active backend. */
 export function hasFusedAttention(): boolean {
-  return tf.getBackend() === BACKEND && tf.getKernel(FORWARD, BACKEND) !== undefined;
+  return wasmKernelActive(FORWARD);
 }
 
 /**

@@ -172,3 +172,8 @@ export function fusedKernelPair(
   });
   return [config(names.forward, bodies.forward), config(names.backward, bodies.backward)];
 }
+
+/** Whether kernel `name` of this library runs on the active backend (wasm, and registered). */
+export function wasmKernelActive(name: string): boolean {
+  return tf.getBackend() === "wasm" && tf.getKernel(name, "wasm") !== undefined;
+}

@@ -17,9 +17,14 @@
  * @module
  */
 import { tf } from "../tf.ts";
-import { fusedKernelPair, heapOffset, type Info, type WasmBackend } from "./wasm_heap.ts";
+import {
+  fusedKernelPair,
+  heapOffset,
+  type Info,
+  type WasmBackend,
+  wasmKernelActive,
+} from "./wasm_heap.ts";
 
-const BACKEND = "wasm";
 const FORWARD = "DdpmGroupNorm";
 const BACKWARD = "DdpmGroupNormGrad";
 
@@ -211,7 +216,7 @@ export const normKernels: tf.KernelConfig[] = fusedKernelPair(
 
 /** Whether the fused GroupNorm runs on the active backend. */
 export function hasFusedGroupNorm(): boolean {
-  return tf.getBackend() === BACKEND && tf.getKernel(FORWARD, BACKEND) !== undefined;
+  return wasmKernelActive(FORWARD);
 }
 
 /**
