@@ -9,3 +9,13 @@ import * as tf from "@tensorflow/tfjs";
 tf.enableProdMode();
 
 export { tf };
+
+/**
+ * A variable holding `initial`'s values; `initial` is disposed (the variable keeps its own
+ * reference to the data), so making a variable leaves no stray tensor behind.
+ */
+export function variableFrom(initial: tf.Tensor, trainable = true): tf.Variable {
+  const v = tf.variable(initial, trainable);
+  initial.dispose();
+  return v;
+}

@@ -12,7 +12,7 @@
 import type { SamplerConfig } from "../../schemas/experiment.ts";
 import type { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import type { Denoiser, StateCallback } from "./sampler.ts";
+import { type Denoiser, initialState, type StateCallback } from "./sampler.ts";
 import type { Schedule } from "./schedule.ts";
 import { type Denoised, interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 
@@ -100,9 +100,7 @@ export async function sampleDdim(
   const tau = ddimTimesteps(T, flags.steps ?? T);
   const prediction = options.prediction ?? "eps";
   const n = shape.reduce((a, b) => a * b, 1);
-  let x: tf.Tensor4D = flags.initialNoise === "zeros"
-    ? tf.zeros(shape)
-    : tf.tensor4d(rng.normal(n), shape);
+  let x = initialState(shape, { initialNoise: flags.initialNoise, rng });
   if (options.onStart) await options.onStart(T, x);
   for (let k = tau.length - 1; k >= 0; k--) {
     const i = tau[k];

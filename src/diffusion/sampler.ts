@@ -117,6 +117,15 @@ export function ddpmStepFromX0(
   return withStepNoise(mean, options);
 }
 
+/** x_T: zeros, or N(0, I) drawn from `rng` (the first draw of a sampler's stream). */
+export function initialState(
+  shape: [number, number, number, number],
+  options: { initialNoise: SamplerConfig["initialNoise"]; rng: Rng },
+): tf.Tensor4D {
+  if (options.initialNoise === "zeros") return tf.zeros(shape);
+  return tf.tensor4d(options.rng.normal(shape.reduce((a, b) => a * b, 1)), shape);
+}
+
 /** Options of {@link sampleDdpm}. */
 export interface SampleOptions {
   /** [count, H, W, C] of the batch to generate. */
@@ -153,9 +162,7 @@ export async function sampleDdpm(
   let index = options.start?.index ?? schedule.timesteps - 1;
   let x: tf.Tensor4D = options.start
     ? tf.clone(options.start.x)
-    : flags.initialNoise === "zeros"
-    ? tf.zeros(shape)
-    : tf.tensor4d(rng.normal(n), shape);
+    : initialState(shape, { initialNoise: flags.initialNoise, rng });
   if (options.onStart) await options.onStart(index + 1, x);
   for (; index >= 0; index--) {
     const z = flags.stepNoise && index > 0 ? rng.normal(n) : null;

@@ -6,7 +6,7 @@
 import type { ModelConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
-import { tf } from "../tf.ts";
+import { tf, variableFrom } from "../tf.ts";
 import { type ParamSpec, planUnet, unetForward, unetParamSpecs, type UnetPlan } from "./unet.ts";
 
 export {
@@ -65,7 +65,7 @@ export function createModel(config: ModelConfig, options: { rng: Rng }): Denoise
   const plan = planUnet(config);
   const params = new Map<string, tf.Variable>();
   for (const spec of unetParamSpecs(plan)) {
-    params.set(spec.name, tf.variable(tf.tensor(initialValues(spec, options.rng), spec.shape)));
+    params.set(spec.name, variableFrom(tf.tensor(initialValues(spec, options.rng), spec.shape)));
   }
   return wrap(plan, params);
 }

@@ -8,7 +8,7 @@ import diff from "microdiff";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { type DecodedImage, decodePng, writePng } from "../io/image.ts";
-import { type Manifest, readManifest } from "./manifest.ts";
+import { type ArtifactStatus, compareArtifacts, type Manifest, readManifest } from "./manifest.ts";
 
 /** One differing config path. */
 export interface ConfigChange {
@@ -35,7 +35,7 @@ export interface ArtifactRow {
   /** Path relative to the run folder. */
   path: string;
   /** `identical`, `differs`, `only-a` or `only-b`. */
-  status: "identical" | "differs" | "only-a" | "only-b";
+  status: ArtifactStatus;
   /** For images: pixel comparison (null when the sizes differ). */
   image?: { width: number; height: number; meanAbsDiff: number; psnr: number } | null;
   /** The composite written, if any. */
@@ -170,19 +170,9 @@ export async function diffRuns(
 
   if (options.out) await Deno.mkdir(options.out, { recursive: true });
   const artifacts: ArtifactRow[] = [];
-  const paths = [...new Set([...Object.keys(ma.artifacts), ...Object.keys(mb.artifacts)])].sort();
-  for (const path of paths) {
-    const ha = ma.artifacts[path];
-    const hb = mb.artifacts[path];
-    const status = ha === undefined
-      ? "only-b"
-      : hb === undefined
-      ? "only-a"
-      : ha === hb
-      ? "identical"
-      : "differs";
+  for (const { path, status } of compareArtifacts(ma.artifacts, mb.artifacts)) {
     const row: ArtifactRow = { path, status };
-    if (path.endsWith(".png") && ha !== undefined && hb !== undefined) {
+    if (path.endsWith(".png") && (status === "identical" || status === "differs")) {
       const ia = await decodePng(await Deno.readFile(join(a, path)));
       const ib = await decodePng(await Deno.readFile(join(b, path)));
       const sameSize = ia.width === ib.width && ia.height === ib.height;

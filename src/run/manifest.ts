@@ -133,3 +133,24 @@ export async function verifyArtifacts(
   }
   return problems;
 }
+
+/** How one artifact of two runs compares. */
+export type ArtifactStatus = "identical" | "differs" | "only-a" | "only-b";
+
+/** Every path of either artifact map (sorted) and whether its hashes agree. */
+export function compareArtifacts(
+  a: Record<string, string>,
+  b: Record<string, string>,
+): { path: string; status: ArtifactStatus }[] {
+  const paths = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
+  return paths.map((path) => {
+    const status: ArtifactStatus = a[path] === undefined
+      ? "only-b"
+      : b[path] === undefined
+      ? "only-a"
+      : a[path] === b[path]
+      ? "identical"
+      : "differs";
+    return { path, status };
+  });
+}

@@ -345,14 +345,7 @@ export async function runExperiment(
   }
   await writeManifest(dir, manifest);
 
-  const workers = config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")
-    ? await GradientWorkers.start({
-      count: config.train.workers,
-      model: config.model,
-      backend: backend.name,
-    })
-    : undefined;
-  manifest.backend.workers = workers ? config.train.workers : 0;
+  let workers: GradientWorkers | undefined;
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
@@ -363,6 +356,14 @@ export async function runExperiment(
     await writeManifest(dir, manifest);
   };
   try {
+    if (config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")) {
+      workers = await GradientWorkers.start({
+        count: config.train.workers,
+        model: config.model,
+        backend: backend.name,
+      });
+    }
+    manifest.backend.workers = workers ? config.train.workers : 0;
     const size = dataset.size;
     const grid = (images: Float32Array, count: number, columns: number) =>
       makeGrid(images, { count, height: size, width: size, channels: 3, columns });
@@ -392,8 +393,9 @@ export async function runExperiment(
 
     // Sampling uses the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
-    const denoise: Denoiser = workers
-      ? (xt, t) => workers.predictSharded(net, xt, t)
+    const shared = workers;
+    const denoise: Denoiser = shared
+      ? (xt, t) => shared.predictSharded(net, xt, t)
       : (xt, t) => tf.tidy(() => net.predict(xt, t));
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;

@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { ExperimentSchema } from "../../schemas/experiment.ts";
 import { UserError } from "../errors.ts";
-import { readManifest } from "./manifest.ts";
+import { type ArtifactStatus, compareArtifacts, readManifest } from "./manifest.ts";
 import { runExperiment } from "./runner.ts";
 
 /** One artifact's verdict. */
@@ -16,6 +16,14 @@ export interface ArtifactCheck {
   /** Whether the re-run produced the same bytes. */
   status: "match" | "differs" | "missing" | "extra";
 }
+
+/** A re-run's artifact against the original's: same bytes, other bytes, or absent on one side. */
+const VERDICT: Record<ArtifactStatus, ArtifactCheck["status"]> = {
+  identical: "match",
+  differs: "differs",
+  "only-a": "missing",
+  "only-b": "extra",
+};
 
 /** The result of {@link verifyRun}. */
 export interface VerifyResult {
@@ -57,22 +65,8 @@ export async function verifyRun(
       { outRoot, retrain: true, log: options.log ?? (() => {}) },
     );
     const rerun = result.manifest!;
-    const paths = [
-      ...new Set([...Object.keys(manifest.artifacts), ...Object.keys(rerun.artifacts)]),
-    ]
-      .sort();
-    const checks = paths.map((path): ArtifactCheck => {
-      const a = manifest.artifacts[path];
-      const b = rerun.artifacts[path];
-      const status = a === undefined
-        ? "extra"
-        : b === undefined
-        ? "missing"
-        : a === b
-        ? "match"
-        : "differs";
-      return { path, status };
-    });
+    const checks = compareArtifacts(manifest.artifacts, rerun.artifacts)
+      .map(({ path, status }): ArtifactCheck => ({ path, status: VERDICT[status] }));
     return { checks, identical: checks.every((c) => c.status === "match"), rerunDir: result.dir };
   } finally {
     if (!options.keep) await Deno.remove(outRoot, { recursive: true }).catch(() => {});

@@ -9,7 +9,7 @@
  */
 import type { EmaConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
-import { tf } from "../tf.ts";
+import { tf, variableFrom } from "../tf.ts";
 
 /** The decay applied after optimizer step `step` (1-based): min(decay, (1 + j) / (10 + j)). */
 export function emaDecay(step: number, config: EmaConfig): number {
@@ -26,7 +26,7 @@ export class Ema {
   /** Starts the average as a copy of `params`. */
   constructor(params: Map<string, tf.Variable>, config: EmaConfig) {
     this.#config = config;
-    for (const [name, p] of params) this.#shadow.set(name, tf.variable(p.clone(), false));
+    for (const [name, p] of params) this.#shadow.set(name, variableFrom(p.clone(), false));
   }
 
   /** The averaged weights by name (same names and shapes as the params; see `withParams`). */

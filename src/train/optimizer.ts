@@ -5,7 +5,7 @@
  */
 import type { OptimizerConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
-import { tf } from "../tf.ts";
+import { tf, variableFrom } from "../tf.ts";
 
 /** Adam (Kingma & Ba) over named variables, bias-corrected as torch.optim.Adam. */
 export class Adam {
@@ -18,8 +18,8 @@ export class Adam {
   constructor(params: Map<string, tf.Variable>, config: OptimizerConfig) {
     this.#config = config;
     for (const [name, p] of params) {
-      this.#m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.#v.set(name, tf.variable(tf.zerosLike(p), false));
+      this.#m.set(name, variableFrom(tf.zerosLike(p), false));
+      this.#v.set(name, variableFrom(tf.zerosLike(p), false));
     }
   }
 
