@@ -111,7 +111,8 @@ async function loadChain(file: string): Promise<{ chain: string[]; layers: Layer
     seen.set(real, current);
     chain.push(current);
     const data = await readExperimentFile(current);
-    const { extends: parent, $schema: _schema, ...rest } = data;
+    // `sweep` and `launcher` say how to run points of the file (src/sweep), not what a run is.
+    const { extends: parent, $schema: _schema, sweep: _sweep, launcher: _launcher, ...rest } = data;
     resolveDatasetPath(rest, dirname(current));
     layers.unshift({ source: current, data: rest });
     if (typeof parent !== "string") return { chain, layers };

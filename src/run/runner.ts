@@ -33,6 +33,7 @@ import {
   trainModel,
 } from "../train/mod.ts";
 import { prepareRunFolder, runFolder } from "./folder.ts";
+import { acquireRunLock } from "./lock.ts";
 import {
   gitState,
   hashArtifacts,
@@ -293,6 +294,8 @@ export async function runExperiment(
     return { dir, status: "dry-run" };
   }
 
+  // One process per run folder (a second one for the same config and seed is refused).
+  await using _lock = await acquireRunLock(dir, { log });
   // Everything that can fail on bad input happens before the run folder is touched.
   const previous = options.resume ? await resumableManifest(dir) : null;
   const backend: BackendInfo = await initBackend(config.backend);
@@ -401,12 +404,14 @@ export async function runExperiment(
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
     if (!options.signal?.aborted) {
       log(`sampling ${config.sampler.count} images (${describeSampler(config, schedule)})`);
+      const sampleStart = performance.now();
       sampled = await sampleImages(denoise, schedule, {
         config,
         size,
         log,
         signal: options.signal,
       });
+      manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
     }
     if (sampled) {
       const { count, gridColumns, trajectory } = config.sampler;

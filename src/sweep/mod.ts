@@ -1,0 +1,255 @@
+/**
+ * Sweeps: the points an experiment's `sweep` declares, run as ordinary seed-tagged run folders on
+ * this machine (child processes) or as a Slurm array job, with `sweep.json` indexing them.
+ * @module
+ */
+import { join, relative, resolve } from "node:path";
+import { UserError } from "../errors.ts";
+import { runLocal } from "./local.ts";
+import { type LaunchItem, type LaunchPlan, planLaunch } from "./plan.ts";
+import { describePoint } from "./points.ts";
+import { accountedTasks, sbatchArgs, sbatchScript, submitArray, waitForJobs } from "./slurm.ts";
+import { loadSweep } from "./spec.ts";
+import {
+  buildIndex,
+  indexedPath,
+  type IndexPoint,
+  readIndex,
+  refreshIndex,
+  type SlurmJob,
+  sweepFolder,
+  type SweepIndex,
+  writeIndex,
+} from "./sweep_index.ts";
+
+export { loadSweep, loadSweepPoint, type Sweep } from "./spec.ts";
+export { expandSweep, type SweepPoint } from "./points.ts";
+export { type IndexPoint, readIndex, type SweepIndex } from "./sweep_index.ts";
+
+/** Options of {@link runSweep}. */
+export interface SweepOptions {
+  /** `local`: child processes here; `slurm`: an sbatch array job. */
+  launcher: "local" | "slurm";
+  /** At most this many points at once (local default 1; Slurm: the array's `%N`, default none). */
+  jobs?: number;
+  /** Outputs root (default `outputs`). */
+  outRoot?: string;
+  /** `--set` overrides applied to every point. */
+  sets?: string[];
+  /** List the points (and the sbatch script) without running or writing anything. */
+  dryRun?: boolean;
+  /** Slurm: follow the jobs until they end. (The local launcher always waits.) */
+  wait?: boolean;
+  /** Slurm: seconds between `squeue` polls (default 2). */
+  pollSeconds?: number;
+  /** Stops starting points; local points running get SIGTERM and checkpoint. */
+  signal?: AbortSignal;
+  /** Where progress lines go (default console.log). */
+  log?: (line: string) => void;
+  /** Local launcher: also pass the points' output through to this process. */
+  echo?: boolean;
+}
+
+/** What a sweep did. */
+export interface SweepResult {
+  /** Path of sweep.json (where it would go, for a dry run). */
+  indexPath: string;
+  /** The index as last written (statuses refreshed). */
+  index: SweepIndex;
+  /** Points started by this command that did not complete (after waiting). */
+  failed: IndexPoint[];
+  /** Slurm submissions of this command. */
+  jobs: SlurmJob[];
+}
+
+/** The points as an aligned table: index, overrides and seed, status, run folder. */
+export function formatPoints(index: SweepIndex, indexPath: string, plan?: LaunchPlan): string {
+  const rows = [["point", "overrides", "status", "run folder"]];
+  for (const point of index.points) {
+    const item = plan?.items.find((i) => i.index === point.index);
+    let note: string = point.status;
+    if (plan && point.status === "complete") note = "complete (skipped)";
+    else if (plan && point.status === "running") note = "running elsewhere (left to it)";
+    else if (item?.after !== null && item?.after !== undefined) {
+      note += `, reuses the training of point ${item.after}`;
+    }
+    rows.push([
+      String(point.index),
+      describePoint(point),
+      note,
+      relative(Deno.cwd(), indexedPath(indexPath, point.run)) || ".",
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+/** Failed points with the path of their log, one per line. */
+export function formatFailures(failed: IndexPoint[], indexPath: string): string {
+  return failed.map((p) =>
+    `point ${p.index} (${describePoint(p)}): ${p.status}${p.error ? `: ${p.error}` : ""}\n` +
+    `  log: ${indexedPath(indexPath, p.log)}`
+  ).join("\n");
+}
+
+/**
+ * Runs the sweep of experiment file `path`: resolves every point (bad input throws a
+ * {@linkcode UserError} before anything is written), skips complete points, writes
+ * `<out>/<name>/sweep.json`, then starts the rest locally or on Slurm.
+ */
+export async function runSweep(path: string, options: SweepOptions): Promise<SweepResult> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const outRoot = resolve(options.outRoot ?? "outputs");
+  if (options.jobs !== undefined && (!Number.isInteger(options.jobs) || options.jobs < 1)) {
+    throw new UserError(`--jobs ${options.jobs}: not a positive integer`, {
+      expected: "--jobs N with N >= 1",
+    });
+  }
+  const sweep = await loadSweep(path, { sets: options.sets ?? [] });
+  const indexPath = join(sweepFolder(outRoot, sweep.name), "sweep.json");
+  const previous = await readIndex(indexPath);
+  const index = buildIndex(sweep, { outRoot, launcher: options.launcher });
+  if (previous) {
+    index.createdAt = previous.index.createdAt;
+    if (previous.index.slurm) index.slurm = previous.index.slurm;
+  }
+  await refreshIndex(index, indexPath);
+  const plan = await planLaunch(index, outRoot);
+  const logDir = join(sweepFolder(outRoot, sweep.name), "logs");
+  const scriptPath = join(sweepFolder(outRoot, sweep.name), "slurm", "sweep.sbatch");
+  const script = sbatchScript(sweep.slurm, {
+    name: sweep.name,
+    file: sweep.file,
+    outRoot,
+    sets: sweep.sets,
+    logDir,
+    cwd: Deno.cwd(),
+  });
+  const submissions = slurmSubmissions(plan.items);
+  log(
+    `sweep ${sweep.name}: ${index.points.length} points (${plan.complete.length} complete, ${plan.busy.length} running elsewhere, ` +
+      `${plan.items.length} to run)`,
+  );
+  if (options.dryRun) {
+    log(formatPoints(index, indexPath, plan));
+    if (options.launcher === "slurm" && plan.items.length > 0) {
+      log(`\n${scriptPath} would be:\n${script}`);
+      for (const s of submissions) {
+        const dependency = s.afterFirst ? "afterany:<id of the first job>" : undefined;
+        log(
+          `sbatch ${sbatchArgs({ ...s, jobs: options.jobs, dependency }).join(" ")} ${scriptPath}`,
+        );
+      }
+    }
+    return { indexPath, index, failed: [], jobs: [] };
+  }
+  await writeIndex(index, indexPath);
+  const pointOf = (i: number) => index.points[i];
+  const started = new Set(plan.items.map((i) => i.index));
+  const jobs: SlurmJob[] = [];
+
+  if (options.launcher === "local") {
+    let done = 0;
+    await runLocal(plan.items, {
+      file: sweep.file,
+      outRoot,
+      sets: sweep.sets,
+      jobs: options.jobs ?? 1,
+      logOf: (i) => indexedPath(indexPath, pointOf(i).log),
+      signal: options.signal,
+      echo: options.echo,
+      onEvent: async ({ index: i, code, seconds }) => {
+        await refreshIndex(index, indexPath);
+        await writeIndex(index, indexPath);
+        const point = pointOf(i);
+        if (code === undefined) {
+          log(
+            `point ${i} (${describePoint(point)}): started, log ${
+              relative(Deno.cwd(), indexedPath(indexPath, point.log))
+            }`,
+          );
+          return;
+        }
+        done++;
+        log(
+          `[${done}/${plan.items.length}] point ${i} (${describePoint(point)}): ${point.status}` +
+            ` in ${seconds!.toFixed(1)} s (exit ${code})`,
+        );
+      },
+    });
+  } else {
+    await Deno.mkdir(join(scriptPath, ".."), { recursive: true });
+    await Deno.mkdir(logDir, { recursive: true });
+    await Deno.writeTextFile(scriptPath, script);
+    for (const s of submissions) {
+      const dependency = s.afterFirst ? `afterany:${jobs[0].id}` : undefined;
+      const id = await submitArray(scriptPath, { ...s, jobs: options.jobs, dependency });
+      jobs.push({ id, indices: s.indices, ...(dependency ? { dependency } : {}) });
+      s.indices.forEach((i) => pointOf(i).status = "queued");
+      log(
+        `submitted job ${id}: points ${s.indices.join(", ")}${
+          dependency ? ` (${dependency})` : ""
+        }`,
+      );
+    }
+    index.slurm = { script: relative(join(indexPath, ".."), scriptPath), jobs };
+    await writeIndex(index, indexPath);
+    if (options.wait && jobs.length > 0) {
+      log(
+        `waiting for job ${jobs.map((j) => j.id).join(", ")} (squeue every ${
+          options.pollSeconds ?? 2
+        } s)`,
+      );
+      await waitForJobs(jobs.map((j) => j.id), {
+        pollMs: (options.pollSeconds ?? 2) * 1000,
+        signal: options.signal,
+        onChange: async (tasks) => {
+          const counts = new Map<string, number>();
+          for (const state of tasks.values()) counts.set(state, (counts.get(state) ?? 0) + 1);
+          await refreshIndex(index, indexPath);
+          await writeIndex(index, indexPath);
+          const finished = [...started].filter((i) => !tasks.has(i)).length;
+          log(
+            `  ${finished}/${started.size} points ended` +
+              [...counts].map(([s, n]) => `, ${n} ${s.toLowerCase()}`).join(""),
+          );
+        },
+      });
+      await refreshIndex(index, indexPath);
+      const states = await accountedTasks(jobs.map((j) => j.id));
+      for (const i of started) {
+        const point = pointOf(i);
+        const state = states?.get(i);
+        if (point.status === "queued") {
+          point.status = "failed";
+          point.error = "the task ended before its run started";
+        }
+        if (point.status !== "complete" && state !== undefined) {
+          point.error = `${point.error ? `${point.error}; ` : ""}slurm: ${state}`;
+        }
+      }
+    }
+  }
+  await refreshIndex(index, indexPath);
+  await writeIndex(index, indexPath);
+  const waited = options.launcher === "local" || options.wait;
+  const failed = waited
+    ? index.points.filter((p) => started.has(p.index) && p.status !== "complete")
+    : [];
+  return { indexPath, index, failed, jobs };
+}
+
+/**
+ * The sbatch submissions of a launch: the points that train (or need no one), then, depending
+ * on that first job, the points that reuse their training.
+ */
+function slurmSubmissions(
+  items: readonly LaunchItem[],
+): { indices: number[]; afterFirst: boolean }[] {
+  const first = items.filter((i) => i.after === null).map((i) => i.index);
+  const then = items.filter((i) => i.after !== null).map((i) => i.index);
+  const out: { indices: number[]; afterFirst: boolean }[] = [];
+  if (first.length > 0) out.push({ indices: first, afterFirst: false });
+  if (then.length > 0) out.push({ indices: then, afterFirst: first.length > 0 });
+  return out;
+}
