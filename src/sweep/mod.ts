@@ -77,11 +77,23 @@ export function formatPoints(index: SweepIndex, indexPath: string, plan?: Launch
       String(point.index),
       describePoint(point),
       note,
-      relative(Deno.cwd(), indexedPath(indexPath, point.run)) || ".",
+      shown(indexedPath(indexPath, point.run)),
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+/** The last `error: ...` line of a log (what the CLI printed before exiting), if any. */
+async function lastError(path: string): Promise<string | undefined> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  return text.split("\n").findLast((line) => line.startsWith("error: "))?.slice(7);
+}
+
+/** `path` relative to the current folder when inside it, else as given. */
+function shown(path: string): string {
+  const rel = relative(Deno.cwd(), path);
+  return rel.startsWith("..") || rel === "" ? path : rel;
 }
 
 /** Failed points with the path of their log, one per line. */
@@ -165,12 +177,18 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
         if (code === undefined) {
           log(
             `point ${i} (${describePoint(point)}): started, log ${
-              relative(Deno.cwd(), indexedPath(indexPath, point.log))
+              shown(indexedPath(indexPath, point.log))
             }`,
           );
           return;
         }
         done++;
+        if (code !== 0 && (point.status === "pending" || point.status === "queued")) {
+          point.status = "failed";
+          point.error = await lastError(indexedPath(indexPath, point.log)) ??
+            `exit code ${code} before its run started`;
+          await writeIndex(index, indexPath);
+        }
         log(
           `[${done}/${plan.items.length}] point ${i} (${describePoint(point)}): ${point.status}` +
             ` in ${seconds!.toFixed(1)} s (exit ${code})`,
@@ -222,7 +240,8 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
         const state = states?.get(i);
         if (point.status === "queued") {
           point.status = "failed";
-          point.error = "the task ended before its run started";
+          point.error = await lastError(indexedPath(indexPath, point.log)) ??
+            "the task ended before its run started";
         }
         if (point.status !== "complete" && state !== undefined) {
           point.error = `${point.error ? `${point.error}; ` : ""}slurm: ${state}`;
