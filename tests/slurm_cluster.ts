@@ -45,7 +45,11 @@ async function readPid(path: string): Promise<number | null> {
   return Number.isInteger(pid) && pid > 0 ? pid : null;
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, seconds = 20): Promise<void> {
+async function waitFor(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  seconds = 20,
+): Promise<void> {
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
     if (await check()) return;
@@ -114,7 +118,7 @@ export async function startSlurmCluster(): Promise<SlurmCluster> {
       } catch {
         continue; // already gone
       }
-      await waitFor(`${name} (pid ${pid}) to stop`, async () => {
+      await waitFor(`${name} (pid ${pid}) to stop`, () => {
         try {
           Deno.kill(pid, "SIGCONT"); // throws once the process is gone
           return false;
