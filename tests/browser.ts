@@ -6,6 +6,10 @@
  */
 import { join } from "node:path";
 
+/** A DevTools protocol result or event: JSON whose shape the protocol documents. */
+// deno-lint-ignore no-explicit-any
+type Cdp = any;
+
 /** Where chromium is, or null when it is not installed. */
 export async function findChromium(): Promise<string | null> {
   for (const path of ["/usr/bin/chromium", "/usr/bin/chromium-browser"]) {
@@ -76,7 +80,7 @@ export async function visitPage(
         else waiter?.resolve(message.result);
       } else listeners.forEach((l) => l(message.method, message.params));
     };
-    const send = (method: string, params: unknown = {}, sessionId?: string): Promise<any> => {
+    const send = (method: string, params: unknown = {}, sessionId?: string): Promise<Cdp> => {
       const id = nextId++;
       ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
       return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
@@ -86,14 +90,14 @@ export async function visitPage(
     const errors: string[] = [];
     let loaded: () => void = () => {};
     const load = new Promise<void>((resolve) => loaded = resolve);
-    listeners.push((method, params: any) => {
+    listeners.push((method, params: Cdp) => {
       if (
         method === "Runtime.consoleAPICalled" &&
         (params.type === "error" || params.type === "assert")
       ) {
         errors.push(
           `console.${params.type}: ${
-            params.args.map((a: any) => a.value ?? a.description).join(" ")
+            params.args.map((a: Cdp) => a.value ?? a.description).join(" ")
           }`,
         );
       } else if (method === "Runtime.exceptionThrown") {
