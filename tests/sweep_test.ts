@@ -4,11 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, TINY } from "./helpers.ts";
+import { experimentFile, ROOT, TINY } from "./helpers.ts";
 import { main } from "../src/cli/mod.ts";
-import { configHash } from "../src/config/mod.ts";
+import { configHash, loadExperiment } from "../src/config/mod.ts";
+import { trainingHash } from "../src/run/training_cache.ts";
 import { readManifest } from "../src/run/manifest.ts";
-import { loadSweepPoint, readIndex, runSweep } from "../src/sweep/mod.ts";
+import { loadSweep, loadSweepPoint, readIndex, runSweep } from "../src/sweep/mod.ts";
 import { compressIndices, expandSweep } from "../src/sweep/points.ts";
 import { arraySpec, sbatchScript } from "../src/sweep/slurm.ts";
 import { SlurmSchema, SweepSchema } from "../schemas/experiment.ts";
@@ -61,6 +62,31 @@ Deno.test("a grid sweep varies the last path fastest, zip pairs values, seeds re
   );
   assert.equal(compressIndices([5, 0, 1, 2, 7, 8]), "0-2,5,7-8");
   assert.equal(arraySpec([0, 1, 2, 3], 2), "0-3%2");
+});
+
+Deno.test("q1-sweep's points are q1-t100..q1-t500; q2-sweep's four share the T = 200 training", async () => {
+  const dir = join(ROOT, "experiments");
+  const q1 = await loadSweep(join(dir, "q1-sweep.json"));
+  assert.deepEqual(q1.points.map((p) => p.loaded.config.schedule.timesteps), [100, 200, 300, 500]);
+  for (const point of q1.points) {
+    const T = point.loaded.config.schedule.timesteps;
+    const file = (await loadExperiment(join(dir, `q1-t${T}.json`))).config;
+    assert.equal(trainingHash(point.loaded.config), trainingHash(file), `T = ${T}`);
+    assert.deepEqual(point.loaded.config.sampler, file.sampler);
+  }
+  const q2 = await loadSweep(join(dir, "q2-sweep.json"));
+  const t200 = trainingHash((await loadExperiment(join(dir, "q1-t200.json"))).config);
+  assert.deepEqual(q2.points.map((p) => trainingHash(p.loaded.config)), Array(4).fill(t200));
+  const samplers = q2.points.map((
+    p,
+  ) => [p.loaded.config.sampler.initialNoise, p.loaded.config.sampler.stepNoise]);
+  assert.deepEqual(samplers, [["gaussian", true], ["gaussian", false], ["zeros", true], [
+    "zeros",
+    false,
+  ]]);
+  const fixed = (await loadExperiment(join(dir, "q2-fixed-xt.json"))).config;
+  assert.deepEqual(q2.points[2].loaded.config.sampler, fixed.sampler);
+  assert.equal(q1.slurm.cpus, 2);
 });
 
 Deno.test("the sbatch script holds launcher.slurm's resources and runs --sweep-index per task", () => {
