@@ -231,6 +231,32 @@ Deno.test("a failing point is reported with its log, and the sweep exits 1", asy
   assert.match(await Deno.readTextFile(logPath), /nonexistent-ddpm-lab-images/);
 });
 
+Deno.test("Ctrl-C stops a local sweep: the running point checkpoints, the rest are not started", async () => {
+  const out = await Deno.makeTempDir();
+  const file = await experimentFile({
+    ...TINY,
+    name: "tiny-interrupt",
+    train: { ...TINY.train, epochs: 400 },
+    sweep: { "schedule.timesteps": [4, 8] },
+  });
+  const sweep = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(ROOT, "mod.ts"), "sweep", file, "--out", out],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const log = join(out, "tiny-interrupt", "logs", "point-0.log");
+  for (let i = 0; i < 600; i++) {
+    if (/step 2\/1200/.test(await Deno.readTextFile(log).catch(() => ""))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  sweep.kill("SIGINT");
+  const { code, stdout } = await sweep.output();
+  assert.equal(code, 130, new TextDecoder().decode(stdout));
+  const { index } = (await readIndex(join(out, "tiny-interrupt")))!;
+  assert.deepEqual(index.points.map((p) => p.status), ["interrupted", "pending"]);
+  assert.match(await Deno.readTextFile(log), /interrupted at step \d+: checkpoint written/);
+});
+
 const slurmMissing = await slurmUnavailable();
 if (slurmMissing) console.log(`skipping the Slurm sweep test: ${slurmMissing}`);
 

@@ -53,6 +53,9 @@ async function runPoint(index: number, options: LocalOptions): Promise<number> {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
+      // Its own session: Ctrl-C in the terminal reaches only the sweep, which then sends one
+      // SIGTERM (a second signal would make the point exit without its checkpoint).
+      detached: true,
     }).spawn();
     const stop = () => child.kill("SIGTERM");
     options.signal?.addEventListener("abort", stop, { once: true });

@@ -4,7 +4,9 @@
  * winning) and every point resolved into an ordinary experiment.
  * @module
  */
+import type { z } from "zod";
 import {
+  LauncherSchema,
   type SlurmConfig,
   SlurmSchema,
   type SweepConfig,
@@ -48,6 +50,19 @@ async function readObject(file: string): Promise<Record<string, unknown>> {
   return isJsonObject(data) ? data : {};
 }
 
+/** `value` parsed by `schema`, or a {@linkcode UserError} naming the file and the first issue. */
+function validated<T>(
+  schema: z.ZodType<T>,
+  value: unknown,
+  where: { file: string; path: string },
+): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = [where.path, ...issue.path.map(String)].join(".");
+  throw new UserError(issue.message, { file: where.file, path });
+}
+
 function overlaps(a: string, b: string): boolean {
   return a === b || a.startsWith(`${b}.`) || b.startsWith(`${a}.`);
 }
@@ -65,11 +80,18 @@ export async function loadSweep(path: string, options: { sets?: string[] } = {})
   const { file } = base;
   let raw: unknown;
   let launcher: unknown = {};
+  let sweepFile: string | undefined;
   // chain: the file first, then its ancestors; the launcher merges root first.
   for (const member of base.chain) {
     const data = await readObject(member);
-    if (raw === undefined && data.sweep !== undefined) raw = data.sweep;
-    if (data.launcher !== undefined) launcher = mergeLayers(data.launcher, launcher);
+    if (raw === undefined && data.sweep !== undefined) {
+      raw = data.sweep;
+      sweepFile = member;
+    }
+    if (data.launcher !== undefined) {
+      validated(LauncherSchema, data.launcher, { file: member, path: "launcher" });
+      launcher = mergeLayers(data.launcher, launcher);
+    }
   }
   if (raw === undefined) {
     throw new UserError("this experiment declares no sweep", {
@@ -78,7 +100,7 @@ export async function loadSweep(path: string, options: { sets?: string[] } = {})
       expected: 'a "sweep" map of paths to values, e.g. {"schedule.timesteps": [100, 200]}',
     });
   }
-  const spec = SweepSchema.parse(raw);
+  const spec = validated(SweepSchema, raw, { file: sweepFile!, path: "sweep" });
   const axes = sweepAxes(spec);
   if (axes.length === 0 && (spec.seeds ?? []).length === 0) {
     throw new UserError("nothing to sweep", {
@@ -133,7 +155,10 @@ export async function loadSweep(path: string, options: { sets?: string[] } = {})
     name: base.config.name,
     spec,
     sets,
-    slurm: SlurmSchema.parse(isJsonObject(launcher) ? launcher.slurm ?? {} : {}),
+    slurm: validated(SlurmSchema, isJsonObject(launcher) ? launcher.slurm ?? {} : {}, {
+      file,
+      path: "launcher.slurm",
+    }),
     points,
   };
 }
