@@ -209,7 +209,7 @@ Deno.test("a local sweep trains once per training config, skips complete points 
     outRoot: out,
     log: (l) => again.push(l),
   });
-  assert.match(again[0], /4 points \(4 complete, 0 running elsewhere, 0 to run\)/);
+  assert.match(again[0], /4 points \(4 complete, 0 running elsewhere or queued, 0 to run\)/);
   assert.ok(second.index.points.every((p) => p.status === "complete"));
 });
 
@@ -312,6 +312,11 @@ Deno.test({
         index.points.map((p) => p.overrides["schedule.timesteps"]),
         [4, 6, 8],
       );
+      // Submitting again submits nothing: every point is complete.
+      const again = await cli(["sweep", file, "--launcher", "slurm", "--out", out]);
+      assert.equal(again.code, 0, again.out);
+      assert.match(again.out, /3 points \(3 complete, 0 running elsewhere or queued, 0 to run\)/);
+      assert.doesNotMatch(again.out, /submitted job/);
     } finally {
       if (previous === undefined) Deno.env.delete("SLURM_CONF");
       else Deno.env.set("SLURM_CONF", previous);

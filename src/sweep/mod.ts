@@ -8,7 +8,14 @@ import { UserError } from "../errors.ts";
 import { runLocal } from "./local.ts";
 import { type LaunchItem, type LaunchPlan, planLaunch } from "./plan.ts";
 import { describePoint } from "./points.ts";
-import { accountedTasks, sbatchArgs, sbatchScript, submitArray, waitForJobs } from "./slurm.ts";
+import {
+  accountedTasks,
+  queuedTasks,
+  sbatchArgs,
+  sbatchScript,
+  submitArray,
+  waitForJobs,
+} from "./slurm.ts";
 import { loadSweep } from "./spec.ts";
 import {
   buildIndex,
@@ -69,8 +76,9 @@ export function formatPoints(index: SweepIndex, indexPath: string, plan?: Launch
     const item = plan?.items.find((i) => i.index === point.index);
     let note: string = point.status;
     if (plan && point.status === "complete") note = "complete (skipped)";
-    else if (plan && point.status === "running") note = "running elsewhere (left to it)";
-    else if (item?.after !== null && item?.after !== undefined) {
+    else if (plan && (point.status === "running" || point.status === "queued")) {
+      note = `${point.status} (left to its process or job)`;
+    } else if (item?.after !== null && item?.after !== undefined) {
       note += `, reuses the training of point ${item.after}`;
     }
     rows.push([
@@ -126,6 +134,16 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
     if (previous.index.slurm) index.slurm = previous.index.slurm;
   }
   await refreshIndex(index, indexPath);
+  if (previous?.index.slurm) {
+    // Points of an earlier submission still in the queue are left to it.
+    const queued = await queuedTasks(previous.index.slurm.jobs.map((j) => j.id)).catch(() => null);
+    for (const [i, state] of queued ?? []) {
+      const point = index.points[i];
+      if (point && (point.status === "pending" || point.status === "failed")) {
+        point.status = state === "RUNNING" ? "running" : "queued";
+      }
+    }
+  }
   const plan = await planLaunch(index, outRoot);
   const logDir = join(sweepFolder(outRoot, sweep.name), "logs");
   const scriptPath = join(sweepFolder(outRoot, sweep.name), "slurm", "sweep.sbatch");
@@ -139,7 +157,8 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
   });
   const submissions = slurmSubmissions(plan.items);
   log(
-    `sweep ${sweep.name}: ${index.points.length} points (${plan.complete.length} complete, ${plan.busy.length} running elsewhere, ` +
+    `sweep ${sweep.name}: ${index.points.length} points (${plan.complete.length} complete, ` +
+      `${plan.busy.length} running elsewhere or queued, ` +
       `${plan.items.length} to run)`,
   );
   if (options.dryRun) {

@@ -22,7 +22,7 @@ export interface LaunchPlan {
   items: LaunchItem[];
   /** Points already complete. */
   complete: IndexPoint[];
-  /** Points another process is running now. */
+  /** Points another process is running now, or that an earlier Slurm job still holds. */
   busy: IndexPoint[];
 }
 
@@ -32,8 +32,9 @@ export interface LaunchPlan {
  */
 export async function planLaunch(index: SweepIndex, outRoot: string): Promise<LaunchPlan> {
   const complete = index.points.filter((p) => p.status === "complete");
-  const busy = index.points.filter((p) => p.status === "running");
-  const todo = index.points.filter((p) => p.status !== "complete" && p.status !== "running");
+  const isBusy = (p: IndexPoint) => p.status === "running" || p.status === "queued";
+  const busy = index.points.filter(isBusy);
+  const todo = index.points.filter((p) => p.status !== "complete" && !isBusy(p));
   const trainer = new Map<string, number | null>();
   const items: LaunchItem[] = [];
   for (const point of todo) {
