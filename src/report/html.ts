@@ -54,7 +54,6 @@ td.diff, tr.diff td.value { background: #fff1b8; font-weight: 600; }
 code { font-size: 12px; }
 .gallery { display: flex; flex-wrap: wrap; gap: 16px; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #5b6475; max-width: 360px; }
-img.pixels { image-rendering: pixelated; width: 256px; height: auto; border: 1px solid #d0d5de; }
 img.pictures { image-rendering: pixelated; border: 1px solid #d0d5de; }
 .charts { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .status-complete { color: #137333; } .status-failed, .status-killed { color: #b3261e; }
@@ -82,6 +81,14 @@ function metricCell(summary: Record<string, unknown>, column: MetricColumn): str
 function seconds(value: unknown, reused: boolean): string {
   const shown = typeof value === "number" ? `${value.toFixed(1)} s` : "-";
   return `<td class="num">${e(shown)}${reused ? " <small>(reused)</small>" : ""}</td>`;
+}
+
+/** `width` and `height` attributes scaling a small picture up by a whole factor to about `target` px. */
+function scaledSize(run: ReportRun, name: string, target: number): string {
+  const [w, h] = run.sizes.get(name) ?? [0, 0];
+  if (w === 0) return "";
+  const scale = Math.max(1, Math.min(8, Math.floor(target / w)));
+  return ` width="${w * scale}" height="${h * scale}"`;
 }
 
 function runLink(model: PageModel, id: string | null): string {
@@ -134,11 +141,11 @@ function sweepSection(model: PageModel, sweep: ReportSweep): string {
   ).join("");
   const gallery = runs.map((run, i) => {
     if (!run?.images.includes("samples.png")) return "";
-    return `<figure><img class="pixels" src="${e(model.imageSrc(run, "samples.png"))}" alt="${
-      e(`samples of point ${index.points[i].index}`)
-    }"><figcaption>point ${index.points[i].index}: ${
-      e(describePoint(index.points[i]))
-    }</figcaption></figure>`;
+    return `<figure><img class="pictures" src="${e(model.imageSrc(run, "samples.png"))}"${
+      scaledSize(run, "samples.png", 280)
+    } alt="${e(`samples of point ${index.points[i].index}`)}"><figcaption>point ${
+      index.points[i].index
+    }: ${e(describePoint(index.points[i]))}</figcaption></figure>`;
   }).join("");
   return `<section class="sweep" id="sweep-${e(index.name)}" data-sweep="${e(index.name)}">
 <h2>Sweep ${e(index.name)}</h2>
@@ -213,11 +220,11 @@ function runSection(model: PageModel, run: ReportRun, differing: Set<string>): s
   ];
   const images = run.images.map((name) => {
     const [w, h] = run.sizes.get(name) ?? [0, 0];
-    const scale = w > 0 ? Math.max(1, Math.min(8, Math.floor(400 / w))) : 1;
-    const size = w > 0 ? ` width="${w * scale}" height="${h * scale}"` : "";
-    return `<figure><img class="pictures" src="${e(model.imageSrc(run, name))}"${size} alt="${
-      e(`${name} of ${run.id}`)
-    }"><figcaption>${e(name)}${w > 0 ? ` (${w}x${h}, shown x${scale})` : ""}</figcaption></figure>`;
+    return `<figure><img class="pictures" src="${e(model.imageSrc(run, name))}"${
+      scaledSize(run, name, 400)
+    } alt="${e(`${name} of ${run.id}`)}"><figcaption>${e(name)}${
+      w > 0 ? ` (${w}x${h} px)` : ""
+    }</figcaption></figure>`;
   }).join("");
   const config = [...flattenJson(run.config)].map(([path, value]) =>
     `<tr${differing.has(path) ? ' class="diff"' : ""}><td><code>${e(path)}</code></td>` +
