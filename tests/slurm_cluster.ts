@@ -58,7 +58,10 @@ async function waitFor(
   throw new Error(`timed out after ${seconds} s waiting for ${what}`);
 }
 
-/** Starts munged, slurmctld and slurmd with a minimal config (2 CPUs, no cgroups, no accounting). */
+/**
+ * Starts munged, slurmctld and slurmd with a minimal config: one node with this machine's CPUs
+ * and 90% of its memory, no cgroups, no accounting.
+ */
 export async function startSlurmCluster(): Promise<SlurmCluster> {
   const dir = await Deno.makeTempDir({ prefix: "ddpm-slurm-" });
   await Deno.chmod(dir, 0o755);
@@ -76,6 +79,8 @@ export async function startSlurmCluster(): Promise<SlurmCluster> {
   };
   for (const sub of ["state", "spool", "log"]) await Deno.mkdir(join(dir, sub));
   const conf = join(dir, "slurm.conf");
+  const cpus = navigator.hardwareConcurrency;
+  const memoryMb = Math.floor(Deno.systemMemoryInfo().total / 2 ** 20 * 0.9);
   await Deno.writeTextFile(
     conf,
     [
@@ -103,7 +108,7 @@ export async function startSlurmCluster(): Promise<SlurmCluster> {
       `SlurmdPidFile=${pids.slurmd}`,
       `SlurmctldLogFile=${join(dir, "log", "slurmctld.log")}`,
       `SlurmdLogFile=${join(dir, "log", "slurmd.log")}`,
-      `NodeName=${host} NodeAddr=127.0.0.1 CPUs=2 RealMemory=1000 State=UNKNOWN`,
+      `NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${memoryMb} State=UNKNOWN`,
       `PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP`,
       "",
     ].join("\n"),

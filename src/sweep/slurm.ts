@@ -98,7 +98,11 @@ export async function submitArray(
   options: { indices: readonly number[]; jobs?: number; dependency?: string },
 ): Promise<string> {
   const { ok, out, err } = await slurmCommand("sbatch", [...sbatchArgs(options), script]);
-  if (!ok) throw new Error(`sbatch refused ${script}: ${err || out}`);
+  if (!ok) {
+    throw new UserError(`sbatch refused ${script}: ${(err || out).replaceAll("\n", "; ")}`, {
+      expected: "launcher.slurm resources that the cluster can give (sinfo shows them)",
+    });
+  }
   const id = out.split("\n").at(-1)!.split(";")[0].trim();
   if (!/^[0-9]+$/.test(id)) throw new Error(`sbatch printed no job id: ${out}`);
   return id;
