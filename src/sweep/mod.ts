@@ -3,7 +3,7 @@
  * this machine (child processes) or as a Slurm array job, with `sweep.json` indexing them.
  * @module
  */
-import { join, relative, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import { runLocal } from "./local.ts";
 import { type LaunchItem, type LaunchPlan, planLaunch } from "./plan.ts";
@@ -16,7 +16,7 @@ import {
   submitArray,
   waitForJobs,
 } from "./slurm.ts";
-import { loadSweep } from "./spec.ts";
+import { loadSweep, type Sweep } from "./spec.ts";
 import {
   buildIndex,
   indexedPath,
@@ -134,16 +134,7 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
     if (previous.index.slurm) index.slurm = previous.index.slurm;
   }
   await refreshIndex(index, indexPath);
-  if (previous?.index.slurm) {
-    // Points of an earlier submission still in the queue are left to it.
-    const queued = await queuedTasks(previous.index.slurm.jobs.map((j) => j.id)).catch(() => null);
-    for (const [i, state] of queued ?? []) {
-      const point = index.points[i];
-      if (point && (point.status === "pending" || point.status === "failed")) {
-        point.status = state === "RUNNING" ? "running" : "queued";
-      }
-    }
-  }
+  if (previous?.index.slurm) await keepQueued(index, previous.index.slurm.jobs);
   const plan = await planLaunch(index, outRoot);
   const logDir = join(sweepFolder(outRoot, sweep.name), "logs");
   const scriptPath = join(sweepFolder(outRoot, sweep.name), "slurm", "sweep.sbatch");
@@ -175,106 +166,147 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
     return { indexPath, index, failed: [], jobs: [] };
   }
   await writeIndex(index, indexPath);
-  const pointOf = (i: number) => index.points[i];
-  const started = new Set(plan.items.map((i) => i.index));
-  const jobs: SlurmJob[] = [];
-
-  if (options.launcher === "local") {
-    let done = 0;
-    await runLocal(plan.items, {
-      file: sweep.file,
-      outRoot,
-      sets: sweep.sets,
-      jobs: options.jobs ?? 1,
-      logOf: (i) => indexedPath(indexPath, pointOf(i).log),
-      signal: options.signal,
-      echo: options.echo,
-      onEvent: async ({ index: i, code, seconds }) => {
-        await refreshIndex(index, indexPath);
-        await writeIndex(index, indexPath);
-        const point = pointOf(i);
-        if (code === undefined) {
-          log(
-            `point ${i} (${describePoint(point)}): started, log ${
-              shown(indexedPath(indexPath, point.log))
-            }`,
-          );
-          return;
-        }
-        done++;
-        if (code !== 0 && (point.status === "pending" || point.status === "queued")) {
-          point.status = "failed";
-          point.error = await lastError(indexedPath(indexPath, point.log)) ??
-            `exit code ${code} before its run started`;
-          await writeIndex(index, indexPath);
-        }
-        log(
-          `[${done}/${plan.items.length}] point ${i} (${describePoint(point)}): ${point.status}` +
-            ` in ${seconds!.toFixed(1)} s (exit ${code})`,
-        );
-      },
-    });
-  } else {
-    await Deno.mkdir(join(scriptPath, ".."), { recursive: true });
-    await Deno.mkdir(logDir, { recursive: true });
-    await Deno.writeTextFile(scriptPath, script);
-    for (const s of submissions) {
-      const dependency = s.afterFirst ? `afterany:${jobs[0].id}` : undefined;
-      const id = await submitArray(scriptPath, { ...s, jobs: options.jobs, dependency });
-      jobs.push({ id, indices: s.indices, ...(dependency ? { dependency } : {}) });
-      s.indices.forEach((i) => pointOf(i).status = "queued");
-      log(
-        `submitted job ${id}: points ${s.indices.join(", ")}${
-          dependency ? ` (${dependency})` : ""
-        }`,
-      );
-    }
-    index.slurm = { script: relative(join(indexPath, ".."), scriptPath), jobs };
-    await writeIndex(index, indexPath);
-    if (options.wait && jobs.length > 0) {
-      log(
-        `waiting for job ${jobs.map((j) => j.id).join(", ")} (squeue every ${
-          options.pollSeconds ?? 2
-        } s)`,
-      );
-      await waitForJobs(jobs.map((j) => j.id), {
-        pollMs: (options.pollSeconds ?? 2) * 1000,
-        signal: options.signal,
-        onChange: async (tasks) => {
-          const counts = new Map<string, number>();
-          for (const state of tasks.values()) counts.set(state, (counts.get(state) ?? 0) + 1);
-          await refreshIndex(index, indexPath);
-          await writeIndex(index, indexPath);
-          const finished = [...started].filter((i) => !tasks.has(i)).length;
-          log(
-            `  ${finished}/${started.size} points ended` +
-              [...counts].map(([s, n]) => `, ${n} ${s.toLowerCase()}`).join(""),
-          );
-        },
-      });
-      await refreshIndex(index, indexPath);
-      const states = await accountedTasks(jobs.map((j) => j.id));
-      for (const i of started) {
-        const point = pointOf(i);
-        const state = states?.get(i);
-        if (point.status === "queued") {
-          point.status = "failed";
-          point.error = await lastError(indexedPath(indexPath, point.log)) ??
-            "the task ended before its run started";
-        }
-        if (point.status !== "complete" && state !== undefined) {
-          point.error = `${point.error ? `${point.error}; ` : ""}slurm: ${state}`;
-        }
-      }
-    }
-  }
+  const context: LaunchContext = { sweep, index, indexPath, plan, outRoot, options, log };
+  const jobs = options.launcher === "local"
+    ? (await launchLocal(context), [])
+    : await launchSlurm(context, { script, scriptPath, logDir, submissions });
   await refreshIndex(index, indexPath);
   await writeIndex(index, indexPath);
+  const started = new Set(plan.items.map((i) => i.index));
   const waited = options.launcher === "local" || options.wait;
   const failed = waited
     ? index.points.filter((p) => started.has(p.index) && p.status !== "complete")
     : [];
   return { indexPath, index, failed, jobs };
+}
+
+/** What the launchers share. */
+interface LaunchContext {
+  sweep: Sweep;
+  index: SweepIndex;
+  indexPath: string;
+  plan: LaunchPlan;
+  outRoot: string;
+  options: SweepOptions;
+  log: (line: string) => void;
+}
+
+/** Marks a point that ended without a run folder as failed, with the error its log ends with. */
+async function markEndedEarly(point: IndexPoint, ctx: LaunchContext, why: string): Promise<void> {
+  if (point.status !== "pending" && point.status !== "queued") return;
+  point.status = "failed";
+  point.error = await lastError(indexedPath(ctx.indexPath, point.log)) ?? why;
+}
+
+/** Runs the plan's points as child processes here, refreshing sweep.json as they start and end. */
+async function launchLocal(ctx: LaunchContext): Promise<void> {
+  const { index, indexPath, plan, options, log } = ctx;
+  let done = 0;
+  await runLocal(plan.items, {
+    file: ctx.sweep.file,
+    outRoot: ctx.outRoot,
+    sets: ctx.sweep.sets,
+    jobs: options.jobs ?? 1,
+    logOf: (i) => indexedPath(indexPath, index.points[i].log),
+    signal: options.signal,
+    echo: options.echo,
+    onEvent: async ({ index: i, code, seconds }) => {
+      await refreshIndex(index, indexPath);
+      const point = index.points[i];
+      if (code === undefined) {
+        log(
+          `point ${i} (${describePoint(point)}): started, log ${
+            shown(indexedPath(indexPath, point.log))
+          }`,
+        );
+      } else {
+        done++;
+        if (code !== 0) {
+          await markEndedEarly(point, ctx, `exit code ${code} before its run started`);
+        }
+        log(
+          `[${done}/${plan.items.length}] point ${i} (${describePoint(point)}): ${point.status}` +
+            ` in ${seconds!.toFixed(1)} s (exit ${code})`,
+        );
+      }
+      await writeIndex(index, indexPath);
+    },
+  });
+}
+
+/**
+ * Writes the sbatch script, submits the plan's points (those that reuse another's training in a
+ * second array that depends on the first), records the jobs in sweep.json and, with `wait`,
+ * follows them until they end. Returns the jobs.
+ */
+async function launchSlurm(
+  ctx: LaunchContext,
+  slurm: {
+    script: string;
+    scriptPath: string;
+    logDir: string;
+    submissions: { indices: number[]; afterFirst: boolean }[];
+  },
+): Promise<SlurmJob[]> {
+  const { index, indexPath, options, log } = ctx;
+  await Deno.mkdir(dirname(slurm.scriptPath), { recursive: true });
+  await Deno.mkdir(slurm.logDir, { recursive: true });
+  await Deno.writeTextFile(slurm.scriptPath, slurm.script);
+  const jobs: SlurmJob[] = [];
+  for (const s of slurm.submissions) {
+    const dependency = s.afterFirst ? `afterany:${jobs[0].id}` : undefined;
+    const id = await submitArray(slurm.scriptPath, { ...s, jobs: options.jobs, dependency });
+    jobs.push({ id, indices: s.indices, ...(dependency ? { dependency } : {}) });
+    s.indices.forEach((i) => index.points[i].status = "queued");
+    log(
+      `submitted job ${id}: points ${s.indices.join(", ")}${dependency ? ` (${dependency})` : ""}`,
+    );
+  }
+  index.slurm = { script: relative(dirname(indexPath), slurm.scriptPath), jobs };
+  await writeIndex(index, indexPath);
+  if (!options.wait || jobs.length === 0) return jobs;
+
+  const ids = jobs.map((j) => j.id);
+  const started = ctx.plan.items.map((i) => i.index);
+  const poll = options.pollSeconds ?? 2;
+  log(`waiting for job ${ids.join(", ")} (squeue every ${poll} s)`);
+  await waitForJobs(ids, {
+    pollMs: poll * 1000,
+    signal: options.signal,
+    onChange: async (tasks) => {
+      const counts = new Map<string, number>();
+      for (const state of tasks.values()) counts.set(state, (counts.get(state) ?? 0) + 1);
+      await refreshIndex(index, indexPath);
+      await writeIndex(index, indexPath);
+      const ended = started.filter((i) => !tasks.has(i)).length;
+      log(
+        `  ${ended}/${started.length} points ended` +
+          [...counts].map(([s, n]) => `, ${n} ${s.toLowerCase()}`).join(""),
+      );
+    },
+  });
+  await refreshIndex(index, indexPath);
+  const states = await accountedTasks(ids);
+  for (const i of started) {
+    const point = index.points[i];
+    await markEndedEarly(point, ctx, "the task ended before its run started");
+    const state = states?.get(i);
+    if (point.status !== "complete" && state !== undefined) {
+      point.error = `${point.error ? `${point.error}; ` : ""}slurm: ${state}`;
+    }
+  }
+  return jobs;
+}
+
+/** Points of earlier Slurm jobs that are still queued or running are left to those jobs. */
+async function keepQueued(index: SweepIndex, jobs: readonly SlurmJob[]): Promise<void> {
+  const queued = await queuedTasks(jobs.map((j) => j.id)).catch(() => null);
+  for (const [i, state] of queued ?? []) {
+    const point = index.points[i];
+    if (point && (point.status === "pending" || point.status === "failed")) {
+      point.status = state === "RUNNING" ? "running" : "queued";
+    }
+  }
 }
 
 /**
