@@ -10,7 +10,8 @@ import { main } from "../src/cli/mod.ts";
 import { runExperiment } from "../src/run/runner.ts";
 import { decodePng } from "../src/io/image.ts";
 import { loadSweep } from "../src/sweep/mod.ts";
-import { buildIndex, refreshIndex, writeIndex } from "../src/sweep/sweep_index.ts";
+import { buildIndex, readIndex, refreshIndex, writeIndex } from "../src/sweep/sweep_index.ts";
+import { readManifest, writeManifest } from "../src/run/manifest.ts";
 import { differingPaths, metricColumns, runLabels, smoothLoss } from "../src/report/compare.ts";
 import { writeReport } from "../src/report/mod.ts";
 import { findChromium, visitPage } from "./browser.ts";
@@ -76,6 +77,21 @@ if (!chromium) {
 Deno.test("the report of a sweep shows its answer table, and loads in chromium without errors", async () => {
   const out = await Deno.makeTempDir();
   const sweepPath = await tinySweep(out);
+  // Evaluation numbers as the eval module records them: KID and FID in the manifest summary,
+  // KID's std only in eval.jsonl.
+  const { index } = (await readIndex(sweepPath))!;
+  for (const [i, point] of index.points.entries()) {
+    const dir = join(out, "tiny-report", point.run);
+    const manifest = (await readManifest(dir))!;
+    Object.assign(manifest.summary, { kid_iv3m5: 0.05 - i * 0.01, fid_iv3m5: 120 - i * 10 });
+    await writeManifest(dir, manifest);
+    const metrics = { kid_iv3m5: 0.05 - i * 0.01, kid_iv3m5_std: 0.004, fid_iv3m5: 120 - i * 10 };
+    await Deno.writeTextFile(
+      join(dir, "eval.jsonl"),
+      `${JSON.stringify({ epoch: 1, step: 3, metrics: { ...metrics, kid_iv3m5_std: 9 } })}\n` +
+        `${JSON.stringify({ epoch: 2, step: 6, final: true, metrics })}\n`,
+    );
+  }
   const reportDir = join(out, "report");
   const result = await writeReport([sweepPath], { out: reportDir });
   assert.equal(result.runs.length, 2);
@@ -86,6 +102,9 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
   assert.match(html, /<th>√ᾱ<sub>T<\/sub><\/th><th>training time<\/th><th>sampling time<\/th>/);
   assert.match(html, /<svg[^>]*class="marks"/, "the loss chart is inline SVG");
   assert.match(html, /finalLoss against schedule\.timesteps/);
+  assert.match(html, /kid_iv3m5 against schedule\.timesteps/);
+  assert.match(html, /<th>kid_iv3m5 ± std<\/th><th>fid_iv3m5<\/th><th>final loss<\/th>/);
+  assert.match(html, /<td class="num">0\.05000 ± 0\.004000<\/td><td class="num">120<\/td>/);
   assert.doesNotMatch(html, /<script/);
   // T = 4 vs 8: the only config difference, highlighted.
   assert.match(
@@ -93,7 +112,15 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
     /<td><code>schedule\.timesteps<\/code><\/td><td class="diff">4<\/td><td class="diff">8<\/td>/,
   );
   // The CLI: bad input exits 2.
-  assert.equal(await main(["report", join(out, "nothing-here")]), 2);
+  const { error } = console;
+  const errors: string[] = [];
+  console.error = (...a: unknown[]) => errors.push(a.join(" "));
+  try {
+    assert.equal(await main(["report", join(out, "nothing-here")]), 2);
+  } finally {
+    console.error = error;
+  }
+  assert.match(errors[0], /nothing-here: no such file or folder/);
 
   if (!chromium) return;
   const visit = await visitPage(`file://${result.page}`, {
@@ -115,7 +142,7 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
   assert.deepEqual(page.runs, result.runs);
   assert.deepEqual(page.sweeps, ["tiny-report"]);
   assert.equal(page.answerRows, 2);
-  assert.ok(page.charts >= 2, `charts: ${page.charts}`);
+  assert.ok(page.charts >= 3, `charts: ${page.charts}`);
   // Every picture of every run is on the page and decoded by the browser.
   for (const image of result.images) {
     assert.ok(page.images.some((i: { src: string }) => i.src === image), image);

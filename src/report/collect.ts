@@ -25,6 +25,11 @@ export interface ReportRun {
   dir: string;
   /** Its manifest. */
   manifest: Manifest;
+  /**
+   * The manifest's summary, plus the `<metric>_std` of the final evaluation in eval.jsonl that
+   * the summary leaves out (so that KID shows with its ± std).
+   */
+  summary: Record<string, number | string | null>;
   /** Its resolved config (config.json). */
   config: Record<string, unknown>;
   /** Its training loss per step (metrics.jsonl). */
@@ -65,6 +70,26 @@ export interface ReportInputs {
   sweeps: ReportSweep[];
 }
 
+/**
+ * The `<metric>_std` values of the final evaluation of an eval.jsonl text (its last line with
+ * `"final": true`, else its last line), read from that line's `metrics`.
+ */
+export function finalEvaluationStd(text: string): Record<string, number> {
+  const lines = text.split("\n").filter((l) => l.trim() !== "").flatMap((l) => {
+    try {
+      return [JSON.parse(l)];
+    } catch {
+      return [];
+    }
+  });
+  const last = lines.findLast((l) => l?.final === true) ?? lines.at(-1);
+  const out: Record<string, number> = {};
+  for (const [key, value] of Object.entries(last?.metrics ?? {})) {
+    if (key.endsWith("_std") && typeof value === "number") out[key] = value;
+  }
+  return out;
+}
+
 async function readRun(dir: string, manifest: Manifest): Promise<ReportRun> {
   const config = JSON.parse(await Deno.readTextFile(join(dir, "config.json")).catch(() => "{}"));
   const text = await Deno.readTextFile(join(dir, "metrics.jsonl")).catch(() => "");
@@ -81,7 +106,11 @@ async function readRun(dir: string, manifest: Manifest): Promise<ReportRun> {
     if (size) sizes.set(name, size);
   }
   const id = `${manifest.name}-seed-${manifest.seed}-${manifest.configHash.slice(0, 8)}`;
-  return { id, dir, manifest, config, losses, images, sizes };
+  const summary = {
+    ...finalEvaluationStd(await Deno.readTextFile(join(dir, "eval.jsonl")).catch(() => "")),
+    ...manifest.summary,
+  };
+  return { id, dir, manifest, summary, config, losses, images, sizes };
 }
 
 async function childRuns(dir: string): Promise<string[]> {

@@ -99,12 +99,12 @@ function sweepSection(model: PageModel, sweep: ReportSweep): string {
   const { index } = sweep;
   const runs = sweep.runIds.map((id) => model.runs.find((r) => r.id === id) ?? null);
   const axes = Object.keys(index.axes);
-  const columns = metricColumns(runs.map((r) => r?.manifest.summary ?? {}), {
+  const columns = metricColumns(runs.map((r) => r?.summary ?? {}), {
     only: QUALITY_METRICS,
   });
   const rows = index.points.map((point, i) => {
     const run = runs[i];
-    const summary = run?.manifest.summary ?? {};
+    const summary = run?.summary ?? {};
     const schedule = run?.config.schedule as { timesteps?: number } | undefined;
     const reused = run?.manifest.reusedTraining !== undefined;
     return [
@@ -173,14 +173,14 @@ function compareSection(model: PageModel): string {
     `<td><code>${e(p)}</code></td>`,
     ...flat.map((f) => text(formatValue(f.get(p)), "diff")),
   ]);
-  const columns = metricColumns(runs.map((r) => r.manifest.summary));
+  const columns = metricColumns(runs.map((r) => r.summary));
   const metricRows = columns.map((c) => {
-    const values = runs.map((r) => JSON.stringify(r.manifest.summary[c.key]));
+    const values = runs.map((r) => JSON.stringify(r.summary[c.key]));
     const differs = new Set(values).size > 1;
     return [
       `<td><code>${e(c.key)}</code>${c.std ? " ± std" : ""}</td>`,
       ...runs.map((r) =>
-        metricCell(r.manifest.summary, c).replace(
+        metricCell(r.summary, c).replace(
           'class="num"',
           `class="num${differs ? " diff" : ""}"`,
         )

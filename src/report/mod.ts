@@ -34,14 +34,14 @@ async function sweepCharts(
     x: p.overrides[axis] as number,
     run: runs.find((r) => r.id === sweep.runIds[i]),
   })).filter((p) => p.run !== undefined);
-  const summaries = points.map((p) => p.run!.manifest.summary);
+  const summaries = points.map((p) => p.run!.summary);
   const keys = [
     "finalLoss",
     ...metricColumns(summaries, { only: QUALITY_METRICS }).map((c) => c.key),
   ];
   const charts: [string, string][] = [];
   for (const key of keys) {
-    const rows = points.map((p) => ({ x: p.x, y: p.run!.manifest.summary[key] }))
+    const rows = points.map((p) => ({ x: p.x, y: p.run!.summary[key] }))
       .filter((r): r is { x: number; y: number } => typeof r.y === "number");
     if (rows.length < 2) continue;
     charts.push([`${key} against ${axis}`, await sweepChart(rows, { x: axis, y: key })]);
