@@ -4,7 +4,6 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import { describeSchedule } from "../diffusion/schedule.ts";
-import { levelResolutions } from "../model/mod.ts";
 
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
@@ -19,7 +18,7 @@ function describeDataset(dataset: Experiment["dataset"]): string {
 
 function describeModel(model: Experiment["model"], size: number): string {
   const levels = model.multipliers.length;
-  const resolutions = levelResolutions(levels, size);
+  const resolutions = Array.from({ length: levels }, (_, i) => size / 2 ** i);
   const at = model.attention.levels === "all"
     ? "all levels"
     : model.attention.levels.map((l) => `${resolutions[l]}x${resolutions[l]}`).join(", ");
