@@ -675,3 +675,36 @@ Deno.test("a file that is not an object, or a bad extends, fails before merging"
     }:3:3: extends: invalid value 3 (expected a path relative to this file)`,
   );
 });
+
+Deno.test("loading a config and a dry run do not load TensorFlow.js", async () => {
+  // The static import graph of the command line (dynamic imports load the runner on demand).
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("../src/cli/main.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  type Dependency = { specifier: string; code?: { specifier?: string }; isDynamic?: boolean };
+  type Module = { specifier: string; dependencies?: Dependency[] };
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    roots: string[];
+    modules: Module[];
+    redirects?: Record<string, string>;
+  };
+  const modules = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>();
+  const stack = [...graph.roots];
+  while (stack.length > 0) {
+    const specifier = stack.pop()!;
+    if (seen.has(specifier)) continue;
+    seen.add(specifier);
+    for (const dep of modules.get(specifier)?.dependencies ?? []) {
+      const target = dep.code?.specifier;
+      if (target === undefined || dep.isDynamic) continue;
+      stack.push(graph.redirects?.[target] ?? target);
+    }
+  }
+  const loaded = [...seen];
+  assert.ok(loaded.some((s) => s.endsWith("/src/config/mod.ts")));
+  assert.ok(loaded.some((s) => s.endsWith("/src/run/describe.ts")));
+  assert.deepEqual(loaded.filter((s) => /tensorflow|tfjs|\/src\/tf\.ts$/.test(s)), []);
+});

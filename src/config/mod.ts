@@ -23,7 +23,7 @@ import { hasPath, isJsonObject, type JsonObject, mergeLayers, objectAtPath } fro
 import { checkSetPath, parseSetOverride } from "./overrides.ts";
 
 export { canonicalJson, configHash } from "./canonical.ts";
-export { formatConfigSummary } from "./summary.ts";
+export { describeSampler, formatConfigSummary } from "./summary.ts";
 
 /** Overrides applied on top of the experiment file. */
 export interface LoadOptions {

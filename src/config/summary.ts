@@ -38,10 +38,15 @@ function describeOptimizer(o: Experiment["optimizer"]): string {
   ].join(", ");
 }
 
-function describeSampler(s: Experiment["sampler"]): string {
+/**
+ * One line about a sampler, e.g. `ddim, 50 of 1000 steps, eta 0, x_T gaussian, x0 clipped,
+ * 32 images in batches of 32, 8 per grid row` (the dry run's summary and the run's log).
+ */
+export function describeSampler(s: Experiment["sampler"], timesteps: number): string {
   const head = s.kind === "ddim"
-    ? `ddim, ${s.steps ?? "all"} steps, eta ${s.eta}`
-    : `ddpm, ${s.variance} variance, ${s.stepNoise ? "with" : "without"} step noise`;
+    ? `ddim, ${s.steps ?? timesteps} of ${timesteps} steps, eta ${s.eta}`
+    : `ddpm, ${timesteps} steps, ${s.variance} variance, ` +
+      `${s.stepNoise ? "with" : "without"} step noise`;
   return `${head}, ${s.initialNoise} x_T${s.clipX0 ? ", x0 clipped to [-1, 1]" : ""}, ` +
     `${s.count} images in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
     (s.trajectory ? `, trajectory of ${s.trajectory.count}` : "");
@@ -83,7 +88,7 @@ export function formatConfigSummary(config: Experiment): string {
         `log every ${train.logEvery} steps`,
       ].join(", "),
     ],
-    ["sampler", describeSampler(sampler)],
+    ["sampler", describeSampler(sampler, schedule.timesteps)],
     ...(config.recovery
       ? [[
         "recovery",

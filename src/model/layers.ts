@@ -8,7 +8,10 @@
 import { hasFusedAttention, linearAttentionCore } from "../backend/wasm_attention.ts";
 import { groupNormCore, hasFusedGroupNorm } from "../backend/wasm_norm.ts";
 import type { Rng } from "../rng.ts";
+import type { AttentionOptions } from "./plan.ts";
 import { tf } from "../tf.ts";
+
+export type { AttentionOptions } from "./plan.ts";
 
 /** Looks up a parameter tensor by its PyTorch state-dict name. */
 export type ParamLookup = (name: string) => tf.Tensor;
@@ -113,14 +116,6 @@ function mergeHeads(o: tf.Tensor3D, shape: [number, number, number], heads: numb
   const dimHead = o.shape[2];
   const r = tf.reshape(o, [b, heads, h * w, dimHead]);
   return tf.reshape(tf.transpose(r, [0, 2, 1, 3]), [b, h, w, heads * dimHead]);
-}
-
-/** Options of the attention blocks. */
-export interface AttentionOptions {
-  /** Number of heads (4 in the reference). */
-  heads: number;
-  /** Width of each head (32 in the reference). */
-  dimHead: number;
 }
 
 /**

@@ -7,7 +7,14 @@ import type { ModelConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
 import { tf, variableFrom } from "../tf.ts";
-import { type ParamSpec, planUnet, unetForward, unetParamSpecs, type UnetPlan } from "./unet.ts";
+import {
+  countPlanParameters,
+  type ParamSpec,
+  planUnet,
+  unetParamSpecs,
+  type UnetPlan,
+} from "./plan.ts";
+import { unetForward } from "./unet.ts";
 
 export {
   levelResolutions,
@@ -15,7 +22,7 @@ export {
   planUnet,
   unetParamSpecs,
   type UnetPlan,
-} from "./unet.ts";
+} from "./plan.ts";
 
 /** Options of a forward pass. */
 export interface PredictOptions {
@@ -40,10 +47,7 @@ export interface DenoiseModel {
 
 /** Number of trainable scalars the model section describes (no tensors are made). */
 export function countParameters(config: ModelConfig): number {
-  return unetParamSpecs(planUnet(config)).reduce(
-    (n, s) => n + s.shape.reduce((a, b) => a * b, 1),
-    0,
-  );
+  return countPlanParameters(planUnet(config));
 }
 
 function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
