@@ -84,8 +84,11 @@ export interface RunResult {
 
 /** Where a run is, for a progress bar: `done` of `total` steps of a phase. */
 export interface ProgressReporter {
-  /** Called after each training step, and each sampling step of every batch. */
-  update(phase: "train" | "sample", done: number, total: number): void;
+  /**
+   * Called as the images are rendered or decoded (`data`), after each training step (`train`),
+   * and after each sampling step of every batch (`sample`).
+   */
+  update(phase: "data" | "train" | "sample", done: number, total: number): void;
 }
 
 /** What an evaluation hook sees: the network as the sampler does, and where training is. */
@@ -134,6 +137,9 @@ export async function runExperiment(
     seed: config.seed,
     cacheDir: options.cacheDir,
     experimentFile: loaded.file,
+    onProgress: options.progress
+      ? (done, total) => options.progress!.update("data", done, total)
+      : undefined,
   });
   log(`  ${dataset.source}`);
   const hashes = { config: configHash(config), training: trainingHash(config) };
