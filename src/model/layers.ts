@@ -7,10 +7,15 @@
  */
 import type { Rng } from "../rng.ts";
 import { fusedOps } from "./ops.ts";
-import type { AttentionOptions } from "./plan.ts";
 import { tf } from "../tf.ts";
 
-export type { AttentionOptions } from "./plan.ts";
+/** Options of the attention blocks. */
+export interface AttentionOptions {
+  /** Number of heads (4 in the reference). */
+  heads: number;
+  /** Width of each head (32 in the reference). */
+  dimHead: number;
+}
 
 /** Looks up a parameter tensor by its PyTorch state-dict name. */
 export type ParamLookup = (name: string) => tf.Tensor;

@@ -8,7 +8,7 @@ import type { Experiment } from "../../schemas/experiment.ts";
 import { configHash, formatConfigSummary, type LoadedExperiment } from "../config/mod.ts";
 import { listImages } from "../data/folder.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
-import { countPlanParameters, planUnet } from "../model/plan.ts";
+import { countParameters } from "../model/unet.ts";
 import { plannedSteps } from "../train/plan.ts";
 import { runFolder } from "./folder.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -36,7 +36,7 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
     hash: trainingHash(config),
     exclude: dir,
   });
-  const parameters = countPlanParameters(planUnet(config.model));
+  const parameters = countParameters(config.model);
   return [
     formatConfigSummary(config),
     "",
