@@ -84,8 +84,8 @@ function parse(argv: string[]): Args {
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
         "0: the whole shard)\n" +
-        "--model: JSON object of model fields over the course U-Net (e.g. '{\"width\": 128, " +
-        "\"multipliers\": [1, 1, 2, 2]}')\n" +
+        '--model: JSON object of model fields over the course U-Net (e.g. \'{"width": 128, ' +
+        '"multipliers": [1, 1, 2, 2]}\')\n' +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
         "         this one (e.g. before and after): prints the time ratios to their mean",
     );
@@ -192,7 +192,9 @@ async function compareWithTorch(
 
 function line(label: string, t: Timing, gflop?: number): string {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
-  const rate = gflop === undefined || Number.isNaN(gflop) ? "" : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
+  const rate = gflop === undefined || Number.isNaN(gflop)
+    ? ""
+    : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
   return `${label}: median ${ms(t.median)} (min ${ms(t.min)}, max ${ms(t.max)}, n ${t.n})${rate}`;
 }
 
