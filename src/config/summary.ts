@@ -4,7 +4,6 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import { describeSchedule } from "../diffusion/schedule.ts";
-import { levelResolutions } from "../model/mod.ts";
 
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
@@ -19,7 +18,7 @@ function describeDataset(dataset: Experiment["dataset"]): string {
 
 function describeModel(model: Experiment["model"], size: number): string {
   const levels = model.multipliers.length;
-  const resolutions = levelResolutions(levels, size);
+  const resolutions = Array.from({ length: levels }, (_, i) => size / 2 ** i);
   const at = model.attention.levels === "all"
     ? "all levels"
     : model.attention.levels.map((l) => `${resolutions[l]}x${resolutions[l]}`).join(", ");
@@ -39,10 +38,15 @@ function describeOptimizer(o: Experiment["optimizer"]): string {
   ].join(", ");
 }
 
-function describeSampler(s: Experiment["sampler"]): string {
+/**
+ * One line about a sampler, e.g. `ddim, 50 of 1000 steps, eta 0, x_T gaussian, x0 clipped,
+ * 32 images in batches of 32, 8 per grid row` (the dry run's summary and the run's log).
+ */
+export function describeSampler(s: Experiment["sampler"], timesteps: number): string {
   const head = s.kind === "ddim"
-    ? `ddim, ${s.steps ?? "all"} steps, eta ${s.eta}`
-    : `ddpm, ${s.variance} variance, ${s.stepNoise ? "with" : "without"} step noise`;
+    ? `ddim, ${s.steps ?? timesteps} of ${timesteps} steps, eta ${s.eta}`
+    : `ddpm, ${timesteps} steps, ${s.variance} variance, ` +
+      `${s.stepNoise ? "with" : "without"} step noise`;
   return `${head}, ${s.initialNoise} x_T${s.clipX0 ? ", x0 clipped to [-1, 1]" : ""}, ` +
     `${s.count} images in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
     (s.trajectory ? `, trajectory of ${s.trajectory.count}` : "");
@@ -84,7 +88,7 @@ export function formatConfigSummary(config: Experiment): string {
         `log every ${train.logEvery} steps`,
       ].join(", "),
     ],
-    ["sampler", describeSampler(sampler)],
+    ["sampler", describeSampler(sampler, schedule.timesteps)],
     ...(config.recovery
       ? [[
         "recovery",
