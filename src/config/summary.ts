@@ -3,6 +3,7 @@
  * @module
  */
 import type { Experiment } from "../../schemas/experiment.ts";
+import { describeTransform } from "../data/transform.ts";
 import { describeSchedule } from "../diffusion/schedule.ts";
 import { levelResolutions } from "../model/mod.ts";
 
@@ -11,8 +12,12 @@ function describeDataset(dataset: Experiment["dataset"]): string {
     case "avatars":
       return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}`;
     case "folder":
-      return `folder: ${dataset.path}${
-        dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`
+    case "zip":
+    case "cartoonset":
+      return `${dataset.kind}: ${dataset.path}${
+        dataset.kind === "zip" && dataset.root ? ` (root ${dataset.root})` : ""
+      }${dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`}${
+        dataset.onBadImage === "skip" ? ", bad images skipped" : ""
       }`;
   }
 }
@@ -60,12 +65,7 @@ export function formatConfigSummary(config: Experiment): string {
     ["seed", String(config.seed)],
     ["backend", config.backend],
     ["dataset", describeDataset(config.dataset)],
-    [
-      "transform",
-      `resize to ${transform.size}x${transform.size}, ${
-        transform.horizontalFlip ? "random horizontal flip" : "no flip"
-      }, normalise to [-1, 1]`,
-    ],
+    ["transform", describeTransform(transform)],
     [
       "schedule",
       describeSchedule(schedule),

@@ -7,8 +7,8 @@ import { join } from "node:path";
 import type { Experiment } from "../../schemas/experiment.ts";
 import { type BackendInfo, initBackend } from "../backend/mod.ts";
 import { configHash, formatConfigSummary, type LoadedExperiment } from "../config/mod.ts";
-import { type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
-import { listImages } from "../data/folder.ts";
+import { batchLabels, countImages, type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
+import { progressReporter } from "../data/progress.ts";
 import { qSample } from "../diffusion/forward.ts";
 import { generate, samplingSteps, visitedTimesteps } from "../diffusion/generate.ts";
 import { recover, recoveryGridImages } from "../diffusion/recovery.ts";
@@ -78,19 +78,12 @@ export interface RunResult {
   manifest?: Manifest;
 }
 
-/** Number of images in the configured dataset, without decoding any. */
-async function datasetSize(config: Experiment, file: string): Promise<number> {
-  if (config.dataset.kind === "avatars") return config.dataset.count;
-  const n = (await listImages(config.dataset.path, { configFile: file })).length;
-  return config.dataset.limit === undefined ? n : Math.min(n, config.dataset.limit);
-}
-
 /** The dry-run report: resolved config, dataset size, parameters, ᾱ_T and the step count. */
 export async function describeRun(loaded: LoadedExperiment, outRoot: string): Promise<string> {
   const { config } = loaded;
   const schedule = makeSchedule(config.schedule);
   const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
-  const count = await datasetSize(config, loaded.file);
+  const count = await countImages(config.dataset, { experimentFile: loaded.file });
   const steps = plannedSteps(count, config.train);
   const dir = runFolder(outRoot, {
     name: config.name,
@@ -116,13 +109,15 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
   ].join("\n");
 }
 
-function batchSource(dataset: Dataset, config: Experiment): BatchSource {
+function batchSource(dataset: Dataset): BatchSource {
+  const labels = dataset.labels;
   return {
     count: dataset.count,
     shape: [dataset.size, dataset.size, dataset.channels],
-    flip: config.transform.horizontalFlip,
+    flip: dataset.flipProbability,
     batch: (indices, flips) =>
       makeBatch(dataset, indices, { flips: Array.from(flips, (f) => f === 1) }),
+    ...(labels ? { labels: (indices: Int32Array) => batchLabels(labels, indices) } : {}),
   };
 }
 
@@ -303,6 +298,10 @@ export async function runExperiment(
     seed: config.seed,
     cacheDir: options.cacheDir,
     experimentFile: loaded.file,
+    onProgress: progressReporter("  loading", {
+      log,
+      terminal: options.log === undefined && Deno.stderr.isTerminal(),
+    }),
   });
   log(`  ${dataset.source}`);
   const tHash = trainingHash(config);
@@ -337,6 +336,7 @@ export async function runExperiment(
         alphaBarT,
         sqrtAlphaBarT,
       },
+      dataset: dataset.record,
       artifacts: {},
       volatileArtifacts: {},
     };
@@ -517,7 +517,7 @@ async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
       optimizerConfig: config.optimizer,
       ema: ctx.ema,
       workers: ctx.workers,
-      data: batchSource(dataset, config),
+      data: batchSource(dataset),
       startStep,
       shouldStop: () => options.signal?.aborted ?? false,
       onStep: async (record) => {
