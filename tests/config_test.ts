@@ -325,7 +325,7 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.match(
     kind.message,
-    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder\)/,
+    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder, zip, cartoonset\)/,
   );
 });
 
