@@ -270,7 +270,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
   assert.equal(
     nested.message,
     `${join(dir2, "exp.json")}: dataset.path: unknown key 'path' ` +
-      "(expected one of kind, count, renderSize)",
+      "(expected one of kind, count, renderSize, attributes)",
   );
 });
 
