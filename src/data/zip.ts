@@ -1,7 +1,7 @@
 /**
  * Zip archives of images (the course's `manga.zip`: `manga/train/<class>/*.png`), read in place
  * with yauzl: the central directory is listed, and each image is inflated into memory when it is
- * decoded; nothing is extracted to disk.
+ * decoded; nothing is extracted to disk. Archives up to 1 GiB are read into memory first.
  *
  * The images are the entries under `root` (default: the whole archive) whose names end in an image
  * extension, sorted by path; `__MACOSX/` (macOS resource forks) is ignored. As with a folder, the
@@ -10,6 +10,8 @@
  */
 // @ts-types="@types/yauzl"
 import yauzl from "yauzl";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import type { ImageEntry } from "./decode.ts";
@@ -17,25 +19,32 @@ import { compareCodeUnits, type ConfigLocation, IMAGE_EXTENSIONS, isImageName } 
 import { folderClassLabels } from "./labels.ts";
 import { hashFile, type ImageSource } from "./source.ts";
 
-function openArchive(path: string): Promise<yauzl.ZipFile> {
-  return new Promise((ok, fail) =>
-    yauzl.open(path, { lazyEntries: true, autoClose: false }, (error, zip) => {
+/**
+ * Archives up to this size are read into memory once (one read, hashed from memory, entries
+ * listed without a read per entry: listing 12,000 entries through file reads takes ~9 s here);
+ * larger ones are read from the file as needed.
+ */
+const IN_MEMORY_BYTES = 1 << 30;
+
+function openArchive(path: string, bytes?: Uint8Array): Promise<yauzl.ZipFile> {
+  const options = { lazyEntries: false, autoClose: false };
+  return new Promise((ok, fail) => {
+    const done = (error: Error | null, zip?: yauzl.ZipFile) => {
       if (error || !zip) fail(error ?? new Error("no archive"));
       else ok(zip);
-    })
-  );
+    };
+    if (bytes) {
+      yauzl.fromBuffer(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), options, done);
+    } else yauzl.open(path, options, done);
+  });
 }
 
 function listEntries(zip: yauzl.ZipFile): Promise<yauzl.Entry[]> {
   return new Promise((ok, fail) => {
     const entries: yauzl.Entry[] = [];
-    zip.on("entry", (entry: yauzl.Entry) => {
-      entries.push(entry);
-      zip.readEntry();
-    });
+    zip.on("entry", (entry: yauzl.Entry) => entries.push(entry));
     zip.on("end", () => ok(entries));
     zip.on("error", fail);
-    zip.readEntry();
   });
 }
 
@@ -96,10 +105,11 @@ export async function openZip(
   if (!info.isFile) {
     throw new UserError(`${archive} is not a file`, { ...where, expected: "a .zip file" });
   }
+  const bytes = info.size <= IN_MEMORY_BYTES ? await Deno.readFile(archive) : undefined;
   let zip: yauzl.ZipFile;
   let all: yauzl.Entry[];
   try {
-    zip = await openArchive(archive);
+    zip = await openArchive(archive, bytes);
     all = await listEntries(zip);
   } catch (error) {
     throw new UserError(`${archive} is not a readable zip archive: ${firstLine(error)}`, {
@@ -145,7 +155,8 @@ export async function openZip(
     entries,
     labels: folderClassLabels(used.map((u) => u.relative)),
     skipped: [],
-    contentHash: () => hashFile(archive),
+    contentHash: () =>
+      bytes ? Promise.resolve(createHash("sha256").update(bytes).digest("hex")) : hashFile(archive),
     close: () => Promise.resolve(zip.close()),
   };
 }
