@@ -10,7 +10,8 @@ import { levelResolutions } from "../model/mod.ts";
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
     case "avatars":
-      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}`;
+      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}` +
+        (dataset.attributes ? `, attributes ${Object.keys(dataset.attributes).join(", ")}` : "");
     case "folder":
     case "zip":
     case "cartoonset":

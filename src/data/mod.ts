@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DatasetConfig, TransformConfig } from "../../schemas/experiment.ts";
-import { loadAvatars } from "./avatars.ts";
+import { avatarPlan, loadAvatars } from "./avatars.ts";
 import { decodedCacheKey, readDecodedCache, writeDecodedCache } from "./cache.ts";
 import { openCartoonSet } from "./cartoonset.ts";
 import { badFilesError, decodeImages, type SkippedFile } from "./decode.ts";
@@ -297,14 +297,22 @@ export async function loadDataset(
 }
 
 /**
- * The number of images `dataset` holds, without decoding any (a `--dry-run`): the avatar count,
- * or the images listed (Cartoon Set: those with a valid CSV), `limit` applied.
+ * The number of images `dataset` holds, without decoding any (a `--dry-run`): the avatar count
+ * (after checking the avatar attributes), or the images listed (Cartoon Set: those with a valid CSV), `limit` applied.
  */
 export async function countImages(
   dataset: DatasetConfig,
   options: Pick<LoadDatasetOptions, "experimentFile" | "baseDir"> = {},
 ): Promise<number> {
-  if (dataset.kind === "avatars") return dataset.count;
+  if (dataset.kind === "avatars") {
+    // Checks the attributes (names, variants, colours, groups) without rendering.
+    avatarPlan(dataset.attributes, {
+      seed: 0,
+      count: dataset.count,
+      configFile: options.experimentFile,
+    });
+    return dataset.count;
+  }
   if (dataset.kind === "folder") {
     const n = (await listImages(sourcePath(dataset, options as LoadDatasetOptions), {
       configFile: options.experimentFile,
