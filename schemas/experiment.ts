@@ -18,7 +18,9 @@ const onBadImage = z.enum(["fail", "skip"]).optional().describe(
     "missing or malformed CSV): 'fail' (default) stops before training; 'skip' trains on the rest " +
     "and lists every skipped file with its reason in the manifest",
 );
-const datasetLimit = int(1).optional().describe("Use only the first N images (in sorted path order)");
+const datasetLimit = int(1).optional().describe(
+  "Use only the first N images (in sorted path order)",
+);
 const hexColor = z.string().regex(/^#[0-9a-fA-F]{6}$/, "expected a colour '#rrggbb'");
 
 /** `dataset.attributes.<name>`: how one avatar attribute varies (a component or a colour). */
