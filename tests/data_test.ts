@@ -13,6 +13,7 @@ import {
 } from "../src/data/avatars.ts";
 import { listImages } from "../src/data/folder.ts";
 import { batchLabels, loadDataset, makeBatch } from "../src/data/mod.ts";
+import { progressLine, progressReporter } from "../src/data/progress.ts";
 import { resizeImages } from "../src/data/resize.ts";
 import {
   type BatchImages,
@@ -444,4 +445,22 @@ Deno.test("cropBox: torchvision CenterCrop offsets (round half to even)", () => 
   assert.deepEqual(cropBox(11, 11, 6), { left: 2, top: 2, width: 6, height: 6 }); // 2.5 -> 2
   assert.deepEqual(cropBox(13, 12, 6), { left: 4, top: 3, width: 6, height: 6 }); // 3.5 -> 4
   assert.equal(cropBox(5, 8, 6), undefined);
+});
+
+Deno.test("progress: a line every few seconds with count, images/s and ETA, and at the end", () => {
+  const lines: string[] = [];
+  let now = 100;
+  const report = progressReporter("decoding", { log: (l) => lines.push(l), now: () => now });
+  for (let done = 1; done <= 1000; done++) {
+    now = 100 + done * 0.01; // 100 images/s
+    report(done, 1000);
+  }
+  assert.deepEqual(lines, [
+    "decoding 500/1000 images, 100 images/s, ETA 5 s",
+    "decoding 1000/1000 images, 100 images/s, 10.0 s",
+  ]);
+  assert.equal(
+    progressLine("x", { done: 0, total: 10, seconds: 0 }),
+    "x 0/10 images, 0 images/s, ETA ?",
+  );
 });
