@@ -41,12 +41,12 @@ async function writeFixtures(dir: string, count: number): Promise<{ folder: stri
   const faces = await loadAvatars(0, { count, renderSize: 64 });
   const archive = new yazl.ZipFile();
   const pngs: Uint8Array[] = new Array(count);
-  await forEachLimited(count, 16, async (i) => {
+  await forEachLimited(count, async (i) => {
     const raw = faces.pixels.subarray(i * 64 * 64 * 3, (i + 1) * 64 * 64 * 3);
     pngs[i] = new Uint8Array(
       await sharp(raw, { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer(),
     );
-  });
+  }, { concurrency: 16 });
   await Deno.mkdir(join(folder, "manga", "train", "faces"), { recursive: true });
   for (let i = 0; i < count; i++) {
     const name = `manga/train/faces/${String(i).padStart(5, "0")}.png`;

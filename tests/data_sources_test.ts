@@ -484,5 +484,14 @@ Deno.test("runs: bad images stop before any run folder; skipped files and labels
       { name: "class", count: 2, values: ["even", "odd"], counts: { even: 12, odd: 12 } },
     ]);
     assert.equal(run.manifest!.summary.datasetSize, 24);
+
+    // The training cache reuses that training for the same data, not once an image changed.
+    const sets = ['dataset.onBadImage="skip"', "name=again"];
+    const same = await runFile(file, { outRoot, sets });
+    assert.equal(same.manifest!.reusedTraining?.dir, run.dir);
+    await writeFiles(images, { "odd/1.png": await solid([1, 2, 3], 8) });
+    const changed = await runFile(file, { outRoot, sets, force: true });
+    assert.equal(changed.manifest!.reusedTraining, undefined);
+    assert.notEqual(changed.manifest!.dataset!.contentHash, record.contentHash);
   });
 });

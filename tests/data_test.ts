@@ -441,10 +441,11 @@ Deno.test("flips: probability per image per epoch; true is the 0.5 of earlier ve
 });
 
 Deno.test("cropBox: torchvision CenterCrop offsets (round half to even)", () => {
-  assert.deepEqual(cropBox(500, 500, 360), { left: 70, top: 70, width: 360, height: 360 });
-  assert.deepEqual(cropBox(11, 11, 6), { left: 2, top: 2, width: 6, height: 6 }); // 2.5 -> 2
-  assert.deepEqual(cropBox(13, 12, 6), { left: 4, top: 3, width: 6, height: 6 }); // 3.5 -> 4
-  assert.equal(cropBox(5, 8, 6), undefined);
+  const box = (width: number, height: number, crop: number) => cropBox({ width, height }, crop);
+  assert.deepEqual(box(500, 500, 360), { left: 70, top: 70, width: 360, height: 360 });
+  assert.deepEqual(box(11, 11, 6), { left: 2, top: 2, width: 6, height: 6 }); // 2.5 -> 2
+  assert.deepEqual(box(13, 12, 6), { left: 4, top: 3, width: 6, height: 6 }); // 3.5 -> 4
+  assert.equal(box(5, 8, 6), undefined);
 });
 
 Deno.test("progress: a line every few seconds with count, images/s and ETA, and at the end", () => {

@@ -104,12 +104,12 @@ export async function readDecodedCache(
   };
 }
 
-/** Stores `entry` under `key` (atomically, the JSON last). Returns the pixel file's path. */
+/** Stores `entry` under `entry.key` (atomically, the JSON last). Returns the pixel file's path. */
 export async function writeDecodedCache(
   dir: string,
-  key: string,
-  entry: DecodedEntry,
+  entry: DecodedEntry & { key: string },
 ): Promise<string> {
+  const { key } = entry;
   const paths = files(dir, key);
   const meta: Meta = {
     version: DECODED_CACHE_VERSION,

@@ -74,12 +74,13 @@ export function defaultConcurrency(): number {
   return Math.min(32, 4 * Math.max(1, navigator.hardwareConcurrency ?? 1));
 }
 
-/** Runs `task(0..count-1)` with at most `concurrency` in flight. */
+/** Runs `task(0..count-1)` with at most `options.concurrency` in flight. */
 export async function forEachLimited(
   count: number,
-  concurrency: number,
   task: (index: number) => Promise<void>,
+  options: { concurrency: number },
 ): Promise<void> {
+  const { concurrency } = options;
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < count) await task(next++);
@@ -108,7 +109,7 @@ export async function decodeImage(
     }
     const width = meta.width ?? 0;
     const height = meta.pageHeight ?? meta.height ?? 0;
-    const box = cropBox(width, height, centerCrop);
+    const box = cropBox({ width, height }, centerCrop);
     if (!box) {
       throw new Error(`${width}x${height} is smaller than centerCrop ${centerCrop}`);
     }
@@ -164,7 +165,8 @@ export async function decodeImages(
   const ok = new Uint8Array(entries.length);
   const reasons: (string | undefined)[] = new Array(entries.length);
   let done = 0;
-  await forEachLimited(entries.length, options.concurrency ?? defaultConcurrency(), async (i) => {
+  const concurrency = options.concurrency ?? defaultConcurrency();
+  await forEachLimited(entries.length, async (i) => {
     try {
       const raw = await decodeImage(await entries[i].read(), options);
       all.set(raw, i * imageBytes);
@@ -174,7 +176,7 @@ export async function decodeImages(
     }
     done++;
     options.onProgress?.(done, entries.length);
-  });
+  }, { concurrency });
   const skipped = [...(options.skipped ?? [])];
   const kept: number[] = [];
   entries.forEach((entry, i) => {

@@ -248,7 +248,7 @@ async function loadFileDataset(
         skipped: decoded.skipped,
         contentHash,
       };
-      await writeDecodedCache(cacheDir, key, entry);
+      await writeDecodedCache(cacheDir, { ...entry, key });
     }
     const skipped = entry.skipped.length > 0 ? `, ${entry.skipped.length} bad files skipped` : "";
     return {

@@ -74,7 +74,7 @@ export async function resizeImages(
   const out = new Uint8Array(count * to * rowOut);
   const perStrip = Math.max(1, Math.min(STRIP_IMAGES, Math.floor(STRIP_PIXELS / (blockIn * from))));
   const strips = Math.ceil(count / perStrip);
-  await forEachLimited(strips, options.concurrency ?? 4, async (strip) => {
+  await forEachLimited(strips, async (strip) => {
     const first = strip * perStrip;
     const m = Math.min(perStrip, count - first);
     const input = new Uint8Array(m * blockIn * rowIn);
@@ -101,6 +101,6 @@ export async function resizeImages(
       const start = (k * blockOut + padOut) * rowOut;
       out.set(data.subarray(start, start + to * rowOut), (first + k) * to * rowOut);
     }
-  });
+  }, { concurrency: options.concurrency ?? 4 });
   return out;
 }

@@ -28,17 +28,13 @@ export interface ImageSource {
   close(): Promise<void>;
 }
 
-/** The `sha256sum`-style hash of files `paths` (relative to `root`), read `concurrency` at once. */
-export async function hashFileListing(
-  root: string,
-  paths: readonly string[],
-  concurrency = 8,
-): Promise<string> {
+/** The `sha256sum`-style hash of files `paths` (relative to `root`), read 8 at once. */
+export async function hashFileListing(root: string, paths: readonly string[]): Promise<string> {
   const sums = new Array<string>(paths.length);
-  await forEachLimited(paths.length, concurrency, async (i) => {
+  await forEachLimited(paths.length, async (i) => {
     const bytes = await Deno.readFile(`${root}/${paths[i]}`);
     sums[i] = createHash("sha256").update(bytes).digest("hex");
-  });
+  }, { concurrency: 8 });
   const listing = createHash("sha256");
   paths.forEach((path, i) => listing.update(`${sums[i]}  ${path}\n`));
   return listing.digest("hex");

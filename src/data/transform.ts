@@ -84,15 +84,15 @@ function roundHalfEven(x: number): number {
 }
 
 /**
- * The `crop x crop` box of torchvision's `CenterCrop` in a `width x height` image:
+ * The `crop x crop` box of torchvision's `CenterCrop` in an `image.width x image.height` image:
  * `top = int(round((height - crop) / 2))` with Python's round-half-to-even, `left` likewise.
  * Undefined when the image is smaller than the crop (torchvision would pad; here it is an error).
  */
 export function cropBox(
-  width: number,
-  height: number,
+  image: { width: number; height: number },
   crop: number,
 ): { left: number; top: number; width: number; height: number } | undefined {
+  const { width, height } = image;
   if (width < crop || height < crop) return undefined;
   return {
     left: roundHalfEven((width - crop) / 2),
@@ -111,7 +111,7 @@ export function centerCropImages(
   options: { count: number; from: number; crop: number },
 ): Uint8Array {
   const { count, from, crop } = options;
-  const box = cropBox(from, from, crop);
+  const box = cropBox({ width: from, height: from }, crop);
   if (!box) throw new RangeError(`centerCrop ${crop} is larger than the ${from}x${from} images`);
   if (crop === from) return pixels;
   const out = new Uint8Array(count * crop * crop * 3);

@@ -307,7 +307,11 @@ export async function runExperiment(
   const tHash = trainingHash(config);
   const reuse = options.resume || options.retrain
     ? null
-    : await findReusableTraining(options.outRoot, { hash: tHash, exclude: dir });
+    : await findReusableTraining(options.outRoot, {
+      hash: tHash,
+      exclude: dir,
+      contentHash: dataset.record.contentHash,
+    });
   if (!previous) await prepareRunFolder(dir, { force: options.force ?? false });
 
   const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
