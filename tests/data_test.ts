@@ -460,6 +460,9 @@ Deno.test("progress: a line every few seconds with count, images/s and ETA, and 
     "decoding 500/1000 images, 100 images/s, ETA 5 s",
     "decoding 1000/1000 images, 100 images/s, 10.0 s",
   ]);
+  const hit: string[] = [];
+  progressReporter("loading", { log: (l) => hit.push(l) })(24, 24);
+  assert.deepEqual(hit, []);
   assert.equal(
     progressLine("x", { done: 0, total: 10, seconds: 0 }),
     "x 0/10 images, 0 images/s, ETA ?",

@@ -33,7 +33,8 @@ export function progressLine(
 
 /**
  * An `onProgress(done, total)` callback that shows the progress of `label` (see the module
- * documentation); the last call (`done === total`) always prints.
+ * documentation); the last call (`done === total`) always prints, unless it is the first call (a
+ * cache hit reports all done at once: nothing to show).
  */
 export function progressReporter(
   label: string,
@@ -44,7 +45,10 @@ export function progressReporter(
   const start = now();
   let lastLine = start;
   let bar: cliProgress.SingleBar | undefined;
+  let first = true;
   return (done, total) => {
+    if (first && done >= total) return;
+    first = false;
     if (options.terminal) {
       if (!bar) {
         bar = new cliProgress.SingleBar({
