@@ -5,6 +5,7 @@
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
  *                 [--profile] [--only train,sample,data,decode] [--decode-count 12000]
+ *                 [--model '{"width": 128}']
  * ```
  *
  * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
@@ -18,7 +19,7 @@ import { makeBatch } from "../src/data/mod.ts";
 import { benchDecode } from "./decode_bench.ts";
 import { ddpmStep } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
-import { createModel } from "../src/model/mod.ts";
+import { countParameters, createModel } from "../src/model/mod.ts";
 import { deriveRng } from "../src/rng.ts";
 import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
@@ -56,6 +57,8 @@ interface Args {
   workers: number;
   microBatch?: number;
   torch: string[];
+  /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
+  model?: Record<string, unknown>;
 }
 
 function parse(argv: string[]): Args {
@@ -74,6 +77,7 @@ function parse(argv: string[]): Args {
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
+      model: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -83,12 +87,14 @@ function parse(argv: string[]): Args {
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
         "                [--only train,sample,data,decode] [--decode-count 12000]\n" +
-        "                [--workers N|auto] [--micro-batch M]\n" +
+        "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
         "0: the whole shard)\n" +
+        '--model: JSON object of model fields over the course U-Net (e.g. \'{"width": 128, ' +
+        '"multipliers": [1, 1, 2, 2]}\')\n' +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
         "         this one (e.g. before and after): prints the time ratios to their mean",
     );
@@ -124,7 +130,21 @@ function parse(argv: string[]): Args {
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
+    model: values.model === undefined ? undefined : parseModel(values.model),
   };
+}
+
+function parseModel(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--model: expected a JSON object (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error("--model: expected a JSON object of model fields");
+  }
+  return value as Record<string, unknown>;
 }
 
 /** Kernel milliseconds per call of `fn`, largest first (tf.profile). */
@@ -182,14 +202,17 @@ async function compareWithTorch(
 
 function line(label: string, t: Timing, gflop?: number): string {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
-  const rate = gflop === undefined ? "" : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
+  const rate = gflop === undefined || Number.isNaN(gflop)
+    ? ""
+    : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
   return `${label}: median ${ms(t.median)} (min ${ms(t.min)}, max ${ms(t.max)}, n ${t.n})${rate}`;
 }
 
 async function main(): Promise<void> {
   const args = parse(Deno.args);
   const info = await initBackend(args.backend);
-  const scale = (args.size / 32) ** 2 * (args.batch / 32);
+  // The GFLOP figures are the course U-Net's: other models print times only.
+  const scale = args.model === undefined ? (args.size / 32) ** 2 * (args.batch / 32) : NaN;
   const cpu = (() => {
     try {
       const text = Deno.readTextFileSync("/proc/cpuinfo");
@@ -203,13 +226,15 @@ async function main(): Promise<void> {
       `${info.adapter ? `, adapter ${info.adapter}` : ""}; tfjs ${info.tfjsVersion}; ` +
       `${cpu}, ${navigator.hardwareConcurrency} logical cores`,
   );
+  const modelConfig = ModelSchema.parse(args.model ?? {});
+  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   console.log(
-    `course U-Net, ${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
+    `${args.model === undefined ? "course U-Net" : `U-Net ${JSON.stringify(args.model)}`} ` +
+      `(${countParameters(modelConfig).toLocaleString("en-US")} parameters), ` +
+      `${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
       `${args.reps} repetitions`,
   );
 
-  const modelConfig = ModelSchema.parse({});
-  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   const workers = args.workers > 0
     ? await GradientWorkers.start({
       count: args.workers,
