@@ -272,7 +272,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
   assert.equal(
     nested.message,
     `${join(dir2, "exp.json")}:5:5: dataset.path: unknown key 'path' ` +
-      "(expected one of kind, count, renderSize)",
+      "(expected one of kind, count, renderSize, attributes)",
   );
 });
 
@@ -331,7 +331,7 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.match(
     kind.message,
-    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder\)/,
+    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder, zip, cartoonset\)/,
   );
 });
 

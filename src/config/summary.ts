@@ -3,15 +3,21 @@
  * @module
  */
 import type { Experiment } from "../../schemas/experiment.ts";
+import { describeTransform } from "../data/transform.ts";
 import { describeSchedule } from "../diffusion/schedule.ts";
 
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
     case "avatars":
-      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}`;
+      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}` +
+        (dataset.attributes ? `, attributes ${Object.keys(dataset.attributes).join(", ")}` : "");
     case "folder":
-      return `folder: ${dataset.path}${
-        dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`
+    case "zip":
+    case "cartoonset":
+      return `${dataset.kind}: ${dataset.path}${
+        dataset.kind === "zip" && dataset.root ? ` (root ${dataset.root})` : ""
+      }${dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`}${
+        dataset.onBadImage === "skip" ? ", bad images skipped" : ""
       }`;
   }
 }
@@ -64,12 +70,7 @@ export function formatConfigSummary(config: Experiment): string {
     ["seed", String(config.seed)],
     ["backend", config.backend],
     ["dataset", describeDataset(config.dataset)],
-    [
-      "transform",
-      `resize to ${transform.size}x${transform.size}, ${
-        transform.horizontalFlip ? "random horizontal flip" : "no flip"
-      }, normalise to [-1, 1]`,
-    ],
+    ["transform", describeTransform(transform)],
     [
       "schedule",
       describeSchedule(schedule),

@@ -6,7 +6,7 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import { configHash, formatConfigSummary, type LoadedExperiment } from "../config/mod.ts";
-import { listImages } from "../data/folder.ts";
+import { countImages } from "../data/mod.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
 import { countParameters } from "../model/unet.ts";
 import { plannedSteps } from "../train/plan.ts";
@@ -15,9 +15,7 @@ import { findReusableTraining, trainingHash } from "./training_cache.ts";
 
 /** Number of images in the configured dataset, without decoding any. */
 export async function datasetSize(config: Experiment, file: string): Promise<number> {
-  if (config.dataset.kind === "avatars") return config.dataset.count;
-  const n = (await listImages(config.dataset.path, { configFile: file })).length;
-  return config.dataset.limit === undefined ? n : Math.min(n, config.dataset.limit);
+  return await countImages(config.dataset, { experimentFile: file });
 }
 
 /** The run folder of a resolved experiment under `outRoot`. */

@@ -68,6 +68,8 @@ export interface RunStart {
   backend: BackendInfo;
   /** Numbers known before training (parameters, dataset size, ᾱ_T, ...). */
   summary: Manifest["summary"];
+  /** The data trained on (source, count, content hash, labels, skipped files). */
+  dataset?: Manifest["dataset"];
   /** Versions recorded besides Deno's (tfjs). */
   versions: Record<string, string>;
   /** The manifest of the run `--resume` continues (then the folder is kept), or null. */
@@ -121,6 +123,7 @@ export class RunRecord {
       git: await gitState(start.projectDir),
       startedAt: new Date().toISOString(),
       summary: start.summary,
+      dataset: start.dataset,
       artifacts: {},
       volatileArtifacts: {},
     }).save();

@@ -3,6 +3,7 @@
  * sha256 of every artifact.
  * @module
  */
+import type { DatasetRecord } from "../data/mod.ts";
 import { join } from "node:path";
 import { listFilesRecursive, sha256File, writeFileAtomic } from "../io/files.ts";
 
@@ -43,6 +44,8 @@ export interface Manifest {
   endedAt?: string;
   /** Numbers worth seeing next to the samples (steps, losses, ᾱ_T, parameter count...). */
   summary: Record<string, number | string | null>;
+  /** The data trained on: source, count, content hash, labels and value counts, skipped files. */
+  dataset?: DatasetRecord;
   /** sha256 of every deterministic artifact, by path relative to the run folder. */
   artifacts: Record<string, string>;
   /** sha256 of artifacts that differ between identical runs (wall-clock timings). */

@@ -8,7 +8,8 @@
 import type { Experiment } from "../../schemas/experiment.ts";
 import { type BackendInfo, initBackend } from "../backend/mod.ts";
 import { configHash, describeSampler, type LoadedExperiment } from "../config/mod.ts";
-import { type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
+import { batchLabels, type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
+import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
@@ -139,13 +140,20 @@ export async function runExperiment(
     experimentFile: loaded.file,
     onProgress: options.progress
       ? (done, total) => options.progress!.update("data", done, total)
-      : undefined,
+      : progressReporter("  loading", {
+        log,
+        terminal: options.log === undefined && Deno.stderr.isTerminal(),
+      }),
   });
   log(`  ${dataset.source}`);
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
     ? null
-    : await findReusableTraining(options.outRoot, { hash: hashes.training, exclude: dir });
+    : await findReusableTraining(options.outRoot, {
+      hash: hashes.training,
+      exclude: dir,
+      contentHash: dataset.record.contentHash,
+    });
 
   // The run folder: config.json and a `running` manifest (or the interrupted run, resumed).
   const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
@@ -159,6 +167,7 @@ export async function runExperiment(
       alphaBarT,
       sqrtAlphaBarT,
     },
+    dataset: dataset.record,
     versions: { tfjs: tf.version_core },
     previous,
     force: options.force ?? false,
@@ -212,7 +221,7 @@ export async function runExperiment(
           optimizerConfig: config.optimizer,
           ema,
           workers,
-          data: batchSource(dataset, config),
+          data: batchSource(dataset),
           startStep,
           shouldStop: stopped,
           onStep: async (record) => {
@@ -280,13 +289,15 @@ export async function runExperiment(
 }
 
 /** The training images as the training loop takes them: indices and flips to an NHWC batch. */
-function batchSource(dataset: Dataset, config: Experiment): BatchSource {
+function batchSource(dataset: Dataset): BatchSource {
+  const labels = dataset.labels;
   return {
     count: dataset.count,
     shape: [dataset.size, dataset.size, dataset.channels],
-    flip: config.transform.horizontalFlip,
+    flip: dataset.flipProbability,
     batch: (indices, flips) =>
       makeBatch(dataset, indices, { flips: Array.from(flips, (f) => f === 1) }),
+    ...(labels ? { labels: (indices: Int32Array) => batchLabels(labels, indices) } : {}),
   };
 }
 

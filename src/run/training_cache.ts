@@ -40,15 +40,19 @@ export interface ReusableRun {
 
 /**
  * The first (in path order) complete run under `outRoot` with training hash `hash` whose
- * checkpoint files still match the hashes in its manifest; null when there is none.
+ * checkpoint files still match the hashes in its manifest and, when `options.contentHash` is given,
+ * whose manifest records no other dataset content hash; null when there is none.
  */
 export async function findReusableTraining(
   outRoot: string,
-  options: { hash: string; exclude?: string },
+  options: { hash: string; exclude?: string; contentHash?: string },
 ): Promise<ReusableRun | null> {
   for (const { dir, manifest } of await listRuns(outRoot)) {
     if (dir === options.exclude) continue;
     if (manifest.status !== "complete" || manifest.trainingHash !== options.hash) continue;
+    // The same config on other data (a folder whose images changed) is another training.
+    const recorded = manifest.dataset?.contentHash;
+    if (options.contentHash && recorded && recorded !== options.contentHash) continue;
     if ((await verifyArtifacts(dir, { manifest, prefix: "checkpoint/" })).length === 0) {
       return { dir, manifest };
     }

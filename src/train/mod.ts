@@ -35,10 +35,15 @@ export interface BatchSource {
   count: number;
   /** [H, W, C]. */
   shape: [number, number, number];
-  /** Whether to flip images horizontally at random (p = 0.5). */
-  flip: boolean;
+  /** Probability of a random horizontal flip per image per epoch (`true`: 0.5, `false`: 0). */
+  flip: boolean | number;
   /** NHWC batch in [-1, 1] of the images at `indices`, mirrored where `flips[i]`. */
   batch(indices: Int32Array, flips: Uint8Array): Float32Array;
+  /**
+   * The labels of the images at `indices`, one Int32Array per attribute (for conditional models;
+   * absent when the data has no labels).
+   */
+  labels?(indices: Int32Array): Int32Array[];
 }
 
 /** One optimizer step's record (metrics.jsonl). */

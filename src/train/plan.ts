@@ -21,16 +21,17 @@ export function plannedSteps(
 /** The images of each step of an epoch, and their flips, from the epoch's generators. */
 export function epochPlan(
   count: number,
-  options: { seed: number; epoch: number; train: TrainConfig; flip: boolean },
+  options: { seed: number; epoch: number; train: TrainConfig; flip: boolean | number },
 ): { order: Int32Array; flips: Uint8Array } {
   const { seed, epoch, train } = options;
   const order = train.shuffle
     ? deriveRng(seed, `data/order/epoch-${epoch}`).permutation(count)
     : Int32Array.from({ length: count }, (_, i) => i);
   const flips = new Uint8Array(count);
-  if (options.flip) {
+  const p = options.flip === true ? 0.5 : options.flip === false ? 0 : options.flip;
+  if (p > 0) {
     const rng = deriveRng(seed, `data/flip/epoch-${epoch}`);
-    for (let i = 0; i < count; i++) flips[i] = rng.uniform() < 0.5 ? 1 : 0;
+    for (let i = 0; i < count; i++) flips[i] = rng.uniform() < p ? 1 : 0;
   }
   return { order, flips };
 }
