@@ -4,14 +4,19 @@
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data] [--model '{"width": 128}']
+ *                 [--profile] [--only train,sample,data,decode] [--decode-count 12000]
+ *                 [--model '{"width": 128}']
  * ```
+ *
+ * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
+ * and a zip of 64x64 PNGs into the decoded cache, and a cached start.
  * @module
  */
 import { parseArgs } from "node:util";
 import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
 import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
+import { benchDecode } from "./decode_bench.ts";
 import { ddpmStep } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
 import { countParameters, createModel } from "../src/model/mod.ts";
@@ -33,7 +38,8 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data"] as const;
+const PHASES = ["train", "sample", "data", "decode"] as const;
+const DEFAULT_PHASES = ["train", "sample", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
@@ -47,6 +53,7 @@ interface Args {
   json?: string;
   profile: boolean;
   only: Phase[];
+  decodeCount: number;
   workers: number;
   microBatch?: number;
   torch: string[];
@@ -65,7 +72,8 @@ function parse(argv: string[]): Args {
       warmup: { type: "string", default: "2" },
       json: { type: "string" },
       profile: { type: "boolean", default: false },
-      only: { type: "string", default: PHASES.join(",") },
+      only: { type: "string", default: DEFAULT_PHASES.join(",") },
+      "decode-count": { type: "string", default: "12000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
@@ -78,7 +86,8 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--only train,sample,data,decode] [--decode-count 12000]\n" +
+        "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
@@ -113,6 +122,7 @@ function parse(argv: string[]): Args {
     json: values.json,
     profile: values.profile,
     only: only as Phase[],
+    decodeCount: int("decode-count", values["decode-count"], 1),
     workers: values.workers === "auto"
       ? (values.backend === "wasm"
         ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
@@ -357,6 +367,19 @@ async function main(): Promise<void> {
       maxImagesPerSecond: 1 / perImage.min,
       n: timing.n,
     };
+  }
+
+  if (args.only.includes("decode")) {
+    const cacheRoot = new URL("../.cache", import.meta.url).pathname;
+    const timings = await benchDecode({ count: args.decodeCount, size: args.size, cacheRoot });
+    for (const t of timings) {
+      console.log(
+        `decode ${args.decodeCount} 64x64 PNGs to ${args.size}x${args.size}, ${t.what}: ` +
+          `${t.seconds.toFixed(2)} s (${t.imagesPerSecond.toFixed(0)} images/s)` +
+          (t.fromCache ? "" : ", decoded"),
+      );
+    }
+    result.decode = timings;
   }
 
   result.peakRss = peakRss();

@@ -9,9 +9,8 @@ import { loadExperiment } from "../config/mod.ts";
 import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRuns } from "../run/list.ts";
-import { runExperiment } from "../run/runner.ts";
-import { verifyRun } from "../run/verify.ts";
-import { loadSweepPoint } from "../sweep/mod.ts";
+import { describeRun } from "../run/describe.ts";
+import { loadSweepPoint } from "../sweep/spec.ts";
 import { REPORT_USAGE, reportCommand } from "./report.ts";
 import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
 
@@ -111,13 +110,20 @@ async function runCommand(args: string[]): Promise<number> {
       seed: parseSeed(values.seed),
     })
     : await loadSweepPoint(positionals[0], { sets: values.set ?? [], index: Number(sweepIndex) });
+  const outRoot = values.out ?? "outputs";
+  if (values["dry-run"]) {
+    // Only the config and the plain arithmetic of a run: TensorFlow.js is not loaded.
+    console.log(await describeRun(loaded, outRoot));
+    return 0;
+  }
+  // Loaded on demand, so that --dry-run, diff and runs never load TensorFlow.js.
+  const { runExperiment } = await import("../run/runner.ts");
   const controller = new AbortController();
   const release = abortOnSignals(controller);
   try {
     const result = await runExperiment(loaded, {
-      outRoot: values.out ?? "outputs",
+      outRoot,
       force: values.force ?? false,
-      dryRun: values["dry-run"] ?? false,
       resume: values.resume ?? false,
       retrain: values.retrain ?? false,
       signal: controller.signal,
@@ -136,6 +142,7 @@ async function verifyCommand(args: string[]): Promise<number> {
     });
   }
   console.log(`re-running ${positionals[0]} in a temporary folder...`);
+  const { verifyRun } = await import("../run/verify.ts");
   const result = await verifyRun(positionals[0], { log: (l) => console.log(`  ${l}`) });
   for (const c of result.checks) console.log(`${c.status.padEnd(8)} ${c.path}`);
   console.log(result.identical ? "all artifacts match" : "some artifacts differ");

@@ -1,6 +1,6 @@
 /**
  * The command that runs one point of a sweep in its own process: `deno run -A --config
- * <project>/deno.json <project>/mod.ts run <file> --sweep-index <i> --out <out> --set ...`, the
+ * <project>/deno.json <project>/src/cli/main.ts run <file> --sweep-index <i> --out <out> --set ...`, the
  * same as `deno task run <file> --sweep-index <i>` but independent of the current folder (what
  * a Slurm node or a child process needs).
  * @module
@@ -24,7 +24,7 @@ export function pointCommand(
     "-A",
     "--config",
     join(PROJECT_DIR, "deno.json"),
-    join(PROJECT_DIR, "mod.ts"),
+    join(PROJECT_DIR, "src", "cli", "main.ts"),
     "run",
     resolve(file),
     "--sweep-index",

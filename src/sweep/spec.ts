@@ -13,7 +13,7 @@ import {
   SweepSchema,
 } from "../../schemas/experiment.ts";
 import { type LoadedExperiment, loadExperiment } from "../config/mod.ts";
-import { parseJsonText } from "../config/json.ts";
+import { parseJsonc } from "../config/json.ts";
 import { isJsonObject, mergeLayers } from "../config/merge.ts";
 import { UserError } from "../errors.ts";
 import { describePoint, expandSweep, pointSets, sweepAxes, type SweepPoint } from "./points.ts";
@@ -46,7 +46,7 @@ export interface Sweep {
 const FIXED_PATHS = ["name", "seed", "$schema", "extends", "sweep", "launcher"];
 
 async function readObject(file: string): Promise<Record<string, unknown>> {
-  const data = parseJsonText(await Deno.readTextFile(file), file);
+  const data = parseJsonc(await Deno.readTextFile(file), file).value;
   return isJsonObject(data) ? data : {};
 }
 
