@@ -650,14 +650,14 @@ Deno.test("a kind change replaces the section, from a file or from --set", async
 
 Deno.test("an unknown kind names itself and lists the known ones", async () => {
   const files = { "exp.json": { name: "x" } };
-  const { error } = await loadError(files, "exp.json", { sets: ["dataset.kind=tarball"] });
+  const { error } = await loadError(files, "exp.json", { sets: ["dataset.kind=tar"] });
   assert.equal(
     error.message,
-    '--set dataset.kind=tarball: dataset.kind: unknown kind "tarball" ' +
+    '--set dataset.kind=tar: dataset.kind: unknown kind "tar" ' +
       "(expected one of avatars, folder, zip, cartoonset)",
   );
   const { error: then } = await loadError(files, "exp.json", {
-    sets: ["dataset.kind=tarball", "dataset.path=/x"],
+    sets: ["dataset.kind=tar", "dataset.path=/x"],
   });
   assert.equal(then.message, error.message);
 });
