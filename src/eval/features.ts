@@ -227,7 +227,10 @@ async function fileArtifacts(
     hash.update(text);
     json = JSON.parse(text);
   } catch (error) {
-    throw new UserError(`cannot read the feature model ${path}: ${(error as Error).message}`, where);
+    throw new UserError(
+      `cannot read the feature model ${path}: ${(error as Error).message}`,
+      where,
+    );
   }
   if (!json.modelTopology || !Array.isArray(json.weightsManifest)) {
     throw new UserError(`${path} has no modelTopology or weightsManifest`, where);

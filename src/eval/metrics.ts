@@ -29,7 +29,9 @@ export interface FeatureStats {
 function countOf(features: ArrayLike<number>, dims: number): number {
   const n = features.length / dims;
   if (!Number.isInteger(n) || n < 2) {
-    throw new RangeError(`need at least 2 feature vectors of ${dims}, got ${features.length} values`);
+    throw new RangeError(
+      `need at least 2 feature vectors of ${dims}, got ${features.length} values`,
+    );
   }
   return n;
 }
