@@ -17,8 +17,10 @@ import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { makeSchedule, type Schedule, terminalSignal } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
+import { RunEvaluator } from "../eval/mod.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
+import { writeLossPlot } from "../io/plot.ts";
 import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
@@ -346,6 +348,7 @@ export async function runExperiment(
   await writeManifest(dir, manifest);
 
   let workers: GradientWorkers | undefined;
+  let evaluator: RunEvaluator | null = null;
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
@@ -364,6 +367,25 @@ export async function runExperiment(
       });
     }
     manifest.backend.workers = workers ? config.train.workers : 0;
+    // Sampling uses the weight average when the experiment keeps one.
+    const shared = workers;
+    const denoiser = (): Denoiser => {
+      const net = ema ? withParams(model, ema.params) : model;
+      return shared
+        ? (xt, t) => shared.predictSharded(net, xt, t)
+        : (xt, t) => tf.tidy(() => net.predict(xt, t));
+    };
+    evaluator = await RunEvaluator.start({
+      config,
+      experimentFile: loaded.file,
+      dataset,
+      schedule,
+      denoiser,
+      backend: backend.name,
+      dir,
+      log,
+      signal: options.signal,
+    });
     const size = dataset.size;
     const grid = (images: Float32Array, count: number, columns: number) =>
       makeGrid(images, { count, height: size, width: size, channels: 3, columns });
@@ -388,15 +410,11 @@ export async function runExperiment(
         startFrom: previous ? await loadCheckpoint(checkpointDir, { model, optimizer, ema }) : null,
         options: { ...options, log },
         backend,
+        evaluator,
       });
     }
 
-    // Sampling uses the weight average when the experiment keeps one.
-    const net = ema ? withParams(model, ema.params) : model;
-    const shared = workers;
-    const denoise: Denoiser = shared
-      ? (xt, t) => shared.predictSharded(net, xt, t)
-      : (xt, t) => tf.tidy(() => net.predict(xt, t));
+    const denoise = denoiser();
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
     if (!options.signal?.aborted) {
@@ -427,6 +445,10 @@ export async function runExperiment(
         await recoveryFigure(denoise, schedule, { config, dataset, dir, log });
       }
     }
+    if (evaluator && !options.signal?.aborted) {
+      Object.assign(manifest.summary, await evaluator.final(Number(manifest.summary.steps ?? 0)));
+    }
+    await writeLossPlot(dir);
     manifest.status = options.signal?.aborted ? "interrupted" : "complete";
   } catch (err) {
     manifest.status = "failed";
@@ -434,6 +456,7 @@ export async function runExperiment(
     throw err;
   } finally {
     workers?.close();
+    evaluator?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
@@ -484,6 +507,7 @@ interface TrainContext {
   startFrom: { step: number; epoch: number } | null;
   options: RunOptions & { log: (line: string) => void };
   backend: BackendInfo;
+  evaluator: RunEvaluator | null;
 }
 
 /** Runs the training loop with logging, metrics, periodic checkpoints and interruption. */
@@ -542,6 +566,7 @@ async function train(model: DenoiseModel, ctx: TrainContext): Promise<void> {
           windowSteps = 0;
         }
         const endOfEpoch = step % steps.perEpoch === 0;
+        if (endOfEpoch && step < steps.total) await ctx.evaluator?.afterEpoch(epoch + 1, step);
         if (endOfEpoch && (epoch + 1) % config.train.checkpointEvery === 0 && step < steps.total) {
           await ctx.checkpoint(step, epoch);
         }
