@@ -198,6 +198,8 @@ export interface EvaluateSamplesOptions extends MetricSettings {
   floor: boolean;
   /** The tfjs backend (recorded). */
   backend: string;
+  /** The reference set in words (default `dataset.source`); must not vary between reruns. */
+  referenceDescription?: string;
   /** Extra protocol fields of the samples (sampler, steps, EMA, seed stream...). */
   samplesProtocol?: Record<string, unknown>;
   /** Reference-feature cache folder. */
@@ -248,7 +250,10 @@ export async function evaluateSamples(
     network: network.info,
     samples: { ...options.samplesProtocol, source: samples.source, count: samples.count },
     reference: {
-      source: `${options.dataset.source}: ${ref.count} images drawn by a seeded permutation ` +
+      source:
+        `${
+          options.referenceDescription ?? options.dataset.source
+        }: ${ref.count} images drawn by a seeded permutation ` +
         `(stream eval/reference, seed ${options.seed}); floor: the next ${ref.floorCount}`,
       count: ref.count,
       split: "training set",

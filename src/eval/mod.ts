@@ -191,6 +191,8 @@ export class RunEvaluator {
       floor: settings.floor,
       backend: this.#ctx.backend,
       samplesProtocol: { ...samplerProtocol(config, schedule), stream: options.stream },
+      referenceDescription: `training set ${JSON.stringify(config.dataset)} at ` +
+        `${config.transform.size} px (content sha256 below)`,
       cacheDir: this.#ctx.cacheDir ? join(this.#ctx.cacheDir, "eval") : undefined,
     });
     const out: RunEvaluation = { epoch, step: options.step, ...result };
