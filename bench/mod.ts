@@ -1,10 +1,11 @@
 /**
- * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step and
- * the data pipeline, and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
+ * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step,
+ * the data pipeline and the evaluation (feature extraction, the whole KID/FID of N samples),
+ * and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data]
+ *                 [--profile] [--only train,sample,data,eval] [--eval-samples 1000]
  * ```
  * @module
  */
@@ -20,6 +21,7 @@ import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
 import { GradientWorkers } from "../src/train/parallel/mod.ts";
 import { trainStep } from "../src/train/step.ts";
+import { benchEval } from "./eval_bench.ts";
 import {
   currentRss,
   megabytes,
@@ -33,7 +35,7 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data"] as const;
+const PHASES = ["train", "sample", "data", "eval"] as const;
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
@@ -50,6 +52,8 @@ interface Args {
   workers: number;
   microBatch?: number;
   torch: string[];
+  /** Samples of the whole-eval measurement. */
+  evalSamples: number;
 }
 
 function parse(argv: string[]): Args {
@@ -67,6 +71,7 @@ function parse(argv: string[]): Args {
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
+      "eval-samples": { type: "string", default: "1000" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -75,7 +80,8 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--only train,sample,data,eval] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--eval-samples 1000]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
@@ -115,6 +121,7 @@ function parse(argv: string[]): Args {
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
+    evalSamples: int("eval-samples", values["eval-samples"], 2),
   };
 }
 
@@ -333,6 +340,10 @@ async function main(): Promise<void> {
       maxImagesPerSecond: 1 / perImage.min,
       n: timing.n,
     };
+  }
+
+  if (args.only.includes("eval")) {
+    result.eval = await benchEval({ samples: args.evalSamples, log: (l) => console.log(l) });
   }
 
   result.peakRss = peakRss();

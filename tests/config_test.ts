@@ -261,7 +261,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
     top.message,
     `${join(dir, "exp.json")}: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
       "name, description, seed, backend, dataset, transform, schedule, model, loss, optimizer, " +
-      "train, sampler, recovery)",
+      "train, sampler, recovery, eval)",
   );
   const { error: nested, dir: dir2 } = await loadError(
     { "exp.json": { name: "x", dataset: { kind: "avatars", path: "/x" } } },

@@ -17,7 +17,10 @@ const WITH_EVAL = {
   eval: { every: 1, samples: 6, resize: 80, kidSubsets: 10, kidSubsetSize: 4 },
 };
 
-async function lines(path: string): Promise<Record<string, any>[]> {
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+async function lines(path: string): Promise<Json[]> {
   return (await Deno.readTextFile(path)).trim().split("\n").map((l) => JSON.parse(l));
 }
 

@@ -225,7 +225,12 @@ export async function trainJudge(
     heldOutCount: record.heldOutCount,
     realDistribution: record.realDistribution.map((p) => Float64Array.from(p)),
     cached,
-    predict: (images, n) => predictLabels(model, images, { count: n, size, heads }),
+    predict: (images, n) => {
+      if (images.length !== n * size * size * 3) {
+        throw new RangeError(`judge: ${images.length} bytes are not ${n} images of ${size} px`);
+      }
+      return predictLabels(model, images, { count: n, size, heads });
+    },
     dispose: () => model.dispose(),
   });
   try {
