@@ -53,7 +53,7 @@ Deno.test("judge: learns labelled shapes, scores distributions and requested lab
   const cacheDir = await Deno.makeTempDir();
   try {
     const data = shapes(400, "train");
-    const settings = { seed: 1, epochs: 8, width: 8, batchSize: 32, cacheDir };
+    const settings = { seed: 1, steps: 80, width: 8, batchSize: 32, cacheDir };
     const judge = await trainJudge(data, settings);
     assert.equal(judge.cached, false);
     assert.equal(judge.heldOutCount, 80);

@@ -47,8 +47,8 @@ export interface JudgeSettings {
   seed: number;
   /** Fraction of the images held out for the accuracy (default 0.2). */
   heldOut?: number;
-  /** Training epochs (default 6). */
-  epochs?: number;
+  /** Optimizer steps (default 2000; whole epochs over the training part, the last one cut). */
+  steps?: number;
   /** Batch size (default 64). */
   batchSize?: number;
   /** Base width of the convolutions (default 16). */
@@ -198,7 +198,7 @@ export async function trainJudge(
   const settings = {
     seed: options.seed,
     heldOut: options.heldOut ?? 0.2,
-    epochs: options.epochs ?? 6,
+    steps: options.steps ?? 2000,
     batchSize: options.batchSize ?? 64,
     width: options.width ?? 16,
   };
@@ -226,7 +226,7 @@ export async function trainJudge(
     realDistribution: record.realDistribution.map((p) => Float64Array.from(p)),
     cached,
     predict: (images, n) => {
-      if (images.length !== n * size * size * 3) {
+      if (images.length < n * size * size * 3 || images.length % (size * size * 3) !== 0) {
         throw new RangeError(`judge: ${images.length} bytes are not ${n} images of ${size} px`);
       }
       return predictLabels(model, images, { count: n, size, heads });
@@ -255,11 +255,18 @@ export async function trainJudge(
     loss: attributes.map(() => "sparseCategoricalCrossentropy"),
   });
   const log = options.log ?? (() => {});
-  for (let epoch = 0; epoch < settings.epochs; epoch++) {
+  const perEpoch = Math.ceil((train.length - 1) / settings.batchSize);
+  const epochs = Math.ceil(settings.steps / perEpoch);
+  let step = 0;
+  for (let epoch = 0; epoch < epochs; epoch++) {
     const perm = deriveRng(settings.seed, `judge/order/epoch-${epoch}`).permutation(train.length);
     let lossSum = 0;
     let batches = 0;
-    for (let start = 0; start + 1 < train.length; start += settings.batchSize) {
+    for (
+      let start = 0;
+      start + 1 < train.length && step < settings.steps;
+      start += settings.batchSize, step++
+    ) {
       const idx = Array.from(
         perm.subarray(start, Math.min(start + settings.batchSize, train.length)),
         (p) => train[p],
@@ -275,7 +282,13 @@ export async function trainJudge(
       batches++;
       await new Promise((r) => setTimeout(r, 0));
     }
-    log(`  judge: epoch ${epoch + 1}/${settings.epochs} loss ${(lossSum / batches).toFixed(4)}`);
+    if ((epoch + 1) % Math.max(1, Math.round(epochs / 5)) === 0 || epoch === epochs - 1) {
+      log(
+        `  judge: epoch ${epoch + 1}/${epochs} (step ${step}) loss ${
+          (lossSum / batches).toFixed(4)
+        }`,
+      );
+    }
   }
   const testImages = new Uint8Array(heldOutCount * size * size * 3);
   test.forEach((k, i) =>
