@@ -130,3 +130,33 @@ Deno.test("eval section: eval.jsonl per epoch, summary, loss.png, same bytes twi
   assert.match(broken.out, /broken\.png/);
   for (const d of [outRoot, folder, empty]) await Deno.remove(d, { recursive: true });
 });
+
+Deno.test("eval section: a judge without labels, or a missing feature model, is bad input (exit 2, no folder)", async () => {
+  const images = await Deno.makeTempDir();
+  for (let i = 0; i < 3; i++) {
+    const data = new Uint8Array(8 * 8 * 3).fill(40 * i);
+    await Deno.writeFile(join(images, `${i}.png`), await encodePng({ width: 8, height: 8, data }));
+  }
+  const outRoot = await Deno.makeTempDir();
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ metrics: ["kid", "judge"] }, /eval\.metrics: the dataset .* has no labels to judge/],
+    [
+      { features: "missing/model.json" },
+      /eval\.features: feature model .*missing\/model\.json cannot be read/,
+    ],
+  ];
+  for (const [evalSection, message] of cases) {
+    const file = await experimentFile({
+      ...TINY,
+      dataset: { kind: "folder", path: images },
+      eval: evalSection,
+    });
+    const run = await captured(() => main(["run", file, "--out", outRoot]));
+    assert.equal(run.code, 2, run.out);
+    assert.match(run.out, message);
+    assert.match(run.out, new RegExp(file.replaceAll("/", "\\/")));
+  }
+  assert.deepEqual([...Deno.readDirSync(outRoot)], []);
+  await Deno.remove(images, { recursive: true });
+  await Deno.remove(outRoot, { recursive: true });
+});

@@ -15,6 +15,7 @@ import type { Dataset } from "../data/mod.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
+import { UserError } from "../errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
 import {
@@ -113,6 +114,39 @@ export function samplerProtocol(config: Experiment, schedule: Schedule): Record<
     ema: config.optimizer.ema !== undefined,
     experimentSeed: config.seed,
   };
+}
+
+/**
+ * Checks what the `eval` section needs before a run folder exists: a readable `eval.features`
+ * file and, for `judge`, a labelled dataset. Throws a {@link UserError} naming the file and field.
+ */
+export async function checkEvalInput(
+  config: Experiment,
+  options: { dataset: Dataset; experimentFile: string },
+): Promise<void> {
+  const settings = config.eval;
+  if (!settings) return;
+  const where = { file: options.experimentFile };
+  if (settings.features !== undefined) {
+    const path = resolve(dirname(options.experimentFile), settings.features);
+    try {
+      if (!(await Deno.stat(path)).isFile) throw new Error("not a file");
+    } catch {
+      throw new UserError(`feature model ${path} cannot be read`, {
+        ...where,
+        path: "eval.features",
+        expected: "a tfjs model.json",
+      });
+    }
+  }
+  if (settings.metrics.includes("judge") && !options.dataset.labels?.attributes.length) {
+    throw new UserError(`the dataset (${options.dataset.source}) has no labels to judge`, {
+      ...where,
+      path: "eval.metrics",
+      expected: "kid and fid only, or a labelled dataset (avatars, or a folder with one " +
+        "subfolder per class)",
+    });
+  }
 }
 
 /** Evaluates a run's model during and after training (the `eval` section). */

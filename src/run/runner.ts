@@ -17,7 +17,7 @@ import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { makeSchedule, type Schedule, terminalSignal } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
-import { RunEvaluator } from "../eval/mod.ts";
+import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import { writeLossPlot } from "../io/plot.ts";
@@ -307,6 +307,7 @@ export async function runExperiment(
     experimentFile: loaded.file,
   });
   log(`  ${dataset.source}`);
+  await checkEvalInput(config, { dataset, experimentFile: loaded.file });
   const tHash = trainingHash(config);
   const reuse = options.resume || options.retrain
     ? null
