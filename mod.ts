@@ -15,6 +15,16 @@ export { ddpmStep, type Denoiser, sampleDdpm } from "./src/diffusion/sampler.ts"
 export { countParameters, createModel, type DenoiseModel } from "./src/model/mod.ts";
 export { Adam, lossValue, trainModel } from "./src/train/mod.ts";
 export { type BackendInfo, initBackend } from "./src/backend/mod.ts";
+export {
+  attributeDistance,
+  compareImageSets,
+  evaluateSamples,
+  fid,
+  judgeAccuracy,
+  kid,
+  loadFeatureNetwork,
+  trainJudge,
+} from "./src/eval/mod.ts";
 export { type Experiment, ExperimentSchema } from "./schemas/experiment.ts";
 
 if (import.meta.main) {
