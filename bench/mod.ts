@@ -1,21 +1,29 @@
 /**
- * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step,
- * the data pipeline and the evaluation (feature extraction, the whole KID/FID of N samples),
- * and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
+ * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step and
+ * the data pipeline, and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data,eval] [--eval-samples 1000]
+ *                 [--profile] [--only train,sample,data,decode,eval] [--decode-count 12000]
+ *                 [--eval-samples 1000]
+ *                 [--model '{"width": 128}']
  * ```
+ *
+ * `eval` (not run by default: minutes) times the feature extraction of the KID/FID network at 299
+ * and 128 px and the whole evaluation of `--eval-samples` images (bench/eval_bench.ts).
+ *
+ * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
+ * and a zip of 64x64 PNGs into the decoded cache, and a cached start.
  * @module
  */
 import { parseArgs } from "node:util";
 import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
 import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
+import { benchDecode } from "./decode_bench.ts";
 import { ddpmStep } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
-import { createModel } from "../src/model/mod.ts";
+import { countParameters, createModel } from "../src/model/mod.ts";
 import { deriveRng } from "../src/rng.ts";
 import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
@@ -35,7 +43,8 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data", "eval"] as const;
+const PHASES = ["train", "sample", "data", "decode", "eval"] as const;
+const DEFAULT_PHASES = ["train", "sample", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
@@ -49,11 +58,14 @@ interface Args {
   json?: string;
   profile: boolean;
   only: Phase[];
+  decodeCount: number;
   workers: number;
   microBatch?: number;
   torch: string[];
-  /** Samples of the whole-eval measurement. */
+  /** Samples of the whole-eval measurement (`eval` phase). */
   evalSamples: number;
+  /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
+  model?: Record<string, unknown>;
 }
 
 function parse(argv: string[]): Args {
@@ -67,11 +79,13 @@ function parse(argv: string[]): Args {
       warmup: { type: "string", default: "2" },
       json: { type: "string" },
       profile: { type: "boolean", default: false },
-      only: { type: "string", default: PHASES.join(",") },
+      only: { type: "string", default: DEFAULT_PHASES.join(",") },
+      "decode-count": { type: "string", default: "12000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
       "eval-samples": { type: "string", default: "1000" },
+      model: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -80,13 +94,16 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data,eval] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--only train,sample,data,decode,eval] [--decode-count 12000]\n" +
         "                [--eval-samples 1000]\n" +
+        "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
         "0: the whole shard)\n" +
+        '--model: JSON object of model fields over the course U-Net (e.g. \'{"width": 128, ' +
+        '"multipliers": [1, 1, 2, 2]}\')\n' +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
         "         this one (e.g. before and after): prints the time ratios to their mean",
     );
@@ -114,6 +131,7 @@ function parse(argv: string[]): Args {
     json: values.json,
     profile: values.profile,
     only: only as Phase[],
+    decodeCount: int("decode-count", values["decode-count"], 1),
     workers: values.workers === "auto"
       ? (values.backend === "wasm"
         ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
@@ -122,7 +140,21 @@ function parse(argv: string[]): Args {
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
     evalSamples: int("eval-samples", values["eval-samples"], 2),
+    model: values.model === undefined ? undefined : parseModel(values.model),
   };
+}
+
+function parseModel(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--model: expected a JSON object (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error("--model: expected a JSON object of model fields");
+  }
+  return value as Record<string, unknown>;
 }
 
 /** Kernel milliseconds per call of `fn`, largest first (tf.profile). */
@@ -180,14 +212,17 @@ async function compareWithTorch(
 
 function line(label: string, t: Timing, gflop?: number): string {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
-  const rate = gflop === undefined ? "" : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
+  const rate = gflop === undefined || Number.isNaN(gflop)
+    ? ""
+    : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
   return `${label}: median ${ms(t.median)} (min ${ms(t.min)}, max ${ms(t.max)}, n ${t.n})${rate}`;
 }
 
 async function main(): Promise<void> {
   const args = parse(Deno.args);
   const info = await initBackend(args.backend);
-  const scale = (args.size / 32) ** 2 * (args.batch / 32);
+  // The GFLOP figures are the course U-Net's: other models print times only.
+  const scale = args.model === undefined ? (args.size / 32) ** 2 * (args.batch / 32) : NaN;
   const cpu = (() => {
     try {
       const text = Deno.readTextFileSync("/proc/cpuinfo");
@@ -201,13 +236,15 @@ async function main(): Promise<void> {
       `${info.adapter ? `, adapter ${info.adapter}` : ""}; tfjs ${info.tfjsVersion}; ` +
       `${cpu}, ${navigator.hardwareConcurrency} logical cores`,
   );
+  const modelConfig = ModelSchema.parse(args.model ?? {});
+  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   console.log(
-    `course U-Net, ${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
+    `${args.model === undefined ? "course U-Net" : `U-Net ${JSON.stringify(args.model)}`} ` +
+      `(${countParameters(modelConfig).toLocaleString("en-US")} parameters), ` +
+      `${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
       `${args.reps} repetitions`,
   );
 
-  const modelConfig = ModelSchema.parse({});
-  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   const workers = args.workers > 0
     ? await GradientWorkers.start({
       count: args.workers,
@@ -340,6 +377,19 @@ async function main(): Promise<void> {
       maxImagesPerSecond: 1 / perImage.min,
       n: timing.n,
     };
+  }
+
+  if (args.only.includes("decode")) {
+    const cacheRoot = new URL("../.cache", import.meta.url).pathname;
+    const timings = await benchDecode({ count: args.decodeCount, size: args.size, cacheRoot });
+    for (const t of timings) {
+      console.log(
+        `decode ${args.decodeCount} 64x64 PNGs to ${args.size}x${args.size}, ${t.what}: ` +
+          `${t.seconds.toFixed(2)} s (${t.imagesPerSecond.toFixed(0)} images/s)` +
+          (t.fromCache ? "" : ", decoded"),
+      );
+    }
+    result.decode = timings;
   }
 
   if (args.only.includes("eval")) {

@@ -41,8 +41,8 @@ function shapes(count: number, stream: string, only?: { colour: number }): Label
     size,
     images,
     attributes: [
-      { name: "colour", values: ["red", "green", "blue"] },
-      { name: "side", values: ["left", "right"] },
+      { name: "colour", count: 3, values: ["red", "green", "blue"] },
+      { name: "side", count: 2 },
     ],
     labels: [colour, side],
   };

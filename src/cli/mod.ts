@@ -9,12 +9,7 @@ import { loadExperiment } from "../config/mod.ts";
 import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRuns } from "../run/list.ts";
-import { runExperiment } from "../run/runner.ts";
-import { verifyRun } from "../run/verify.ts";
-import { evaluateRun, fidCommand } from "../run/evaluate.ts";
-import { formatEvaluation, labelledFromDataset, trainJudge } from "../eval/mod.ts";
-import { initBackend } from "../backend/mod.ts";
-import { loadDataset } from "../data/mod.ts";
+import { describeRun } from "../run/describe.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
@@ -106,13 +101,20 @@ async function runCommand(args: string[]): Promise<number> {
     sets: values.set ?? [],
     seed: parseSeed(values.seed),
   });
+  const outRoot = values.out ?? "outputs";
+  if (values["dry-run"]) {
+    // Only the config and the plain arithmetic of a run: TensorFlow.js is not loaded.
+    console.log(await describeRun(loaded, outRoot));
+    return 0;
+  }
+  // Loaded on demand, so that --dry-run, diff and runs never load TensorFlow.js.
+  const { runExperiment } = await import("../run/runner.ts");
   const controller = new AbortController();
   const release = abortOnSignals(controller);
   try {
     const result = await runExperiment(loaded, {
-      outRoot: values.out ?? "outputs",
+      outRoot,
       force: values.force ?? false,
-      dryRun: values["dry-run"] ?? false,
       resume: values.resume ?? false,
       retrain: values.retrain ?? false,
       signal: controller.signal,
@@ -131,6 +133,7 @@ async function verifyCommand(args: string[]): Promise<number> {
     });
   }
   console.log(`re-running ${positionals[0]} in a temporary folder...`);
+  const { verifyRun } = await import("../run/verify.ts");
   const result = await verifyRun(positionals[0], { log: (l) => console.log(`  ${l}`) });
   for (const c of result.checks) console.log(`${c.status.padEnd(8)} ${c.path}`);
   console.log(result.identical ? "all artifacts match" : "some artifacts differ");
@@ -189,6 +192,8 @@ async function fidCmd(args: string[]): Promise<number> {
     },
   });
   const log = values.json ? () => {} : (l: string) => console.log(l);
+  const { fidCommand } = await import("../run/evaluate.ts");
+  const { formatEvaluation } = await import("../eval/mod.ts");
   const result = await fidCommand(positionals, {
     resize: positiveInt("--resize", values.resize),
     features: values.features,
@@ -216,6 +221,8 @@ async function evalCmd(args: string[]): Promise<number> {
       expected: "deno task eval <run> [--samples N] [--set sampler.x=v]",
     });
   }
+  const { evaluateRun } = await import("../run/evaluate.ts");
+  const { formatEvaluation } = await import("../eval/mod.ts");
   const result = await evaluateRun(positionals[0], {
     samples: positiveInt("--samples", values.samples),
     sets: values.set ?? [],
@@ -239,6 +246,9 @@ async function judgeCmd(args: string[]): Promise<number> {
   }
   const loaded = await loadExperiment(positionals[0], { sets: values.set ?? [] });
   const { config } = loaded;
+  const { initBackend } = await import("../backend/mod.ts");
+  const { loadDataset } = await import("../data/mod.ts");
+  const { labelledFromDataset, trainJudge } = await import("../eval/mod.ts");
   await initBackend(config.backend);
   const log = values.json ? () => {} : (l: string) => console.log(l);
   log(`loading dataset (${config.dataset.kind})...`);
@@ -250,7 +260,7 @@ async function judgeCmd(args: string[]): Promise<number> {
   const judge = await trainJudge(labelledFromDataset(dataset), { seed: config.seed, log });
   const rows = judge.attributes.map((a) => ({
     attribute: a.name,
-    values: a.values.length,
+    values: a.count,
     accuracy: judge.accuracy[a.name],
     chance: judge.chance[a.name],
   }));

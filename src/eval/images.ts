@@ -4,8 +4,15 @@
  * @module
  */
 import sharp from "sharp";
-import type { ModelConfig, SamplerConfig } from "../../schemas/experiment.ts";
-import { loadFolder } from "../data/folder.ts";
+import { join, resolve } from "node:path";
+import {
+  DatasetSchema,
+  type ModelConfig,
+  type SamplerConfig,
+  TransformSchema,
+} from "../../schemas/experiment.ts";
+import { listImages } from "../data/folder.ts";
+import { loadDataset } from "../data/mod.ts";
 import { generate } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
@@ -83,41 +90,44 @@ export async function sampleImageSet(
 
 /**
  * The images of an image folder (recursively), all resized to the size of the first one (or
- * `size`). Throws a {@link UserError} naming the folder when it is missing, empty or holds an
- * unreadable image.
+ * `size`) as the `folder` dataset loads them. Throws a {@link UserError} naming the folder when it
+ * is missing or empty, and the file when an image cannot be decoded.
  */
 export async function folderImageSet(
   path: string,
   options: { size?: number; what?: string } = {},
 ): Promise<ImageSet> {
   const where = options.what ?? "image folder";
+  const root = resolve(path);
+  const files = await listImages(root, { configPath: where });
+  if (files.length === 0) {
+    throw new UserError(`image folder ${root} contains no images`, {
+      path: where,
+      expected: "png, jpg, jpeg, webp or gif files",
+    });
+  }
   let size = options.size;
   if (size === undefined) {
-    const { listImages } = await import("../data/folder.ts");
-    const files = await listImages(path, { configPath: where });
-    if (files.length === 0) {
-      throw new UserError(`${path} contains no images`, {
-        path: where,
-        expected: "png, jpg, jpeg, webp or gif files",
-      });
-    }
-    const first = `${path}/${files[0]}`;
+    const first = join(root, files[0]);
     try {
       const meta = await sharp(first).metadata();
       size = Math.max(meta.width ?? 0, meta.height ?? 0);
     } catch (error) {
-      throw new UserError(`cannot read image ${first}: ${(error as Error).message}`, {
+      throw new UserError(`cannot decode image ${first}: ${(error as Error).message}`, {
         path: where,
-        expected: "a valid image",
+        expected: "a valid png, jpg, webp or gif image",
       });
     }
   }
-  const images = await loadFolder(path, { size, configPath: where });
+  const dataset = await loadDataset(DatasetSchema.parse({ kind: "folder", path: root }), {
+    transform: TransformSchema.parse({ size, horizontalFlip: false }),
+    seed: 0,
+  });
   return {
-    count: images.count,
+    count: dataset.count,
     size,
-    pixels: images.pixels,
-    source: `folder ${images.root}: ${images.count} images at ${size} px`,
+    pixels: dataset.pixels,
+    source: `folder ${root}: ${dataset.count} images at ${size} px`,
   };
 }
 

@@ -12,20 +12,15 @@
  * @module
  */
 import { join } from "node:path";
-import type { Dataset } from "../data/mod.ts";
+import type { Attribute, Dataset } from "../data/mod.ts";
 import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { datasetContentHash } from "./evaluate.ts";
 
-/** One categorical attribute: its name and its values (label v means `values[v]`). */
-export interface AttributeDescriptor {
-  /** e.g. `hair`, `class`. */
-  name: string;
-  /** The vocabulary. */
-  values: string[];
-}
+/** One categorical attribute: its name, its number of values and, when known, their names. */
+export type AttributeDescriptor = Attribute;
 
 /** Labelled uint8 RGB images. */
 export interface LabelledImages {
@@ -37,7 +32,7 @@ export interface LabelledImages {
   images: Uint8Array;
   /** The attributes. */
   attributes: AttributeDescriptor[];
-  /** One array per attribute: the label of each image. */
+  /** One array per attribute: the label of each image, in `[0, count)`. */
   labels: Int32Array[];
 }
 
@@ -89,15 +84,12 @@ export function labelledFromDataset(dataset: Dataset): LabelledImages {
       expected: "a labelled dataset (avatars, or a folder with one subfolder per class)",
     });
   }
-  const a = labels.attributes.length;
   return {
     count: dataset.count,
     size: dataset.size,
     images: dataset.pixels,
-    attributes: labels.attributes.map((x) => ({ name: x.name, values: [...x.values] })),
-    labels: labels.attributes.map((_, k) =>
-      Int32Array.from({ length: dataset.count }, (_, i) => labels.data[i * a + k])
-    ),
+    attributes: labels.attributes,
+    labels: labels.labels,
   };
 }
 
@@ -127,7 +119,7 @@ function buildModel(
     .apply(x) as tf.SymbolicTensor;
   const outputs = attributes.map((a, i) =>
     tf.layers.dense({
-      units: a.values.length,
+      units: a.count,
       activation: "softmax",
       name: `head_${i}`,
       kernelInitializer: init(),
@@ -304,7 +296,7 @@ export async function trainJudge(
     let right = 0;
     test.forEach((k, i) => (right += predicted[h][i] === data.labels[h][k] ? 1 : 0));
     accuracy[a.name] = right / heldOutCount;
-    const counts = new Float64Array(a.values.length);
+    const counts = new Float64Array(a.count);
     for (const k of train) counts[data.labels[h][k]]++;
     chance[a.name] = Math.max(...counts) / train.length;
   });
@@ -312,7 +304,7 @@ export async function trainJudge(
     accuracy,
     chance,
     heldOutCount,
-    realDistribution: attributes.map((a, h) => [...distribution(predicted[h], a.values.length)]),
+    realDistribution: attributes.map((a, h) => [...distribution(predicted[h], a.count)]),
     modelTopology: null,
     weightSpecs: [],
   };
@@ -343,7 +335,7 @@ export async function attributeDistance(
   const predicted = await judge.predict(images, count);
   const perAttribute: Record<string, number> = {};
   judge.attributes.forEach((a, h) => {
-    const p = distribution(predicted[h], a.values.length);
+    const p = distribution(predicted[h], a.count);
     const q = judge.realDistribution[h];
     let tv = 0;
     for (let v = 0; v < p.length; v++) tv += Math.abs(p[v] - q[v]) / 2;

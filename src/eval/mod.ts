@@ -14,7 +14,8 @@ import type { EvalConfig, Experiment } from "../../schemas/experiment.ts";
 import type { Dataset } from "../data/mod.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
-import type { Schedule } from "../diffusion/schedule.ts";
+import { makeSchedule, type Schedule } from "../diffusion/schedule.ts";
+import { plannedSteps } from "../train/mod.ts";
 import { UserError } from "../errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
@@ -65,28 +66,34 @@ export {
 } from "./judge.ts";
 export { featureStats, fid, frechetDistance, kid, type KidResult } from "./metrics.ts";
 
-/** Everything a run's evaluations need. */
+/** What a run's evaluator needs besides the config. */
 export interface RunEvalContext {
-  /** The resolved experiment (its `eval` section is set). */
-  config: Experiment;
   /** The experiment file: a relative `eval.features` path is relative to it. */
   experimentFile: string;
   /** The loaded training set (the reference set is drawn from it). */
   dataset: Dataset;
-  /** The noise schedule. */
-  schedule: Schedule;
-  /** The denoiser with the current weights (EMA when the run keeps one). */
-  denoiser: () => Denoiser;
   /** The tfjs backend (recorded). */
   backend: string;
-  /** The run folder: eval.jsonl and eval_timings.jsonl go there. */
-  dir: string;
   /** Progress lines. */
   log: (line: string) => void;
   /** Stops sampling when aborted. */
   signal?: AbortSignal;
   /** Cache root (default `<project>/.cache`). */
   cacheDir?: string;
+}
+
+/** Where the runner calls the evaluator: after an epoch, or at the end (`final`). */
+export interface RunEvalPoint {
+  /** The run folder: eval.jsonl and eval_timings.jsonl go there. */
+  dir: string;
+  /** Optimizer steps done. */
+  step: number;
+  /** Epoch of the last step (0-based). */
+  epoch: number;
+  /** Whether this is the evaluation at the end of the run. */
+  final: boolean;
+  /** The network as the samplers see it (the EMA weights when the run keeps them). */
+  denoise: Denoiser;
 }
 
 /** One evaluation of a run: a line of eval.jsonl and, at the end, eval.json. */
@@ -149,23 +156,37 @@ export async function checkEvalInput(
   }
 }
 
-/** Evaluates a run's model during and after training (the `eval` section). */
+/**
+ * Evaluates a run's model during and after training (the `eval` section): its {@link hook} is
+ * the runner's evaluation hook. Each evaluation samples `eval.samples` images with the run's
+ * sampler (its own random stream) and compares them with as many training images.
+ */
 export class RunEvaluator {
+  #config: Experiment;
   #ctx: RunEvalContext;
   #eval: EvalConfig;
+  #schedule: Schedule;
+  #totalSteps: number;
   #network: FeatureNetwork;
   #judge: Judge | null;
 
-  private constructor(ctx: RunEvalContext, network: FeatureNetwork, judge: Judge | null) {
+  private constructor(
+    config: Experiment,
+    ctx: RunEvalContext,
+    parts: { network: FeatureNetwork; judge: Judge | null },
+  ) {
+    this.#config = config;
     this.#ctx = ctx;
-    this.#eval = ctx.config.eval!;
-    this.#network = network;
-    this.#judge = judge;
+    this.#eval = config.eval!;
+    this.#schedule = makeSchedule(config.schedule);
+    this.#totalSteps = plannedSteps(ctx.dataset.count, config.train).total;
+    this.#network = parts.network;
+    this.#judge = parts.judge;
   }
 
   /** Loads the feature network (and trains or loads the judge); null without an `eval` section. */
-  static async start(ctx: RunEvalContext): Promise<RunEvaluator | null> {
-    const settings = ctx.config.eval;
+  static async start(config: Experiment, ctx: RunEvalContext): Promise<RunEvaluator | null> {
+    const settings = config.eval;
     if (!settings) return null;
     const network = await loadFeatureNetwork({
       resize: settings.resize,
@@ -177,7 +198,7 @@ export class RunEvaluator {
     if (settings.metrics.includes("judge")) {
       ctx.log("eval: training the attribute judge (cached by dataset)...");
       judge = await trainJudge(labelledFromDataset(ctx.dataset), {
-        seed: ctx.config.seed,
+        seed: config.seed,
         cacheDir: ctx.cacheDir ? join(ctx.cacheDir, "judge") : undefined,
         log: ctx.log,
       });
@@ -187,24 +208,48 @@ export class RunEvaluator {
         }`,
       );
     }
-    return new RunEvaluator(ctx, network, judge);
+    return new RunEvaluator(config, ctx, { network, judge });
   }
 
-  /** Whether the run evaluates after epoch `epoch` (1-based). */
-  due(epoch: number): boolean {
-    const every = this.#eval.every;
-    return every !== undefined && epoch % every === 0;
-  }
+  /**
+   * The runner's hook: after epoch e (0-based) it evaluates when `eval.every` divides e + 1 (the
+   * last epoch is left to the final evaluation) and appends to eval.jsonl; the final evaluation
+   * is appended with `"final": true` and its numbers are returned for the manifest summary.
+   */
+  hook = async (point: RunEvalPoint): Promise<Record<string, number> | void> => {
+    const started = performance.now();
+    if (!point.final) {
+      const epoch = point.epoch + 1;
+      const every = this.#eval.every;
+      if (every === undefined || epoch % every !== 0 || point.step >= this.#totalSteps) return;
+      const e = await this.evaluate(point.denoise, {
+        epoch,
+        step: point.step,
+        stream: `eval/sample/epoch-${epoch}`,
+      });
+      if (e) await this.#append(point.dir, e, (performance.now() - started) / 1000);
+      return;
+    }
+    const e = await this.evaluate(point.denoise, {
+      epoch: point.epoch + 1,
+      step: point.step,
+      stream: "eval/sample/final",
+    });
+    if (!e) return {};
+    await this.#append(point.dir, { ...e, final: true }, (performance.now() - started) / 1000);
+    return evaluationSummary(e);
+  };
 
-  /** Samples `eval.samples` images with the current weights and evaluates them (null: aborted). */
+  /** Samples `eval.samples` images with `denoise` and evaluates them (null: aborted). */
   async evaluate(
-    epoch: number,
-    options: { step: number; stream: string },
+    denoise: Denoiser,
+    options: { epoch: number; step: number; stream: string },
   ): Promise<RunEvaluation | null> {
-    const { config, dataset, schedule, log } = this.#ctx;
+    const config = this.#config;
+    const { dataset, log } = this.#ctx;
     const settings = this.#eval;
-    log(`eval after epoch ${epoch}: sampling ${settings.samples} images...`);
-    const samples = await sampleImageSet(this.#ctx.denoiser(), schedule, {
+    log(`eval after epoch ${options.epoch}: sampling ${settings.samples} images...`);
+    const samples = await sampleImageSet(denoise, this.#schedule, {
       sampler: config.sampler,
       prediction: config.model.prediction,
       count: settings.samples,
@@ -224,12 +269,12 @@ export class RunEvaluator {
       seed: config.seed,
       floor: settings.floor,
       backend: this.#ctx.backend,
-      samplesProtocol: { ...samplerProtocol(config, schedule), stream: options.stream },
+      samplesProtocol: { ...samplerProtocol(config, this.#schedule), stream: options.stream },
       referenceDescription: `training set ${JSON.stringify(config.dataset)} at ` +
         `${config.transform.size} px (content sha256 below)`,
       cacheDir: this.#ctx.cacheDir ? join(this.#ctx.cacheDir, "eval") : undefined,
     });
-    const out: RunEvaluation = { epoch, step: options.step, ...result };
+    const out: RunEvaluation = { epoch: options.epoch, step: options.step, ...result };
     if (this.#judge) {
       const scored = await attributeDistance(this.#judge, samples.pixels, samples.count);
       out.judge = {
@@ -242,36 +287,12 @@ export class RunEvaluator {
     return out;
   }
 
-  /**
-   * Evaluates after epoch `epoch` (1-based) when `eval.every` says so, appending to eval.jsonl
-   * (a line per evaluation, replacing lines of this step or later left by an interrupted run).
-   */
-  async afterEpoch(epoch: number, step: number): Promise<void> {
-    if (!this.due(epoch)) return;
-    const started = performance.now();
-    const e = await this.evaluate(epoch, { step, stream: `eval/sample/epoch-${epoch}` });
-    if (e) await this.#append(e, (performance.now() - started) / 1000);
-  }
-
-  /**
-   * The final evaluation (stream `eval/sample/final`), appended to eval.jsonl with
-   * `"final": true`; returns the summary keys for the manifest ({@link evaluationSummary}).
-   */
-  async final(step: number): Promise<Record<string, number>> {
-    const epochs = this.#ctx.config.train.epochs;
-    const started = performance.now();
-    const e = await this.evaluate(epochs, { step, stream: "eval/sample/final" });
-    if (!e) return {};
-    await this.#append({ ...e, final: true }, (performance.now() - started) / 1000);
-    return evaluationSummary(e);
-  }
-
-  async #append(e: RunEvaluation & { final?: boolean }, seconds: number): Promise<void> {
+  /** Appends an evaluation to eval.jsonl (replacing lines of its step or later) and its time. */
+  async #append(dir: string, e: RunEvaluation & { final?: boolean }, seconds: number) {
     const keep = async (name: string) => {
-      const path = join(this.#ctx.dir, name);
       let text = "";
       try {
-        text = await Deno.readTextFile(path);
+        text = await Deno.readTextFile(join(dir, name));
       } catch {
         // first evaluation
       }
@@ -280,13 +301,10 @@ export class RunEvaluator {
     };
     const { epoch, step, final, metrics, floor, judge, protocol } = e;
     const line = JSON.stringify({ step, epoch, final, metrics, floor, judge, protocol });
-    await writeFileAtomic(
-      join(this.#ctx.dir, "eval.jsonl"),
-      (await keep("eval.jsonl")) + line + "\n",
-    );
+    await writeFileAtomic(join(dir, "eval.jsonl"), (await keep("eval.jsonl")) + line + "\n");
     const timing = JSON.stringify({ step, epoch, final, seconds: +seconds.toFixed(3) });
     await writeFileAtomic(
-      join(this.#ctx.dir, "eval_timings.jsonl"),
+      join(dir, "eval_timings.jsonl"),
       (await keep("eval_timings.jsonl")) + timing + "\n",
     );
   }

@@ -10,7 +10,6 @@ import { initBackend } from "../backend/mod.ts";
 import { loadExperiment } from "../config/mod.ts";
 import { loadDataset } from "../data/mod.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
-import { makeSchedule } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
 import {
   compareImageSets,
@@ -90,7 +89,6 @@ export async function evaluateRun(
     eval: { ...base.eval, samples, every: undefined },
   });
   const backend = await initBackend(config.backend);
-  const schedule = makeSchedule(config.schedule);
   log(`loading dataset (${config.dataset.kind})...`);
   const dataset = await loadDataset(config.dataset, {
     transform: config.transform,
@@ -115,18 +113,15 @@ export async function evaluateRun(
     const denoise: Denoiser = shared
       ? (xt, t) => shared.predictSharded(net, xt, t)
       : (xt, t) => tf.tidy(() => net.predict(xt, t));
-    evaluator = await RunEvaluator.start({
-      config,
+    evaluator = await RunEvaluator.start(config, {
       experimentFile: manifest.source.file,
       dataset,
-      schedule,
-      denoiser: () => denoise,
       backend: backend.name,
-      dir: runDir,
       log,
       cacheDir: options.cacheDir,
     });
-    const result = await evaluator!.evaluate(config.train.epochs, {
+    const result = await evaluator!.evaluate(denoise, {
+      epoch: config.train.epochs,
       step: Number(manifest.summary.steps ?? 0),
       stream: `eval/sample/command-${samples}`,
     });
