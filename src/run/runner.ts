@@ -13,6 +13,8 @@ import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
+import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
+import { writeLossPlot } from "../io/plot.ts";
 import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
@@ -149,6 +151,7 @@ export async function runExperiment(
       }),
   });
   log(`  ${dataset.source}`);
+  await checkEvalInput(config, { dataset, experimentFile: loaded.file });
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
     ? null
@@ -182,13 +185,23 @@ export async function runExperiment(
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
+  let evaluator: RunEvaluator | null = null;
   try {
     workers = await startWorkers(config, backend);
     run.manifest.backend.workers = workers ? config.train.workers : 0;
     // The samplers and evaluations see the weight average when the experiment keeps one.
     const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, workers);
+    // The `eval` section (KID, FID, judge: eval.jsonl), unless the caller brings its own hook.
+    evaluator = options.evaluate ? null : await RunEvaluator.start(config, {
+      experimentFile: loaded.file,
+      dataset,
+      backend: backend.name,
+      log,
+      signal: options.signal,
+    });
+    const hook = options.evaluate ?? evaluator?.hook;
     const evaluate = async (at: { step: number; epoch: number; final: boolean }) =>
-      await options.evaluate?.({ config, dir, ...at, denoise, dataset });
+      await hook?.({ config, dir, ...at, denoise, dataset });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
     // Training (Algorithm 1), or the checkpoint of a complete run with the same training part.
@@ -236,7 +249,7 @@ export async function runExperiment(
             ) {
               await run.checkpoint(parts, { step, epoch });
             }
-            if (endOfEpoch && options.evaluate) {
+            if (endOfEpoch && hook) {
               const numbers = await evaluate({ step, epoch, final: false });
               if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
             }
@@ -276,15 +289,17 @@ export async function runExperiment(
         if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
       }
     }
-    if (!stopped() && options.evaluate) {
+    if (!stopped() && hook) {
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }));
     }
+    await writeLossPlot(dir);
     await run.end(stopped() ? "interrupted" : "complete");
   } catch (err) {
     await run.end("failed", err);
     throw err;
   } finally {
     workers?.close();
+    evaluator?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
