@@ -17,6 +17,7 @@ import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
+import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 
@@ -68,7 +69,7 @@ export interface SampleImagesOptions {
   log: (line: string) => void;
   /** Stops after the current batch when aborted. */
   signal?: AbortSignal;
-  /** Called after every step of every batch with the steps done and the steps of a batch. */
+  /** Called after every step of every batch with the steps done and to do, over all batches. */
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -100,6 +101,7 @@ export async function sampleImages(
     })
     : null;
   const out = new Float32Array(sampler.count * size * size * c);
+  const batches = Math.ceil(sampler.count / sampler.batchSize);
   for (let start = 0; start < sampler.count; start += sampler.batchSize) {
     const n = Math.min(sampler.batchSize, sampler.count - start);
     const started = performance.now();
@@ -112,8 +114,10 @@ export async function sampleImages(
       onStart: record,
       onStep: async (t, state, { step, steps }) => {
         if (record) await record(t, state);
-        options.onProgress?.(step, steps);
-        if (step % Math.max(1, Math.floor(steps / 4)) === 0) {
+        const batch = start / sampler.batchSize;
+        options.onProgress?.(batch * steps + step, batches * steps);
+        // Four lines a batch, unless a progress display shows every step.
+        if (!options.onProgress && step % Math.max(1, Math.floor(steps / 4)) === 0) {
           options.log(
             `  sampling images ${start + 1}-${start + n}: step ${step}/${steps} (t=${t})`,
           );
@@ -170,7 +174,9 @@ export async function writeRecoveryFigure(
   const { count, t, stepNoise } = config.recovery;
   const n = Math.min(count, dataset.count);
   const size = dataset.size;
-  options.log(`recovery: ${n} images noised to t = ${t.join(", ")}, denoised with beta and beta~`);
+  options.log(
+    `recovery: ${plural(n, "image")} noised to t = ${t.join(", ")}, denoised with beta and beta~`,
+  );
   const indices = Int32Array.from({ length: n }, (_, i) => i);
   const x0 = tf.tensor4d(makeBatch(dataset, indices), [n, size, size, 3]);
   const rows = await recover(denoise, options.schedule, {
