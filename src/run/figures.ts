@@ -1,7 +1,7 @@
 /**
  * The pictures of a run folder: `forward.png` (the notebook's forward process), `samples.png`
  * with `trajectory.png` and `trajectory.gif` (the sampler's output and its reverse process), and
- * `recovery.png` (seed 002). Each function samples or noises with the run's named random
+ * `recovery.png` (seed 002), captioned (./captions.ts) except the sample grid. Each function samples or noises with the run's named random
  * stream and writes its files atomically.
  * @module
  */
@@ -19,6 +19,7 @@ import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
+import { captionForward, captionRecovery, captionTrajectory } from "./captions.ts";
 import { tf } from "../tf.ts";
 
 /** Lets pending signals (Ctrl-C) through between steps. */
@@ -39,7 +40,10 @@ function writeGrid(
   );
 }
 
-/** forward.png: image 0 noised at 64 evenly spaced t, 8 per row (the `figures/forward` stream). */
+/**
+ * forward.png: image 0 noised at 64 evenly spaced t, 8 per row (the `figures/forward` stream),
+ * each t written under its image.
+ */
 export async function writeForwardFigure(
   dir: string,
   options: { dataset: Dataset; schedule: Schedule; seed: number },
@@ -56,7 +60,11 @@ export async function writeForwardFigure(
   );
   const images = (await out.data()) as Float32Array;
   out.dispose();
-  await writeGrid(join(dir, "forward.png"), images, { count: n, size: dataset.size, columns: 8 });
+  const size = dataset.size;
+  const grid = makeGrid(images, { count: n, height: size, width: size, channels: 3, columns: 8 });
+  const cells = { size, columns: 8, rows: n / 8 };
+  const t = Array.from(steps, (k) => k + 1); // index k noises to x_{k+1}
+  await writePng(join(dir, "forward.png"), await captionForward(grid, { cells, t }));
 }
 
 /** What {@linkcode sampleImages} needs besides the network and the schedule. */
@@ -145,7 +153,10 @@ export async function writeSampleFigures(
   await writeGrid(join(dir, "samples.png"), sampled.images, { count, size, columns: gridColumns });
   if (!sampled.trajectory || !trajectory) return;
   const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
-  await writePng(join(dir, "trajectory.png"), trajectoryStrip(sampled.trajectory.strip(), layout));
+  const t = sampled.trajectory.stripTimesteps;
+  const strip = trajectoryStrip(sampled.trajectory.strip(), layout);
+  const cells = { size, columns: t.length, rows: trajectory.count };
+  await writePng(join(dir, "trajectory.png"), await captionTrajectory(strip, { cells, t }));
   if (trajectory.gifFrames > 0) {
     const gif = await trajectoryGif(sampled.trajectory.gif(), {
       ...layout,
@@ -189,9 +200,14 @@ export async function writeRecoveryFigure(
     onStep: yieldToEvents,
   });
   x0.dispose();
-  await writeGrid(join(dir, "recovery.png"), recoveryGridImages(rows, { count: n }), {
+  const grid = makeGrid(recoveryGridImages(rows, { count: n }), {
     count: rows.length * n * 4,
-    size,
+    height: size,
+    width: size,
+    channels: 3,
     columns: 4,
   });
+  const rowT = rows.flatMap((row) => Array.from({ length: n }, () => row.t));
+  const cells = { size, columns: 4, rows: rowT.length };
+  await writePng(join(dir, "recovery.png"), await captionRecovery(grid, { cells, rowT }));
 }
