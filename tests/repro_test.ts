@@ -143,7 +143,10 @@ Deno.test("diff shows the config change, the metrics and image differences", asy
   await assert.rejects(() => diffRuns(a.dir, composites), /not a run folder/);
   const table = formatRunTable(await listRuns(out));
   assert.match(table, /^name\s+seed\s+hash\s+status/);
-  assert.equal(table.split("\n").length, 3);
+  // A header, a row per run, then a blank line and the note that names the loss.
+  assert.equal(table.split("\n").length, 5);
+  assert.match(table, /\s-\s+\S+$/m, "a run without overrides");
+  assert.match(table, /schedule\.timesteps=16/, "the other run's override");
   assert.match(table, /tiny\s+0\s+[0-9a-f]{8}\s+complete\s+3\s+\d\.\d{4}/);
 });
 
