@@ -207,7 +207,7 @@ Deno.test("seams: an evaluation hook after each epoch and at the end; a progress
       const shape = out instanceof Float32Array ? [out.length] : out.shape;
       tf.dispose([x, t, out as tf.Tensor]);
       points.push(`${point.step}/${point.epoch}/${point.final}/${shape.join("x")}`);
-      point.onProgress(1, 2);
+      point.onProgress?.(1, 2);
       return { score: point.step };
     },
     progress: {

@@ -125,7 +125,7 @@ export interface EvaluationPoint {
   /** The training images. */
   dataset: Dataset;
   /** For long evaluations: report `done` of `total` (images, say) to the progress display. */
-  onProgress: (done: number, total: number) => void;
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
