@@ -11,7 +11,10 @@ import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRunsAt } from "../run/list.ts";
 import { describeRun, experimentFolder } from "../run/describe.ts";
 import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
+import { loadSweepPoint } from "../sweep/spec.ts";
 import { TerminalProgress } from "./progress.ts";
+import { REPORT_USAGE, reportCommand } from "./report.ts";
+import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
@@ -24,6 +27,9 @@ usage:
                                               sample a trained run again, into
                                               <run>/samples/seed-<N>-<hash>/ (no training)
   deno task runs [outputs]                    list run folders: status, steps, loss, overrides
+  deno task sweep <experiment.json> [options] run the points of the file's sweep
+  deno task report <runs or sweeps...> [--out DIR]
+                                              an HTML page comparing runs
 
 run options:
   --set path=value   override a field, typed by the schema (repeatable),
@@ -38,8 +44,11 @@ run options:
   --resume           continue the interrupted run of this config and seed (alone:
                      the one interrupted run of this file, whatever its overrides)
   --retrain          train even if a complete run has the same training config
+  --sweep-index I    run point I of the file's sweep (what a sweep's processes run)
   -h, --help         this help
-`;
+
+${SWEEP_USAGE}
+${REPORT_USAGE}`;
 
 function parseSeed(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -78,6 +87,7 @@ async function runCommand(args: string[]): Promise<number> {
       force: { type: "boolean" },
       resume: { type: "boolean" },
       retrain: { type: "boolean" },
+      "sweep-index": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -95,10 +105,18 @@ async function runCommand(args: string[]): Promise<number> {
       expected: "--resume to continue a run, --force to start it over",
     });
   }
-  let loaded = await loadExperiment(positionals[0], {
-    sets: values.set ?? [],
-    seed: parseSeed(values.seed),
-  });
+  const sweepIndex = values["sweep-index"];
+  if (sweepIndex !== undefined && values.seed !== undefined) {
+    throw new UserError("--sweep-index and --seed exclude each other", {
+      expected: "the seeds of a sweep in its sweep.seeds",
+    });
+  }
+  let loaded = sweepIndex === undefined
+    ? await loadExperiment(positionals[0], {
+      sets: values.set ?? [],
+      seed: parseSeed(values.seed),
+    })
+    : await loadSweepPoint(positionals[0], { sets: values.set ?? [], index: Number(sweepIndex) });
   const outRoot = values.out ?? "outputs";
   if (values["dry-run"]) {
     console.log(await describeRun(loaded, outRoot));
@@ -245,6 +263,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   verify: verifyCommand,
   diff: diffCommand,
   runs: runsCommand,
+  sweep: sweepCommand,
+  report: reportCommand,
 };
 
 /** Runs the command line `args` and returns the process exit code. */

@@ -37,6 +37,7 @@ import {
 } from "./figures.ts";
 import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
+import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -146,6 +147,8 @@ export async function runExperiment(
   }
   const stopped = () => options.signal?.aborted ?? false;
 
+  // One process per run folder (a second one for the same config and seed is refused).
+  await using _lock = await acquireRunLock(dir, { log });
   // Everything that can fail on bad input happens before the run folder is touched, and a
   // complete run is refused before any data is loaded.
   const previous = options.resume ? await resumableManifest(dir) : null;
@@ -288,6 +291,7 @@ export async function runExperiment(
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${config.sampler.count} images (${how}${weights})`);
+      const sampleStart = performance.now();
       const sampled = await sampleImages(denoise, schedule, {
         config,
         size: dataset.size,
@@ -297,6 +301,7 @@ export async function runExperiment(
           ? (done, total) => options.progress!.update("sample", done, total)
           : undefined,
       });
+      run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
       if (sampled) {
         await writeSampleFigures(dir, sampled, { config, size: dataset.size });
         if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
