@@ -196,12 +196,7 @@ async function sampleCommand(args: string[]): Promise<number> {
       expected: "deno task sample <run> [--seed N] [--count N] [--set sampler.path=value]",
     });
   }
-  const count = values.count === undefined ? undefined : Number(values.count);
-  if (count !== undefined && !(Number.isInteger(count) && count >= 1)) {
-    throw new UserError(`--count ${values.count}: not a number of images`, {
-      expected: "an integer >= 1",
-    });
-  }
+  const count = positiveInt("--count", values.count);
   const { resampleRun } = await import("../run/resample.ts");
   const controller = new AbortController();
   const release = abortOnSignals(controller);
