@@ -70,8 +70,15 @@ export interface OpenModelOptions {
   threads?: number;
 }
 
-/** Whether Deno sees a hardware (not software-emulated) WebGPU adapter. */
-async function hardwareGpu(): Promise<boolean> {
+let hardwareGpuProbe: Promise<boolean> | undefined;
+
+/** Whether Deno sees a hardware (not software-emulated) WebGPU adapter (probed once). */
+function hardwareGpu(): Promise<boolean> {
+  hardwareGpuProbe ??= probeHardwareGpu();
+  return hardwareGpuProbe;
+}
+
+async function probeHardwareGpu(): Promise<boolean> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) return false;
   try {
@@ -86,11 +93,48 @@ async function hardwareGpu(): Promise<boolean> {
   }
 }
 
-/** The providers tried by default: CUDA when ORT has it, WebGPU on a hardware adapter, CPU. */
+/**
+ * Whether the CUDA provider library is installed beside the CPU one: it is not bundled, and only
+ * the package's install script (`deno install --allow-scripts=npm:onnxruntime-node`, with
+ * network access) puts it there.
+ */
+function cudaInstalled(): boolean {
+  const store = new URL("../../node_modules/.deno/", import.meta.url);
+  const arch = Deno.build.arch === "aarch64" ? "arm64" : "x64";
+  const lib = Deno.build.os === "windows"
+    ? "onnxruntime_providers_cuda.dll"
+    : "libonnxruntime_providers_cuda.so";
+  try {
+    for (const entry of Deno.readDirSync(store)) {
+      if (!entry.name.startsWith("onnxruntime-node@")) continue;
+      const bin = new URL(
+        `${entry.name}/node_modules/onnxruntime-node/bin/napi-v6/${
+          Deno.build.os === "windows" ? "win32" : Deno.build.os
+        }/${arch}/`,
+        store,
+      );
+      try {
+        Deno.statSync(new URL(lib, bin));
+        return true;
+      } catch {
+        // not installed in this copy
+      }
+    }
+  } catch {
+    // no node_modules (another package manager): CUDA is not tried
+  }
+  return false;
+}
+
+/**
+ * The providers tried by default: CUDA when its library is installed, WebGPU on a hardware
+ * adapter, then the CPU.
+ */
 export async function defaultProviders(ort: Ort): Promise<ExecutionProvider[]> {
   const out: ExecutionProvider[] = [];
   const backends = ort.listSupportedBackends();
-  if (backends.some((b) => b.name === "cuda")) out.push("cuda");
+  const cuda = backends.find((b) => b.name === "cuda");
+  if (cuda && (cuda.bundled || cudaInstalled())) out.push("cuda");
   if (backends.some((b) => b.name === "webgpu") && await hardwareGpu()) out.push("webgpu");
   out.push("cpu");
   return out;

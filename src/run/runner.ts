@@ -20,6 +20,7 @@ import { UserError } from "../errors.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";
@@ -355,6 +356,7 @@ export async function runExperiment(
     Object.assign(manifest, await hashArtifacts(dir));
     await writeManifest(dir, manifest);
   };
+  let engine: SamplingEngine | undefined;
   try {
     if (config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")) {
       workers = await GradientWorkers.start({
@@ -394,9 +396,17 @@ export async function runExperiment(
     // Sampling uses the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
     const shared = workers;
-    const denoise: Denoiser = shared
-      ? (xt, t) => shared.predictSharded(net, xt, t)
-      : (xt, t) => tf.tidy(() => net.predict(xt, t));
+    engine = await createSamplingEngine(config, {
+      tfjs: shared
+        ? (xt, t) => shared.predictSharded(net, xt, t)
+        : (xt, t) => tf.tidy(() => net.predict(xt, t)),
+      tfjsBackend: backend.name,
+      checkpointDir,
+      size,
+      log,
+    });
+    manifest.engine = engine.info;
+    const denoise = engine.denoise;
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
     if (!options.signal?.aborted) {
@@ -433,6 +443,7 @@ export async function runExperiment(
     manifest.error = err instanceof Error ? err.message : String(err);
     throw err;
   } finally {
+    await engine?.close();
     workers?.close();
     model.dispose();
     optimizer.dispose();
@@ -460,7 +471,10 @@ async function reuseTraining(
   target.log(`reusing the training of ${source} (same training config; --retrain to train anew)`);
   await Deno.mkdir(join(target.dir, "checkpoint"), { recursive: true });
   for (const rel of Object.keys(from.artifacts)) {
-    if (rel.startsWith("checkpoint/") || rel === "metrics.jsonl") {
+    // model.onnx is not training output: the sampling engine exports it again when needed.
+    if (
+      (rel.startsWith("checkpoint/") && rel !== "checkpoint/model.onnx") || rel === "metrics.jsonl"
+    ) {
       await Deno.copyFile(join(source, rel), join(target.dir, rel));
     }
   }
