@@ -1,10 +1,12 @@
 /**
- * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step and
- * the data pipeline, and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
+ * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step per
+ * sampling engine (tfjs on the backend, and ONNX Runtime) and the data pipeline, and reports
+ * GFLOP/s, peak RSS and the backend. `--only eval` adds the wall time of sampling 1,000 images
+ * with DDIM in 50 steps per engine (what an evaluation costs). A tool, not a test.
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data]
+ *                 [--profile] [--only train,sample,onnx,data,eval] [--eval-count 1000]
  * ```
  * @module
  */
@@ -12,9 +14,18 @@ import { parseArgs } from "node:util";
 import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
 import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
-import { ddpmStep } from "../src/diffusion/sampler.ts";
+import { generate } from "../src/diffusion/generate.ts";
+import { ddpmStep, type Denoiser } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
-import { createModel } from "../src/model/mod.ts";
+import { createModel, exportParams } from "../src/model/mod.ts";
+import {
+  buildUnetOnnx,
+  type ExecutionProvider,
+  loadOnnxRuntime,
+  openModel,
+  ortDenoiser,
+  type OrtModel,
+} from "../src/onnx/mod.ts";
 import { deriveRng } from "../src/rng.ts";
 import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
@@ -33,7 +44,9 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data"] as const;
+const PHASES = ["train", "sample", "onnx", "data", "eval"] as const;
+/** Phases run when --only is not given (eval takes minutes). */
+const DEFAULT_PHASES = ["train", "sample", "onnx", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
@@ -50,6 +63,8 @@ interface Args {
   workers: number;
   microBatch?: number;
   torch: string[];
+  providers?: ExecutionProvider[];
+  evalCount: number;
 }
 
 function parse(argv: string[]): Args {
@@ -63,7 +78,9 @@ function parse(argv: string[]): Args {
       warmup: { type: "string", default: "2" },
       json: { type: "string" },
       profile: { type: "boolean", default: false },
-      only: { type: "string", default: PHASES.join(",") },
+      only: { type: "string", default: DEFAULT_PHASES.join(",") },
+      providers: { type: "string" },
+      "eval-count": { type: "string", default: "1000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
@@ -75,8 +92,12 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data] [--workers N|auto] [--micro-batch M]\n" +
-        "                [--torch baseline.json ...]\n" +
+        "                [--only train,sample,onnx,data,eval] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--eval-count N]\n" +
+        "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
+        "        Runtime; eval: wall time of N DDIM-50 samples per engine (minutes)\n" +
+        "--providers: ONNX Runtime execution providers to try in order (default: cuda when\n" +
+        "             installed, webgpu on a hardware adapter, cpu)\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
@@ -115,6 +136,8 @@ function parse(argv: string[]): Args {
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
+    providers: values.providers?.split(",").map((p) => p.trim() as ExecutionProvider),
+    evalCount: int("eval-count", values["eval-count"], 1),
   };
 }
 
@@ -167,6 +190,13 @@ async function compareWithTorch(
   if (sample !== undefined) {
     out.sampleRatio = sample / torchSample;
     console.log(`  sampling step ratio ${out.sampleRatio.toFixed(2)} (target <= 2)`);
+  }
+  const onnx = ours("onnx");
+  if (onnx !== undefined) {
+    out.onnxSampleRatio = onnx / torchSample;
+    console.log(
+      `  sampling step ratio, onnxruntime ${out.onnxSampleRatio.toFixed(2)} (target <= 0.8)`,
+    );
   }
   return out;
 }
@@ -257,8 +287,9 @@ async function main(): Promise<void> {
     optimizer.dispose();
   }
 
-  if (args.only.includes("sample")) {
-    const rng = deriveRng(0, "bench/sample");
+  /** One DDPM sampling step at batch `args.batch` through `denoise`, on a running x. */
+  const samplingStep = (denoise: Denoiser, stream: string) => {
+    const rng = deriveRng(0, stream);
     let x = tf.tensor4d(rng.normal(pixels), [args.batch, ...shape]);
     let index = schedule.timesteps - 1;
     const step = async (): Promise<void> => {
@@ -266,9 +297,7 @@ async function main(): Promise<void> {
       index = index === 0 ? schedule.timesteps - 1 : index - 1;
       const z = rng.normal(pixels);
       const t = tf.fill([args.batch], i) as tf.Tensor1D;
-      const eps = workers === undefined
-        ? tf.tidy(() => model.predict(x, t))
-        : await workers.predictSharded(model, x, t);
+      const eps = await denoise(x, t);
       t.dispose();
       const next = tf.tidy(() =>
         ddpmStep(x, eps, {
@@ -283,6 +312,14 @@ async function main(): Promise<void> {
       x.dispose();
       x = next;
     };
+    return { step, dispose: () => x.dispose() };
+  };
+  const tfjsDenoise: Denoiser = workers === undefined
+    ? (x, t) => tf.tidy(() => model.predict(x, t))
+    : (x, t) => workers.predictSharded(model, x, t);
+
+  if (args.only.includes("sample")) {
+    const { step, dispose } = samplingStep(tfjsDenoise, "bench/sample");
     const resetOk = resetPeakRss();
     const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
     const gflop = FORWARD_GFLOP_32 * scale;
@@ -295,7 +332,42 @@ async function main(): Promise<void> {
       console.log("  kernels (ms):", kernels);
       (result.sample as Record<string, unknown>).kernels = kernels;
     }
-    x.dispose();
+    dispose();
+  }
+
+  let session: OrtModel | undefined;
+  if (args.only.includes("onnx") || args.only.includes("eval")) {
+    const ort = await loadOnnxRuntime();
+    const exportStart = performance.now();
+    const bytes = buildUnetOnnx(modelConfig, await exportParams(model), { size: args.size });
+    const exportSeconds = (performance.now() - exportStart) / 1000;
+    const openStart = performance.now();
+    session = await openModel(ort, bytes, { providers: args.providers });
+    const openSeconds = (performance.now() - openStart) / 1000;
+    console.log(
+      `onnxruntime ${ort.env.versions.node} on ${session.provider}, ${session.threads} thread(s): ` +
+        `export ${(exportSeconds * 1000).toFixed(0)} ms (${megabytes(bytes.length)}), session ` +
+        `${(openSeconds * 1000).toFixed(0)} ms`,
+    );
+    result.onnxRuntime = {
+      version: ort.env.versions.node,
+      provider: session.provider,
+      threads: session.threads,
+      exportSeconds,
+      openSeconds,
+      modelBytes: bytes.length,
+    };
+  }
+  if (args.only.includes("onnx") && session) {
+    const { step, dispose } = samplingStep(ortDenoiser(session), "bench/sample");
+    const resetOk = resetPeakRss();
+    const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
+    const gflop = FORWARD_GFLOP_32 * scale;
+    const peak = peakRss();
+    console.log(line(`sampling step, onnxruntime (${session.provider})`, timing, gflop));
+    console.log(`  peak RSS while sampling ${megabytes(peak)}${resetOk ? "" : " (process peak)"}`);
+    result.onnx = { ...timing, gflop, gflops: gflop / timing.median, peakRss: peak };
+    dispose();
   }
 
   if (args.only.includes("data")) {
@@ -335,6 +407,42 @@ async function main(): Promise<void> {
     };
   }
 
+  if (args.only.includes("eval")) {
+    // What an evaluation costs: evalCount samples, DDIM in 50 of T = 1000 steps, per engine.
+    const evalSchedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 1000 }));
+    const sampler = {
+      kind: "ddim",
+      steps: 50,
+      eta: 0,
+      variance: "posterior",
+      initialNoise: "gaussian",
+      stepNoise: true,
+    } as const;
+    const engines: [string, Denoiser][] = [["tfjs", tfjsDenoise]];
+    if (session) engines.push([`onnxruntime (${session.provider})`, ortDenoiser(session)]);
+    const evals: Record<string, unknown> = {};
+    for (const [name, denoise] of engines) {
+      const rng = deriveRng(0, "bench/eval");
+      const resetOk = resetPeakRss();
+      const start = performance.now();
+      for (let done = 0; done < args.evalCount; done += args.batch) {
+        const n = Math.min(args.batch, args.evalCount - done);
+        const x = await generate(denoise, evalSchedule, { shape: [n, ...shape], sampler, rng });
+        await x.data();
+        x.dispose();
+      }
+      const seconds = (performance.now() - start) / 1000;
+      const peak = peakRss();
+      console.log(
+        `${args.evalCount} samples, DDIM 50 steps, ${name}: ${seconds.toFixed(1)} s; peak RSS ` +
+          `${megabytes(peak)}${resetOk ? "" : " (process peak)"}`,
+      );
+      evals[name] = { seconds, peakRss: peak, count: args.evalCount, steps: 50 };
+    }
+    result.eval = evals;
+  }
+
+  await session?.release();
   result.peakRss = peakRss();
   result.workers = args.workers;
   result.microBatch = args.microBatch;

@@ -276,6 +276,24 @@ function mergeHeads(ctx: Context, x: string, like: Value, prefix: string): Value
 }
 
 /**
+ * Softmax over axis 2 of [B, h, d, n] as exp(x - max) / sum. ORT's Softmax on an axis other
+ * than the last transposes its input there and back, which costs more (measured).
+ */
+function softmaxMiddle(g: GraphBuilder, x: string, name: string): string {
+  const max = g.node("ReduceMax", [x], {
+    name: `${name}.max`,
+    attributes: { axes: [2], keepdims: 1 },
+  });
+  const shifted = g.node("Sub", [x, max], { name: `${name}.shifted` });
+  const e = g.node("Exp", [shifted], { name: `${name}.exp` });
+  const sum = g.node("ReduceSum", [e, g.int64(`${name}.axes`, [2])], {
+    name: `${name}.sum`,
+    attributes: { keepdims: 1 },
+  });
+  return g.node("Div", [e, sum], { name });
+}
+
+/**
  * LinearAttention: q softmaxed over the head channels (its scale folded into `to_out`), k over
  * positions, out = (k vᵀ)ᵀ q computed as (v kᵀ) q, then Conv1x1 + GroupNorm(1, C).
  */
@@ -283,7 +301,7 @@ function linearAttention(ctx: Context, x: Value, prefix: string): Value {
   const { g } = ctx;
   const scale = ctx.config.attention.dimHead ** -0.5;
   const [q0, k0, v] = qkvHeads(ctx, x, prefix, 1);
-  const q = g.node("Softmax", [q0], { name: `${prefix}.q.softmax`, attributes: { axis: 2 } });
+  const q = softmaxMiddle(g, q0, `${prefix}.q.softmax`);
   const k = g.node("Softmax", [k0], { name: `${prefix}.k.softmax`, attributes: { axis: 3 } });
   const kT = g.node("Transpose", [k], {
     name: `${prefix}.k.t`,

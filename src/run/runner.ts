@@ -406,6 +406,11 @@ export async function runExperiment(
       log,
     });
     manifest.engine = engine.info;
+    if (engine.info.name === "onnxruntime") {
+      // The tfjs gradient workers are not needed any more: free their memory while sampling.
+      workers?.close();
+      workers = undefined;
+    }
     const denoise = engine.denoise;
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
