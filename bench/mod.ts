@@ -64,6 +64,7 @@ interface Args {
   microBatch?: number;
   torch: string[];
   providers?: ExecutionProvider[];
+  ortThreads?: number;
   evalCount: number;
 }
 
@@ -80,6 +81,7 @@ function parse(argv: string[]): Args {
       profile: { type: "boolean", default: false },
       only: { type: "string", default: DEFAULT_PHASES.join(",") },
       providers: { type: "string" },
+      "ort-threads": { type: "string" },
       "eval-count": { type: "string", default: "1000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
@@ -96,6 +98,7 @@ function parse(argv: string[]): Args {
         "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--eval-count N]\n" +
         "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
         "        Runtime; eval: wall time of N DDIM-50 samples per engine (minutes)\n" +
+        "--ort-threads: ONNX Runtime intra-op threads (default: every core)\n" +
         "--providers: ONNX Runtime execution providers to try in order (default: cuda when\n" +
         "             installed, webgpu on a hardware adapter, cpu)\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
@@ -137,6 +140,9 @@ function parse(argv: string[]): Args {
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
     providers: values.providers?.split(",").map((p) => p.trim() as ExecutionProvider),
+    ortThreads: values["ort-threads"] === undefined
+      ? undefined
+      : int("ort-threads", values["ort-threads"], 1),
     evalCount: int("eval-count", values["eval-count"], 1),
   };
 }
@@ -231,7 +237,9 @@ async function main(): Promise<void> {
 
   const modelConfig = ModelSchema.parse({});
   const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
-  const workers = args.workers > 0
+  // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
+  const tfjsPhases = args.only.some((p) => p === "train" || p === "sample" || p === "eval");
+  const workers = args.workers > 0 && tfjsPhases
     ? await GradientWorkers.start({
       count: args.workers,
       model: modelConfig,
@@ -239,7 +247,8 @@ async function main(): Promise<void> {
     })
     : undefined;
   console.log(
-    `threads computing each batch: ${1 + args.workers} (main + ${args.workers} worker(s))` +
+    `tfjs threads computing each batch: ${1 + (workers ? args.workers : 0)} (main + ` +
+      `${workers ? args.workers : 0} worker(s))` +
       (args.microBatch ? `, micro-batches of at most ${args.microBatch}` : ""),
   );
   const schedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 200 }));
@@ -342,7 +351,7 @@ async function main(): Promise<void> {
     const bytes = buildUnetOnnx(modelConfig, await exportParams(model), { size: args.size });
     const exportSeconds = (performance.now() - exportStart) / 1000;
     const openStart = performance.now();
-    session = await openModel(ort, bytes, { providers: args.providers });
+    session = await openModel(ort, bytes, { providers: args.providers, threads: args.ortThreads });
     const openSeconds = (performance.now() - openStart) / 1000;
     console.log(
       `onnxruntime ${ort.env.versions.node} on ${session.provider}, ${session.threads} thread(s): ` +
@@ -360,13 +369,23 @@ async function main(): Promise<void> {
   }
   if (args.only.includes("onnx") && session) {
     const { step, dispose } = samplingStep(ortDenoiser(session), "bench/sample");
+    const rssBefore = currentRss();
     const resetOk = resetPeakRss();
     const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
     const gflop = FORWARD_GFLOP_32 * scale;
     const peak = peakRss();
     console.log(line(`sampling step, onnxruntime (${session.provider})`, timing, gflop));
-    console.log(`  peak RSS while sampling ${megabytes(peak)}${resetOk ? "" : " (process peak)"}`);
-    result.onnx = { ...timing, gflop, gflops: gflop / timing.median, peakRss: peak };
+    console.log(
+      `  peak RSS while sampling ${megabytes(peak)}${resetOk ? "" : " (process peak)"} ` +
+        `(${megabytes(peak - rssBefore)} over the RSS before this phase)`,
+    );
+    result.onnx = {
+      ...timing,
+      gflop,
+      gflops: gflop / timing.median,
+      peakRss: peak,
+      rssBefore,
+    };
     dispose();
   }
 
@@ -444,7 +463,7 @@ async function main(): Promise<void> {
 
   await session?.release();
   result.peakRss = peakRss();
-  result.workers = args.workers;
+  result.workers = workers ? args.workers : 0;
   result.microBatch = args.microBatch;
   workers?.close();
   model.dispose();
