@@ -7,6 +7,7 @@
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
  *                 [--profile] [--only train,sample,onnx,data,eval] [--eval-count 1000]
+ *                 [--model '{"width": 128}']
  * ```
  * @module
  */
@@ -17,7 +18,7 @@ import { makeBatch } from "../src/data/mod.ts";
 import { generate } from "../src/diffusion/generate.ts";
 import { ddpmStep, type Denoiser } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
-import { createModel, exportParams } from "../src/model/mod.ts";
+import { countParameters, createModel, exportParams } from "../src/model/mod.ts";
 import {
   buildUnetOnnx,
   type ExecutionProvider,
@@ -66,6 +67,8 @@ interface Args {
   providers?: ExecutionProvider[];
   ortThreads?: number;
   evalCount: number;
+  /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
+  model?: Record<string, unknown>;
 }
 
 function parse(argv: string[]): Args {
@@ -86,6 +89,7 @@ function parse(argv: string[]): Args {
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
+      model: { type: "string" },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -105,6 +109,8 @@ function parse(argv: string[]): Args {
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
         "0: the whole shard)\n" +
+        '--model: JSON object of model fields over the course U-Net (e.g. \'{"width": 128, ' +
+        '"multipliers": [1, 1, 2, 2]}\')\n' +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
         "         this one (e.g. before and after): prints the time ratios to their mean",
     );
@@ -144,7 +150,21 @@ function parse(argv: string[]): Args {
       ? undefined
       : int("ort-threads", values["ort-threads"], 1),
     evalCount: int("eval-count", values["eval-count"], 1),
+    model: values.model === undefined ? undefined : parseModel(values.model),
   };
+}
+
+function parseModel(text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`--model: expected a JSON object (${e instanceof Error ? e.message : e})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error("--model: expected a JSON object of model fields");
+  }
+  return value as Record<string, unknown>;
 }
 
 /** Kernel milliseconds per call of `fn`, largest first (tf.profile). */
@@ -209,14 +229,17 @@ async function compareWithTorch(
 
 function line(label: string, t: Timing, gflop?: number): string {
   const ms = (s: number) => `${(s * 1000).toFixed(0)} ms`;
-  const rate = gflop === undefined ? "" : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
+  const rate = gflop === undefined || Number.isNaN(gflop)
+    ? ""
+    : `, ${(gflop / t.median).toFixed(1)} GFLOP/s`;
   return `${label}: median ${ms(t.median)} (min ${ms(t.min)}, max ${ms(t.max)}, n ${t.n})${rate}`;
 }
 
 async function main(): Promise<void> {
   const args = parse(Deno.args);
   const info = await initBackend(args.backend);
-  const scale = (args.size / 32) ** 2 * (args.batch / 32);
+  // The GFLOP figures are the course U-Net's: other models print times only.
+  const scale = args.model === undefined ? (args.size / 32) ** 2 * (args.batch / 32) : NaN;
   const cpu = (() => {
     try {
       const text = Deno.readTextFileSync("/proc/cpuinfo");
@@ -230,13 +253,15 @@ async function main(): Promise<void> {
       `${info.adapter ? `, adapter ${info.adapter}` : ""}; tfjs ${info.tfjsVersion}; ` +
       `${cpu}, ${navigator.hardwareConcurrency} logical cores`,
   );
+  const modelConfig = ModelSchema.parse(args.model ?? {});
+  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   console.log(
-    `course U-Net, ${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
+    `${args.model === undefined ? "course U-Net" : `U-Net ${JSON.stringify(args.model)}`} ` +
+      `(${countParameters(modelConfig).toLocaleString("en-US")} parameters), ` +
+      `${args.size}x${args.size}, batch ${args.batch}, warm-up ${args.warmup}, ` +
       `${args.reps} repetitions`,
   );
 
-  const modelConfig = ModelSchema.parse({});
-  const model = createModel(modelConfig, { rng: deriveRng(0, "model/init") });
   // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
   const tfjsPhases = args.only.some((p) => p === "train" || p === "sample" || p === "eval");
   const workers = args.workers > 0 && tfjsPhases

@@ -197,8 +197,12 @@ function defaultCacheDir(): string {
 }
 
 function dicebearCoreVersion(): string {
-  const url = import.meta.resolve("@dicebear/core");
-  return /@dicebear[+/]core@([^/]+)\//.exec(url)?.[1] ?? url;
+  try {
+    const url = import.meta.resolve("@dicebear/core");
+    return /@dicebear[+/]core@([^/]+)\//.exec(url)?.[1] ?? url;
+  } catch {
+    return "bundled"; // a `deno bundle` build (bench/gpu/pack.sh) has no import map
+  }
 }
 
 function cacheKey(seed: number, count: number, renderSize: number): string {

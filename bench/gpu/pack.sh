@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Fills .gpu/ (git-ignored) with everything bench/gpu/run.sh needs on a machine that reaches no
+# package registry and has no Deno: the Deno binary (xz), the CLI, the benchmark, the gradient
+# worker and the adapter probe as bundles (deno bundle: tfjs and its webgpu/wasm backends inside),
+# sharp's linux-x64 binaries (a native addon cannot be bundled), the wasm binaries, the Vulkan
+# loader packages, and a copy of the PyTorch baseline. At most 64 MiB: the device tool's limit.
+#
+#   bench/gpu/pack.sh            # then: the device tool runs `bash bench/gpu/run.sh`, carry .gpu
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=.gpu
+rm -rf "$out"
+mkdir -p "$out/app/node_modules/@img" "$out/debs"
+
+deno_cmd() { if command -v deno >/dev/null; then deno "$@"; else npx -y deno@2.9.6 "$@"; fi; }
+deno_cmd install >/dev/null 2>&1 || deno_cmd install
+
+# 1. Deno itself.
+deno_bin=$(deno_cmd eval 'console.log(Deno.execPath())')
+echo "deno: $deno_bin ($(deno_cmd --version | head -n 1))"
+xz -T2 -6 -c "$deno_bin" >"$out/deno.xz"
+
+# 2. Bundles. Emscripten's glue (the wasm backend) reads __dirname, which an ES module lacks: each
+#    bundle defines it first. The bundle starts gradient workers from ./worker.ts beside it.
+bundle() { # entry output
+  deno_cmd bundle --quiet --platform deno -o "$out/app/bundle.tmp.js" "$1"
+  { echo 'var __dirname = import.meta.dirname, __filename = import.meta.filename;'
+    cat "$out/app/bundle.tmp.js"; } >"$out/app/$2"
+  rm "$out/app/bundle.tmp.js"
+}
+bundle mod.ts ddpm.js
+bundle bench/mod.ts bench.js
+bundle src/train/parallel/worker.ts worker.ts
+bundle bench/gpu/adapter.ts adapter.js
+store=node_modules/.deno
+cp "$store"/@tensorflow+tfjs-backend-wasm@*/node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm*.wasm \
+  "$out/app/"
+cp -rL "$store"/@img+sharp-linux-x64@*/node_modules/@img/sharp-linux-x64 "$out/app/node_modules/@img/"
+cp -rL "$store"/@img+sharp-libvips-linux-x64@*/node_modules/@img/sharp-libvips-linux-x64 \
+  "$out/app/node_modules/@img/"
+cp ../shared/reference/torch_unet_baseline.py bench/gpu/torch_shapes.py "$out/app/"
+tar -C "$out" -cJf "$out/app.tar.xz" app
+rm -rf "$out/app"
+
+# 3. The Vulkan loader (and GL/EGL dispatch) for the NVIDIA driver's ICD, as Debian packages.
+lists=/tmp/ddpm-gpu-apt-lists
+mkdir -p "$lists/partial"
+apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$lists")
+apt-get "${apt_opts[@]}" update -qq
+(cd "$out/debs" && apt-get "${apt_opts[@]}" download -qq libvulkan1 libegl1 libglvnd0 libgl1 libglx0)
+
+du -sh "$out" "$out"/*
+total=$(du -sm "$out" | cut -f1)
+if [ "$total" -gt 60 ]; then echo "error: $out is ${total} MiB (the device tool carries 64 MiB)" >&2; exit 1; fi
+echo "packed $out (${total} MiB): run bench/gpu/run.sh with carry [\".gpu\"]"
