@@ -94,7 +94,7 @@ interface ConvOptions {
   bias?: boolean;
   /** Transforms the OIHW weight before it is stored (scale folding, channel permutation). */
   mapWeight?: (oihw: Float32Array) => Float32Array;
-  /** Name of the weight when it is not `<prefix>.weight` sliced (qkv thirds). */
+  /** The OIHW weight itself, when it is not `<prefix>.weight` (the thirds of `to_qkv`). */
   weight?: { data: Float32Array };
 }
 
@@ -120,11 +120,15 @@ function conv(ctx: Context, x: Value, prefix: string, options: ConvOptions): Val
 }
 
 /** `x @ W + b` on [B, in] from `<prefix>.weight` ([in, out]) and `<prefix>.bias`. */
-function linear(ctx: Context, x: string, prefix: string, dims: [number, number]): string {
-  const [cin, cout] = dims;
+function linear(
+  ctx: Pick<Context, "g" | "weights">,
+  x: string,
+  prefix: string,
+  dims: [number, number],
+): string {
+  const cout = dims[1];
   const w = ctx.g.float(`${prefix}.weight`, ctx.weights.get(`${prefix}.weight`, dims).data, dims);
   const b = ctx.g.float(`${prefix}.bias`, ctx.weights.get(`${prefix}.bias`, [cout]).data, [cout]);
-  void cin;
   return ctx.g.node("Gemm", [x, w, b], { name: prefix });
 }
 
@@ -188,7 +192,7 @@ function timeEmbedding(g: GraphBuilder, weights: WeightReader, t: string, d: num
     g.node("Sin", [args], { name: "time.sin" }),
     g.node("Cos", [args], { name: "time.cos" }),
   ], { name: "time.embedding", attributes: { axis: 1 } });
-  const ctx = { g, weights } as Context;
+  const ctx = { g, weights };
   const h = gelu(g, linear(ctx, emb, "time_mlp.1", [d, 4 * d]), "time_mlp.2");
   return linear(ctx, h, "time_mlp.3", [4 * d, 4 * d]);
 }
