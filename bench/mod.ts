@@ -67,6 +67,7 @@ interface Args {
   providers?: ExecutionProvider[];
   ortThreads?: number;
   evalCount: number;
+  evalEngines: string[];
   /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
   model?: Record<string, unknown>;
 }
@@ -86,6 +87,7 @@ function parse(argv: string[]): Args {
       providers: { type: "string" },
       "ort-threads": { type: "string" },
       "eval-count": { type: "string", default: "1000" },
+      "eval-engines": { type: "string", default: "tfjs,onnxruntime" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
@@ -103,6 +105,7 @@ function parse(argv: string[]): Args {
         "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
         "        Runtime; eval: wall time of N DDIM-50 samples per engine (minutes)\n" +
         "--ort-threads: ONNX Runtime intra-op threads (default: every core)\n" +
+        "--eval-engines: engines the eval phase times (default tfjs,onnxruntime)\n" +
         "--providers: ONNX Runtime execution providers to try in order (default: cuda when\n" +
         "             installed, webgpu on a hardware adapter, cpu)\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
@@ -150,6 +153,7 @@ function parse(argv: string[]): Args {
       ? undefined
       : int("ort-threads", values["ort-threads"], 1),
     evalCount: int("eval-count", values["eval-count"], 1),
+    evalEngines: values["eval-engines"].split(",").map((e) => e.trim()),
     model: values.model === undefined ? undefined : parseModel(values.model),
   };
 }
@@ -263,7 +267,8 @@ async function main(): Promise<void> {
   );
 
   // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
-  const tfjsPhases = args.only.some((p) => p === "train" || p === "sample" || p === "eval");
+  const tfjsPhases = args.only.some((p) => p === "train" || p === "sample") ||
+    (args.only.includes("eval") && args.evalEngines.includes("tfjs"));
   const workers = args.workers > 0 && tfjsPhases
     ? await GradientWorkers.start({
       count: args.workers,
@@ -462,8 +467,11 @@ async function main(): Promise<void> {
       initialNoise: "gaussian",
       stepNoise: true,
     } as const;
-    const engines: [string, Denoiser][] = [["tfjs", tfjsDenoise]];
-    if (session) engines.push([`onnxruntime (${session.provider})`, ortDenoiser(session)]);
+    const engines: [string, Denoiser][] = [];
+    if (args.evalEngines.includes("tfjs")) engines.push(["tfjs", tfjsDenoise]);
+    if (session && args.evalEngines.includes("onnxruntime")) {
+      engines.push([`onnxruntime (${session.provider})`, ortDenoiser(session)]);
+    }
     const evals: Record<string, unknown> = {};
     for (const [name, denoise] of engines) {
       const rng = deriveRng(0, "bench/eval");

@@ -395,6 +395,12 @@ export async function runExperiment(
 
     // Sampling uses the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
+    if (config.sampler.engine === "onnxruntime") {
+      // ONNX Runtime does not use the tfjs gradient workers: free their memory before it loads
+      // (should it fail to load, tfjs samples on this thread).
+      workers?.close();
+      workers = undefined;
+    }
     const shared = workers;
     engine = await createSamplingEngine(config, {
       tfjs: shared
@@ -406,11 +412,6 @@ export async function runExperiment(
       log,
     });
     manifest.engine = engine.info;
-    if (engine.info.name === "onnxruntime") {
-      // The tfjs gradient workers are not needed any more: free their memory while sampling.
-      workers?.close();
-      workers = undefined;
-    }
     const denoise = engine.denoise;
     manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     let sampled: Awaited<ReturnType<typeof sampleImages>> = null;
