@@ -6,15 +6,20 @@
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,onnx,data,eval] [--eval-count 1000]
+ *                 [--profile] [--only train,sample,onnx,data,eval,decode] [--eval-count 1000]
+ *                 [--decode-count 12000]
  *                 [--model '{"width": 128}']
  * ```
+ *
+ * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
+ * and a zip of 64x64 PNGs into the decoded cache, and a cached start.
  * @module
  */
 import { parseArgs } from "node:util";
 import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
 import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
+import { benchDecode } from "./decode_bench.ts";
 import { generate } from "../src/diffusion/generate.ts";
 import { ddpmStep, type Denoiser } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
@@ -45,7 +50,7 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "onnx", "data", "eval"] as const;
+const PHASES = ["train", "sample", "onnx", "data", "eval", "decode"] as const;
 /** Phases run when --only is not given (eval takes minutes). */
 const DEFAULT_PHASES = ["train", "sample", "onnx", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
@@ -61,6 +66,7 @@ interface Args {
   json?: string;
   profile: boolean;
   only: Phase[];
+  decodeCount: number;
   workers: number;
   microBatch?: number;
   torch: string[];
@@ -88,6 +94,7 @@ function parse(argv: string[]): Args {
       "ort-threads": { type: "string" },
       "eval-count": { type: "string", default: "1000" },
       "eval-engines": { type: "string", default: "tfjs,onnxruntime" },
+      "decode-count": { type: "string", default: "12000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
@@ -100,7 +107,8 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,onnx,data,eval] [--workers N|auto] [--micro-batch M]\n" +
+        "                [--only train,sample,onnx,data,eval,decode] [--decode-count 12000]\n" +
+        "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
         "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--eval-count N]\n" +
         "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
         "        Runtime; eval: wall time of N DDIM-50 samples per engine (minutes)\n" +
@@ -141,6 +149,7 @@ function parse(argv: string[]): Args {
     json: values.json,
     profile: values.profile,
     only: only as Phase[],
+    decodeCount: int("decode-count", values["decode-count"], 1),
     workers: values.workers === "auto"
       ? (values.backend === "wasm"
         ? Math.max(0, Math.min(3, navigator.hardwareConcurrency - 1))
@@ -336,7 +345,8 @@ async function main(): Promise<void> {
       index = index === 0 ? schedule.timesteps - 1 : index - 1;
       const z = rng.normal(pixels);
       const t = tf.fill([args.batch], i) as tf.Tensor1D;
-      const eps = await denoise(x, t);
+      const raw = await denoise(x, t);
+      const eps = raw instanceof Float32Array ? tf.tensor4d(raw, x.shape) : raw;
       t.dispose();
       const next = tf.tidy(() =>
         ddpmStep(x, eps, {
@@ -495,6 +505,19 @@ async function main(): Promise<void> {
   }
 
   await session?.release();
+  if (args.only.includes("decode")) {
+    const cacheRoot = new URL("../.cache", import.meta.url).pathname;
+    const timings = await benchDecode({ count: args.decodeCount, size: args.size, cacheRoot });
+    for (const t of timings) {
+      console.log(
+        `decode ${args.decodeCount} 64x64 PNGs to ${args.size}x${args.size}, ${t.what}: ` +
+          `${t.seconds.toFixed(2)} s (${t.imagesPerSecond.toFixed(0)} images/s)` +
+          (t.fromCache ? "" : ", decoded"),
+      );
+    }
+    result.decode = timings;
+  }
+
   result.peakRss = peakRss();
   result.workers = workers ? args.workers : 0;
   result.microBatch = args.microBatch;

@@ -13,6 +13,38 @@ import { z } from "zod";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
 
+const onBadImage = z.enum(["fail", "skip"]).optional().describe(
+  "What a bad image does (corrupt, truncated, empty, not an image, smaller than the crop, a " +
+    "missing or malformed CSV): 'fail' (default) stops before training; 'skip' trains on the rest " +
+    "and lists every skipped file with its reason in the manifest",
+);
+const datasetLimit = int(1).optional().describe(
+  "Use only the first N images (in sorted path order)",
+);
+const hexColor = z.string().regex(/^#[0-9a-fA-F]{6}$/, "expected a colour '#rrggbb'");
+
+/** `dataset.attributes.<name>`: how one avatar attribute varies (a component or a colour). */
+export const AvatarAttributeSchema = z.strictObject({
+  values: z.array(z.string().min(1)).min(1).optional().describe(
+    "The values drawn: variant names of a component (e.g. hair ['variant01', 'variant02']), " +
+      "'#rrggbb' colours of a colour (hairColor, backgroundColor, ...). Default: every variant, " +
+      "or the style's colour; a colour is a label only when given here (backgroundColor always is)",
+  ),
+  groups: z.record(z.string().min(1), z.array(z.string().min(1)).min(1)).optional().describe(
+    "Components only: the label is the group of the drawn variant instead of the variant, e.g. " +
+      "mouth {'happy': ['happy*'], 'sad': ['sad*']}; a trailing '*' matches a prefix; every " +
+      "drawn variant must fall in exactly one group",
+  ),
+  probability: z.number().min(0).max(100).optional().describe(
+    "Components only: percent of faces that have it (lorelei: glasses 10, earrings 10, beard 5); " +
+      "absent faces get the label 'none'",
+  ),
+  balanced: z.boolean().optional().describe(
+    "Exactly equal numbers of each value (or group, and 'none' when optional), in an order drawn " +
+      "from the seed, instead of DiceBear's independent draws",
+  ),
+});
+
 /** `dataset`: where the training images come from. */
 export const DatasetSchema = z.discriminatedUnion("kind", [
   z.strictObject({
@@ -23,25 +55,78 @@ export const DatasetSchema = z.discriminatedUnion("kind", [
     renderSize: int(8, 512).default(64).describe(
       "Pixel size the faces are rasterised at before the transform resizes them (the manga set is 64x64)",
     ),
+    attributes: z.record(z.string(), AvatarAttributeSchema).optional().describe(
+      "Which attributes vary and how, by lorelei component (hair, eyes, eyebrows, mouth, nose, " +
+        "head, glasses, earrings, beard, freckles, hairAccessories) or colour (hairColor, " +
+        "skinColor, ..., backgroundColor). Absent: today's faces, backgrounds from 8 pastels",
+    ),
   }),
   z.strictObject({
     kind: z.literal("folder").describe(
-      "An ImageFolder-style directory of png/jpg/webp images, searched recursively",
+      "An ImageFolder-style directory of png/jpg/webp/gif images, searched recursively; images " +
+        "in subfolders get their first folder as the label 'class'",
     ),
     path: z.string().min(1).describe(
       "Directory of images, relative to the experiment file or absolute",
     ),
-    limit: int(1).optional().describe("Use only the first N images (in sorted path order)"),
+    limit: datasetLimit,
+    onBadImage,
+  }),
+  z.strictObject({
+    kind: z.literal("zip").describe(
+      "A zip archive of images (e.g. the course's manga.zip), read in place, never extracted; " +
+        "images in subfolders of root get their first folder as the label 'class'",
+    ),
+    path: z.string().min(1).describe("The .zip file, relative to the experiment file or absolute"),
+    root: z.string().optional().describe(
+      "Folder inside the archive to read (e.g. 'manga/train'); default the whole archive",
+    ),
+    limit: datasetLimit,
+    onBadImage,
+  }),
+  z.strictObject({
+    kind: z.literal("cartoonset").describe(
+      "Google's Cartoon Set: csN.png with csN.csv beside it (searched recursively); each CSV line " +
+        "'\"name\", index, total' becomes a label with total values",
+    ),
+    path: z.string().min(1).describe(
+      "The Cartoon Set folder, relative to the experiment file or absolute",
+    ),
+    background: hexColor.optional().describe(
+      "Colour transparent pixels are composited on; default '#ffffff'",
+    ),
+    limit: datasetLimit,
+    onBadImage,
   }),
 ]);
 
+const perChannel = (check: z.ZodNumber) => z.union([check, z.array(check).length(3)]);
+
 /** `transform`: what happens to each image before training (the seed's torchvision pipeline). */
 export const TransformSchema = z.strictObject({
-  size: int(4, 512).default(32).describe("Resize to size x size (torchvision Resize((H, W)))"),
-  horizontalFlip: z.boolean().default(true).describe(
-    "Random horizontal flip with probability 0.5, drawn per image per epoch",
+  centerCrop: int(1, 16384).optional().describe(
+    "First keep the central N x N source pixels (torchvision CenterCrop; seed 004: 360 of 500). " +
+      "An image smaller than N is a bad image",
   ),
-}).describe("Images are always normalised to [-1, 1] (ToTensor + Normalize(0.5, 0.5))");
+  size: int(4, 512).default(32).describe("Resize to size x size (torchvision Resize((H, W)))"),
+  kernel: z.enum(["nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3"]).optional()
+    .describe(
+      "Resize kernel (sharp); default 'linear': antialiased bilinear, like PIL's BILINEAR",
+    ),
+  horizontalFlip: z.union([z.boolean(), z.number().min(0).max(1)]).default(true).describe(
+    "Random horizontal flip drawn per image per epoch: true (probability 0.5), false, or a " +
+      "probability",
+  ),
+  normalize: z.strictObject({
+    mean: perChannel(z.number()).describe("One value or one per channel (RGB)"),
+    std: perChannel(z.number().gt(0)).describe("One value or one per channel (RGB)"),
+  }).optional().describe(
+    "Normalize(mean, std) after ToTensor; default mean = std = 0.5, i.e. [-1, 1]",
+  ),
+  scale: z.number().gt(0).optional().describe(
+    "Multiply the normalised input by this factor b (seed 004's input scaling); default 1",
+  ),
+}).describe("The order is centerCrop, resize, horizontalFlip, normalize, scale");
 
 const betaRangeShape = {
   timesteps: int(1, 4000).default(200).describe("T, the number of diffusion steps"),
@@ -302,6 +387,14 @@ export const ExperimentSchema = z.strictObject({
       code: "custom",
       path: ["model", "width"],
       message: "must be even and at least 4 (sinusoidal time embedding of size width)",
+    });
+  }
+  const crop = cfg.transform.centerCrop;
+  if (crop !== undefined && cfg.dataset.kind === "avatars" && crop > cfg.dataset.renderSize) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["transform", "centerCrop"],
+      message: `must be <= dataset.renderSize (${cfg.dataset.renderSize})`,
     });
   }
   checkSections(cfg, (path, message) => ctx.addIssue({ code: "custom", path, message }));

@@ -12,10 +12,13 @@ export const EXPERIMENT_SCHEMA_ID = "urn:ddpm-lab:experiment.schema.json";
 
 /**
  * The JSON Schema of an experiment file as written (`io: "input"`: defaults are documented, not
- * required), with a title and an `$id`.
+ * required), with a title and an `$id`. Every section is a patch over the layers below it (the
+ * defaults, the `extends` chain), so no key is required and a section may omit its `kind`: the
+ * kind options become `anyOf` (a partial section may fit several).
  */
 export function experimentJsonSchema(): Record<string, unknown> {
-  const { $schema, ...rest } = z.toJSONSchema(ExperimentFileSchema, { io: "input" });
+  const generated = z.toJSONSchema(ExperimentFileSchema, { io: "input" });
+  const { $schema, ...rest } = asPatch(generated) as Record<string, unknown>;
   return {
     $schema,
     $id: EXPERIMENT_SCHEMA_ID,
@@ -26,6 +29,18 @@ export function experimentJsonSchema(): Record<string, unknown> {
       "from another experiment file (which may give the name).",
     ...rest,
   };
+}
+
+/** A copy of a JSON Schema without `required` lists, `oneOf` turned into `anyOf`. */
+function asPatch(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(asPatch);
+  if (typeof schema !== "object" || schema === null) return schema;
+  const patch: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (key === "required") continue;
+    patch[key === "oneOf" ? "anyOf" : key] = key === "default" ? value : asPatch(value);
+  }
+  return patch;
 }
 
 /** The text written to `schemas/experiment.schema.json`: 2-space JSON and a final newline. */

@@ -8,13 +8,20 @@
 export interface UserErrorDetails {
   /** The file the error is in, when there is one. */
   file?: string;
+  /** The 1-based line in the file where the offending value is written, when known. */
+  line?: number;
+  /** The 1-based column that goes with `line`. */
+  column?: number;
   /** The JSON path inside the file, e.g. `schedule.timesteps`. */
   path?: string;
   /** What was expected, e.g. `an integer >= 1`. */
   expected?: string;
 }
 
-/** An error caused by the user's input, printed as `file: path: message (expected ...)`. */
+/**
+ * An error caused by the user's input, printed as `file:line:column: path: message (expected
+ * ...)` (the editor-clickable form; line and column only when known).
+ */
 export class UserError extends Error {
   /** The file, JSON path and expectation of the error. */
   readonly details: UserErrorDetails;
@@ -28,7 +35,11 @@ export class UserError extends Error {
 }
 
 function formatUserError(message: string, details: UserErrorDetails): string {
-  const where = [details.file, details.path].filter((p) => p !== undefined && p !== "").join(": ");
+  const position = details.file !== undefined && details.line !== undefined
+    ? `:${details.line}:${details.column ?? 1}`
+    : "";
+  const file = details.file === undefined ? undefined : details.file + position;
+  const where = [file, details.path].filter((p) => p !== undefined && p !== "").join(": ");
   const expected = details.expected ? ` (expected ${details.expected})` : "";
   return `${where ? where + ": " : ""}${message}${expected}`;
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { microBatchRanges, shardRanges } from "../src/train/split.ts";
 import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experiment.ts";
@@ -99,4 +100,13 @@ Deno.test("gradient workers reject a model with other parameters", async () => {
     other.dispose();
     workers.close();
   }
+});
+
+Deno.test("one batch cut for shards and micro-batches", () => {
+  assert.deepEqual(shardRanges(10, 3), [[0, 3], [3, 6], [6, 10]]);
+  assert.deepEqual(shardRanges(32, 2), [[0, 16], [16, 32]]);
+  assert.deepEqual(shardRanges(2, 5), [[0, 1], [1, 2]]); // never an empty shard
+  assert.deepEqual(shardRanges(7, 1), [[0, 7]]);
+  assert.deepEqual(microBatchRanges(10, 4), [[0, 4], [4, 8], [8, 10]]);
+  assert.deepEqual(microBatchRanges(3, 8), [[0, 3]]);
 });

@@ -7,6 +7,11 @@ import assert from "node:assert/strict";
 import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { variableGradsLowMemory } from "../src/backend/tape.ts";
+import {
+  checkTfjsInternals,
+  TESTED_TFJS_VERSION,
+  tfjsInternalsUsable,
+} from "../src/backend/tfjs_internals.ts";
 import { createModel } from "../src/model/mod.ts";
 import { ModelSchema } from "../schemas/experiment.ts";
 import { deriveRng } from "../src/rng.ts";
@@ -63,3 +68,30 @@ for (const backend of ["wasm", "cpu"] as const) {
     assert.ok(low.peak < ref.peak, `peak ${low.peak} bytes, tf.variableGrads ${ref.peak}`);
   });
 }
+
+Deno.test("tfjs internals are used only with the tested tfjs version", () => {
+  assert.deepEqual(checkTfjsInternals(TESTED_TFJS_VERSION), {
+    usable: true,
+    version: TESTED_TFJS_VERSION,
+  });
+  const other = checkTfjsInternals("4.23.0");
+  assert.equal(other.usable, false);
+  assert.match(other.reason ?? "", /tfjs 4\.23\.0 is installed.*tfjs 4\.22\.0.*tf\.variableGrads/);
+  // This checkout pins the tested version, so the fused kernels and the tape walk are on.
+  assert.equal(tf.version.tfjs, TESTED_TFJS_VERSION);
+  assert.equal(tfjsInternalsUsable(), true);
+});
+
+Deno.test("the model does not import the backend (layers call neutral ops)", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("../src/model/mod.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    modules: { specifier: string }[];
+  };
+  const local = graph.modules.map((m) => m.specifier).filter((s) => s.includes("/src/"));
+  assert.ok(local.some((s) => s.endsWith("/src/model/ops.ts")));
+  assert.deepEqual(local.filter((s) => s.includes("/src/backend/")), []);
+});

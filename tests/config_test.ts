@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import {
   canonicalJson,
   configHash,
@@ -259,7 +259,9 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
   const { error: top, dir } = await loadError({ "exp.json": { name: "x", epochs: 3 } }, "exp.json");
   assert.equal(
     top.message,
-    `${join(dir, "exp.json")}: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
+    `${
+      join(dir, "exp.json")
+    }:3:3: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
       "name, description, seed, backend, dataset, transform, schedule, model, loss, optimizer, " +
       "train, sampler, recovery)",
   );
@@ -269,8 +271,8 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
   );
   assert.equal(
     nested.message,
-    `${join(dir2, "exp.json")}: dataset.path: unknown key 'path' ` +
-      "(expected one of kind, count, renderSize)",
+    `${join(dir2, "exp.json")}:5:5: dataset.path: unknown key 'path' ` +
+      "(expected one of kind, count, renderSize, attributes)",
   );
 });
 
@@ -281,7 +283,7 @@ Deno.test("an unknown key in a base file names the base file", async () => {
   }, "exp.json");
   assert.equal(error.details.file, join(dir, "base.json"));
   assert.equal(error.details.path, "train.epochz");
-  assert.match(error.message, /^.*base\.json: train\.epochz: unknown key 'epochz'/);
+  assert.match(error.message, /^.*base\.json:4:5: train\.epochz: unknown key 'epochz'/);
 });
 
 Deno.test("wrong type and out-of-range values", async () => {
@@ -291,7 +293,7 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.equal(
     type.message,
-    `${join(dir, "exp.json")}: train.shuffle: Invalid input: expected boolean, received string`,
+    `${join(dir, "exp.json")}:4:5: train.shuffle: Invalid input: expected boolean, received string`,
   );
   const { error: range, dir: dir2 } = await loadError(
     { "exp.json": { name: "x", schedule: { kind: "linear", timesteps: 5000 } } },
@@ -299,10 +301,14 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.equal(
     range.message,
-    `${join(dir2, "exp.json")}: schedule.timesteps: 5000 is too big (expected an integer <= 4000)`,
+    `${
+      join(dir2, "exp.json")
+    }:5:5: schedule.timesteps: 5000 is too big (expected an integer <= 4000)`,
   );
   assert.deepEqual(range.details, {
     file: join(dir2, "exp.json"),
+    line: 5,
+    column: 5,
     path: "schedule.timesteps",
     expected: "an integer <= 4000",
   });
@@ -325,7 +331,7 @@ Deno.test("wrong type and out-of-range values", async () => {
   );
   assert.match(
     kind.message,
-    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder\)/,
+    /dataset\.kind: unknown kind "mnist" \(expected one of avatars, folder, zip, cartoonset\)/,
   );
 });
 
@@ -342,9 +348,9 @@ Deno.test("several problems are reported together, one per line", async () => {
   const lines = error.message.split("\n");
   assert.equal(lines[0], `${file}: 3 problems in the experiment:`);
   assert.deepEqual(lines.slice(1).map((line) => line.trim()), [
-    `${file}: schedule.timesteps: 0 is too small (expected an integer >= 1)`,
-    `${file}: loss.kind: unknown kind "l3" (expected one of l1, l2, huber)`,
-    `${file}: train.epochs: 1.5 is not an integer (expected an integer)`,
+    `${file}:5:5: schedule.timesteps: 0 is too small (expected an integer >= 1)`,
+    `${file}:8:5: loss.kind: unknown kind "l3" (expected one of l1, l2, huber)`,
+    `${file}:11:5: train.epochs: 1.5 is not an integer (expected an integer)`,
   ]);
 });
 
@@ -353,7 +359,10 @@ Deno.test("cross-field checks and a missing name name the file and the path", as
     { "exp.json": { name: "x", model: { width: 6 } } },
     "exp.json",
   );
-  assert.match(error.message, new RegExp(`^${escape(join(dir, "exp.json"))}: model\\.groups: `));
+  assert.match(
+    error.message,
+    new RegExp(`^${escape(join(dir, "exp.json"))}:3:3: model\\.groups: `),
+  );
   const { error: noName, dir: dir2 } = await loadError({ "exp.json": {} }, "exp.json");
   assert.equal(
     noName.message,
@@ -510,3 +519,193 @@ Deno.test("formatConfigSummary names every section", async () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+// Layering: every layer is a patch, validated once on the merged result.
+
+const partialBase = {
+  name: "base",
+  dataset: { kind: "folder", path: "images", limit: 5 },
+  schedule: { kind: "cosine", timesteps: 100, s: 0.01 },
+  loss: { kind: "huber", delta: 2 },
+  sampler: { kind: "ddim", steps: 10, count: 4 },
+};
+
+Deno.test("a child file overrides part of each kind-discriminated section", async () => {
+  const { config, dir } = await load({
+    "base.json": partialBase,
+    "child.json": {
+      extends: "base.json",
+      name: "child",
+      dataset: { limit: 7 },
+      schedule: { timesteps: 50 },
+      loss: { delta: 0.5 },
+      sampler: { eta: 0.5 },
+    },
+  }, "child.json");
+  assert.deepEqual(config.dataset, { kind: "folder", path: join(dir, "images"), limit: 7 });
+  assert.deepEqual(config.schedule, { kind: "cosine", timesteps: 50, s: 0.01, maxBeta: 0.999 });
+  assert.deepEqual(config.loss, { kind: "huber", delta: 0.5 });
+  assert.deepEqual(
+    [config.sampler.kind, config.sampler.steps, config.sampler.count, config.sampler.eta],
+    ["ddim", 10, 4, 0.5],
+  );
+});
+
+Deno.test("the issue's example: a child of a shipped file changes one schedule field", async () => {
+  const shipped = resolve(new URL("../experiments/q1-t500.json", import.meta.url).pathname);
+  const dir = await Deno.makeTempDir({ prefix: "ddpm_config_test_" });
+  try {
+    const child = join(dir, "child.json");
+    const parent = relative(dir, shipped);
+    await Deno.writeTextFile(
+      child,
+      JSON.stringify({ extends: parent, schedule: { timesteps: 1000 } }),
+    );
+    const { config } = await loadExperiment(child);
+    const base = (await loadExperiment(shipped)).config;
+    assert.deepEqual(config, { ...base, schedule: { ...base.schedule, timesteps: 1000 } });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a bad value in a child file is reported at its own path, line and column", async () => {
+  const child = '{\n  "extends": "base.json",\n  "schedule": {\n    "betaEnd": 1.5\n  }\n}\n';
+  const { error, dir } = await loadError({
+    "base.json": { name: "base", schedule: { kind: "linear", timesteps: 100 } },
+    "child.json": child,
+  }, "child.json");
+  assert.equal(
+    error.message,
+    `${join(dir, "child.json")}:4:5: schedule.betaEnd: 1.5 is too big (expected a number < 1)`,
+  );
+  assert.deepEqual(
+    [error.details.file, error.details.line, error.details.column],
+    [join(dir, "child.json"), 4, 5],
+  );
+});
+
+Deno.test("comments in a file are allowed and positions count their lines", async () => {
+  const text = [
+    "// a quick run",
+    "{",
+    '  "name": "x", /* the run name */',
+    "  // the schedule:",
+    '  "schedule": { "timesteps": 0 }',
+    "}",
+  ].join("\n");
+  const { error, dir } = await loadError({ "exp.json": text }, "exp.json");
+  assert.equal(
+    error.message,
+    `${join(dir, "exp.json")}:5:17: schedule.timesteps: 0 is too small (expected an integer >= 1)`,
+  );
+  const { config } = await load(
+    { "exp.json": text.replace('"timesteps": 0', '"timesteps": 7') },
+    "exp.json",
+  );
+  assert.deepEqual([config.name, config.schedule.kind, config.schedule.timesteps], [
+    "x",
+    "linear",
+    7,
+  ]);
+});
+
+Deno.test("--set and extends give the same merged config", async () => {
+  const dir = await writeFiles({
+    "base.json": partialBase,
+    "child.json": {
+      extends: "base.json",
+      dataset: { limit: 7 },
+      schedule: { timesteps: 50 },
+      loss: { delta: 0.5 },
+      sampler: { eta: 0.5 },
+    },
+  });
+  try {
+    const sets = ["dataset.limit=7", "schedule.timesteps=50", "loss.delta=0.5", "sampler.eta=0.5"];
+    const viaSet = (await loadExperiment(join(dir, "base.json"), { sets })).config;
+    const viaFile = (await loadExperiment(join(dir, "child.json"))).config;
+    assert.equal(viaSet.schedule.timesteps, 50);
+    assert.deepEqual(viaSet, viaFile);
+    assert.equal(configHash(viaSet), configHash(viaFile));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a kind change replaces the section, from a file or from --set", async () => {
+  const { config: viaFile } = await load({
+    "base.json": partialBase,
+    "child.json": { extends: "base.json", schedule: { kind: "quadratic" }, loss: { kind: "l2" } },
+  }, "child.json");
+  const quadratic = { kind: "quadratic", timesteps: 200, betaStart: 1e-4, betaEnd: 0.02 };
+  assert.deepEqual(viaFile.schedule, quadratic);
+  assert.deepEqual(viaFile.loss, { kind: "l2" });
+  const { config: viaSet } = await load({ "base.json": partialBase }, "base.json", {
+    sets: ["schedule.kind=quadratic", "loss.kind=l2"],
+  });
+  assert.deepEqual(viaSet.schedule, quadratic);
+  assert.deepEqual(viaSet.loss, { kind: "l2" });
+});
+
+Deno.test("an unknown kind names itself and lists the known ones", async () => {
+  const files = { "exp.json": { name: "x" } };
+  const { error } = await loadError(files, "exp.json", { sets: ["dataset.kind=tar"] });
+  assert.equal(
+    error.message,
+    '--set dataset.kind=tar: dataset.kind: unknown kind "tar" ' +
+      "(expected one of avatars, folder, zip, cartoonset)",
+  );
+  const { error: then } = await loadError(files, "exp.json", {
+    sets: ["dataset.kind=tar", "dataset.path=/x"],
+  });
+  assert.equal(then.message, error.message);
+});
+
+Deno.test("a file that is not an object, or a bad extends, fails before merging", async () => {
+  const { error: array, dir } = await loadError({ "exp.json": "[1, 2]" }, "exp.json");
+  assert.equal(array.message, `${join(dir, "exp.json")}: expected a JSON object`);
+  const { error: extend, dir: dir2 } = await loadError(
+    { "exp.json": { name: "x", extends: 3 } },
+    "exp.json",
+  );
+  assert.equal(
+    extend.message,
+    `${
+      join(dir2, "exp.json")
+    }:3:3: extends: invalid value 3 (expected a path relative to this file)`,
+  );
+});
+
+Deno.test("loading a config and a dry run do not load TensorFlow.js", async () => {
+  // The static import graph of the command line (dynamic imports load the runner on demand).
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL("../src/cli/main.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  type Dependency = { specifier: string; code?: { specifier?: string }; isDynamic?: boolean };
+  type Module = { specifier: string; dependencies?: Dependency[] };
+  const graph = JSON.parse(new TextDecoder().decode(out.stdout)) as {
+    roots: string[];
+    modules: Module[];
+    redirects?: Record<string, string>;
+  };
+  const modules = new Map(graph.modules.map((m) => [m.specifier, m]));
+  const seen = new Set<string>();
+  const stack = [...graph.roots];
+  while (stack.length > 0) {
+    const specifier = stack.pop()!;
+    if (seen.has(specifier)) continue;
+    seen.add(specifier);
+    for (const dep of modules.get(specifier)?.dependencies ?? []) {
+      const target = dep.code?.specifier;
+      if (target === undefined || dep.isDynamic) continue;
+      stack.push(graph.redirects?.[target] ?? target);
+    }
+  }
+  const loaded = [...seen];
+  assert.ok(loaded.some((s) => s.endsWith("/src/config/mod.ts")));
+  assert.ok(loaded.some((s) => s.endsWith("/src/run/describe.ts")));
+  assert.deepEqual(loaded.filter((s) => /tensorflow|tfjs|\/src\/tf\.ts$/.test(s)), []);
+});

@@ -3,22 +3,28 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
+import { createHash } from "node:crypto";
 import {
   AVATAR_BACKGROUNDS,
+  avatarPlan,
   avatarSvg,
   BACKGROUND_ATTRIBUTE,
   loadAvatars,
 } from "../src/data/avatars.ts";
+import { listImages } from "../src/data/folder.ts";
+import { batchLabels, loadDataset, makeBatch } from "../src/data/mod.ts";
+import { progressLine, progressReporter } from "../src/data/progress.ts";
+import { resizeImages } from "../src/data/resize.ts";
 import {
-  IMAGE_EXTENSIONS,
-  listImages,
-  loadFolder,
-  RESIZE_OPTIONS,
-  resizeImages,
-} from "../src/data/folder.ts";
-import { type Dataset, loadDataset, makeBatch } from "../src/data/mod.ts";
+  type BatchImages,
+  cropBox,
+  flipProbability,
+  normalisation,
+  normalisationTable,
+} from "../src/data/transform.ts";
 import { UserError } from "../src/errors.ts";
 import { deriveRng } from "../src/rng.ts";
+import { epochPlan } from "../src/train/mod.ts";
 
 const COUNT = 12;
 const SIZE = 32;
@@ -82,30 +88,119 @@ Deno.test("avatars: rendering is deterministic, cached, labelled and varied", as
     }
     assert.equal(seen.size, COUNT);
 
-    // Labels: one row per face, values inside each vocabulary, equal to DiceBear's choice, and
-    // the background label is the corner pixel's colour.
-    const { attributes, data } = first.labels;
+    // Labels: one Int32 column per attribute, values inside each vocabulary, equal to DiceBear's
+    // choice, and the background label is the corner pixel's colour.
+    const { attributes, labels } = first.labels;
     const names = attributes.map((a) => a.name);
     for (const name of ["hair", "eyes", "mouth", "head", BACKGROUND_ATTRIBUTE]) {
       assert.ok(names.includes(name), name);
     }
-    assert.equal(data.length, COUNT * attributes.length);
+    assert.equal(labels.length, attributes.length);
+    for (const column of labels) assert.equal(column.length, COUNT);
     const background = names.indexOf(BACKGROUND_ATTRIBUTE);
     assert.deepEqual(attributes[background].values, [...AVATAR_BACKGROUNDS]);
+    assert.equal(attributes[background].count, AVATAR_BACKGROUNDS.length);
     const backgrounds = new Set<number>();
     for (let i = 0; i < COUNT; i++) {
-      const row = Array.from(data.subarray(i * attributes.length, (i + 1) * attributes.length));
-      row.forEach((v, a) => assert.ok(v < attributes[a].values.length));
+      const row = labels.map((column) => column[i]);
+      row.forEach((v, a) => assert.ok(v >= 0 && v < attributes[a].count));
       assert.deepEqual(row, avatarSvg(7, i, { size: SIZE }).labels);
       const p = i * imageBytes;
       const corner = hex(first.pixels[p], first.pixels[p + 1], first.pixels[p + 2]);
-      assert.equal(corner, attributes[background].values[row[background]], `face ${i}`);
+      assert.equal(corner, attributes[background].values![row[background]], `face ${i}`);
       backgrounds.add(row[background]);
     }
     assert.ok(backgrounds.size > 1);
     for (const a of ["glasses", "beard"]) {
-      assert.equal(attributes[names.indexOf(a)].values[0], "none");
+      assert.equal(attributes[names.indexOf(a)].values![0], "none");
     }
+  });
+});
+
+Deno.test("avatars: the default faces keep the bytes and labels of earlier versions", async () => {
+  await withTempDir(async (dir) => {
+    const set = await loadAvatars(7, { count: COUNT, renderSize: SIZE, cacheDir: dir });
+    // sha256 of the pixels and of the row-major uint8 labels, as rendered before the configurable
+    // attributes existed (commit bb623cc).
+    assert.equal(
+      createHash("sha256").update(set.pixels).digest("hex"),
+      "40c43b2450c1d8b52e55411101c8d53dcffeb4352c3c639099adaed3a41b2384",
+    );
+    const rows = new Uint8Array(COUNT * set.labels.attributes.length);
+    set.labels.labels.forEach((column, a) => {
+      column.forEach((v, i) => rows[i * set.labels.attributes.length + a] = v);
+    });
+    assert.equal(
+      createHash("sha256").update(rows).digest("hex"),
+      "9ccb24b2fd4d58973b33453cfcae1084742b5d15aeb8565971b1b8008ca1decf",
+    );
+  });
+});
+
+Deno.test("avatars: configured attributes vary as asked, balanced exactly, labelled", async () => {
+  await withTempDir(async (dir) => {
+    const count = 12;
+    const attributes = {
+      hair: { values: ["variant01", "variant02", "variant03"], balanced: true },
+      glasses: { probability: 50, balanced: true },
+      mouth: { groups: { happy: ["happy*"], sad: ["sad*"] }, balanced: true },
+      hairColor: { values: ["#e5b887", "#3B2219"], balanced: true },
+      backgroundColor: { values: ["#ffd5dc", "#b6e3f4"], balanced: true },
+      skinColor: { values: ["#f2d3b1"] },
+    };
+    const set = await loadAvatars(3, { count, renderSize: SIZE, cacheDir: dir, attributes });
+    const { attributes: attrs, labels } = set.labels;
+    const column = (name: string) => Array.from(labels[attrs.findIndex((a) => a.name === name)]);
+    const attr = (name: string) => attrs.find((a) => a.name === name)!;
+    const tally = (name: string) => {
+      const counts = new Array(attr(name).count).fill(0);
+      for (const v of column(name)) counts[v]++;
+      return counts;
+    };
+    assert.deepEqual(attr("hair").values, ["variant01", "variant02", "variant03"]);
+    assert.deepEqual(tally("hair"), [4, 4, 4]);
+    assert.deepEqual(attr("glasses").values, [
+      "none",
+      "variant01",
+      "variant02",
+      "variant03",
+      "variant04",
+      "variant05",
+    ]);
+    assert.deepEqual(tally("glasses"), [2, 2, 2, 2, 2, 2]);
+    assert.deepEqual(attr("mouth").values, ["happy", "sad"]);
+    assert.deepEqual(tally("mouth"), [6, 6]);
+    assert.deepEqual(attr("hairColor").values, ["#e5b887", "#3b2219"]);
+    assert.deepEqual(tally("hairColor"), [6, 6]);
+    assert.deepEqual(attr("backgroundColor").values, ["#ffd5dc", "#b6e3f4"]);
+    assert.deepEqual(tally("backgroundColor"), [6, 6]);
+    assert.deepEqual(tally("skinColor"), [12]);
+    const plan = avatarPlan(attributes, { seed: 3, count });
+    for (let i = 0; i < count; i++) {
+      const { svg, labels: row } = avatarSvg(3, i, { size: SIZE, plan });
+      assert.deepEqual(row, labels.map((c) => c[i]), `face ${i}`);
+      // What the labels say is what is drawn: the mouth group, hair colour and background.
+      const mouth = attr("mouth").values![column("mouth")[i]];
+      assert.ok(svg.length > 0 && (mouth === "happy" || mouth === "sad"));
+      assert.ok(svg.toLowerCase().includes(attr("hairColor").values![column("hairColor")[i]]));
+      const p = i * SIZE * SIZE * 3;
+      const corner = hex(set.pixels[p], set.pixels[p + 1], set.pixels[p + 2]);
+      assert.equal(corner, attr("backgroundColor").values![column("backgroundColor")[i]]);
+    }
+    // Another configuration is another cache entry with other faces.
+    const plain = await loadAvatars(3, { count, renderSize: SIZE, cacheDir: dir });
+    assert.notDeepEqual(plain.pixels, set.pixels);
+
+    const bad = (attrs: Record<string, unknown>, pattern: RegExp) =>
+      assert.throws(
+        () => avatarPlan(attrs as Parameters<typeof avatarPlan>[0], { seed: 0, count: 4 }),
+        (e: unknown) => e instanceof UserError && pattern.test(e.message),
+      );
+    bad({ wings: {} }, /dataset\.attributes\.wings: unknown avatar attribute 'wings'/);
+    bad({ hair: { values: ["variant99"] } }, /hair\.values\[0\]: unknown hair variant/);
+    bad({ mouth: { groups: { happy: ["happy*"] } } }, /mouth variant 'sad01' is in no group/);
+    bad({ hairColor: { values: ["red"] } }, /'red' is not a colour/);
+    bad({ hairColor: { probability: 5 } }, /hairColor is a colour/);
   });
 });
 
@@ -138,20 +233,25 @@ Deno.test("loadDataset: avatars are resized to the transform size", async () => 
 
 Deno.test("resizeImages: strips give the same bytes as resizing each image alone", async () => {
   const rng = deriveRng(0, "test/resize");
-  for (const [from, to] of [[32, 16], [30, 20], [16, 24], [9, 4]]) {
+  const cases = [[32, 16, "linear"], [30, 20, "linear"], [16, 24, "linear"], [9, 4, "linear"], [
+    32,
+    12,
+    "lanczos3",
+  ], [12, 20, "cubic"]] as const;
+  for (const [from, to, kernel] of cases) {
     const count = 5;
     const bytes = from * from * 3;
     const pixels = Uint8Array.from({ length: count * bytes }, () => rng.int(256));
-    const resized = await resizeImages(pixels, { count, from, to });
+    const resized = await resizeImages(pixels, { count, from, to, kernel });
     assert.equal(resized.length, count * to * to * 3);
     for (let i = 0; i < count; i++) {
       const alone = await sharp(pixels.subarray(i * bytes, (i + 1) * bytes), {
         raw: { width: from, height: from, channels: 3 },
-      }).resize(to, to, RESIZE_OPTIONS).raw().toBuffer();
+      }).resize(to, to, { fit: "fill", kernel, fastShrinkOnLoad: false }).raw().toBuffer();
       assert.deepEqual(
         resized.subarray(i * to * to * 3, (i + 1) * to * to * 3),
         new Uint8Array(alone),
-        `${from} -> ${to}, image ${i}`,
+        `${from} -> ${to} (${kernel}), image ${i}`,
       );
     }
   }
@@ -183,7 +283,7 @@ async function makeFolder(dir: string): Promise<void> {
   await writeFile(join(dir, "cats", "png"), "extension-only name is not an image");
 }
 
-Deno.test("loadFolder: recursive, sorted, case-insensitive, decoded to RGB", async () => {
+Deno.test("folder: recursive, sorted, case-insensitive, decoded to RGB, classes", async () => {
   await withTempDir(async (dir) => {
     await makeFolder(dir);
     assert.deepEqual(await listImages(dir), [
@@ -195,7 +295,16 @@ Deno.test("loadFolder: recursive, sorted, case-insensitive, decoded to RGB", asy
       "dogs/f.png",
     ]);
     let last = 0;
-    const images = await loadFolder(dir, { size: 4, onProgress: (done) => (last = done) });
+    const options = {
+      transform: { size: 4, horizontalFlip: false },
+      seed: 0,
+      baseDir: dir,
+      decodedCacheDir: join(dir, ".decoded"),
+    };
+    const images = await loadDataset({ kind: "folder", path: "." }, {
+      ...options,
+      onProgress: (done) => (last = done),
+    });
     assert.equal(last, 6);
     assert.equal(images.count, 6);
     assert.equal(images.pixels.length, 6 * 4 * 4 * 3);
@@ -210,75 +319,29 @@ Deno.test("loadFolder: recursive, sorted, case-insensitive, decoded to RGB", asy
     near(pixel(3), [255, 255, 0]);
     near(pixel(4), [255, 255, 255]);
     near(pixel(5), [128, 128, 128]);
-    assert.deepEqual(images.labels?.attributes, [{ name: "class", values: ["cats", "dogs"] }]);
-    assert.deepEqual(Array.from(images.labels?.data ?? []), [0, 0, 1, 1, 1, 1]);
-
-    const limited = await loadFolder(dir, { size: 4, limit: 2 });
-    assert.deepEqual(limited.files, ["cats/a.png", "cats/deep/B.JPG"]);
-    assert.deepEqual(limited.pixels, images.pixels.subarray(0, 2 * 48));
-
-    const ds = await loadDataset({ kind: "folder", path: ".", limit: 3 }, {
-      transform: { size: 4, horizontalFlip: false },
-      seed: 0,
-      baseDir: dir,
-    });
-    assert.equal(ds.count, 3);
-    assert.match(ds.source, /^folder: 3 images from /);
-  });
-});
-
-Deno.test("loadFolder: clear errors", async () => {
-  await withTempDir(async (dir) => {
-    const missing = join(dir, "nope");
-    await assert.rejects(loadFolder(missing, { size: 4 }), (e: unknown) => {
-      assert.ok(e instanceof UserError);
-      assert.match(e.message, /nope does not exist/);
-      assert.match(e.message, /dataset\.path/);
-      return true;
-    });
-
-    const experimentFile = join(dir, "exp.json");
-    await assert.rejects(
-      loadDataset({ kind: "folder", path: "nope" }, {
-        transform: { size: 4, horizontalFlip: false },
-        seed: 0,
-        experimentFile,
-      }),
-      (e: unknown) => {
-        assert.ok(e instanceof UserError);
-        assert.equal(e.details.file, experimentFile);
-        assert.ok(e.message.startsWith(`${experimentFile}: dataset.path: image folder ${missing}`));
-        return true;
-      },
+    assert.deepEqual(images.labels?.attributes, [
+      { name: "class", count: 2, values: ["cats", "dogs"] },
+    ]);
+    assert.deepEqual(Array.from(images.labels?.labels[0] ?? []), [0, 0, 1, 1, 1, 1]);
+    assert.deepEqual(
+      batchLabels(images.labels!, [5, 0, 2]).map((c) => Array.from(c)),
+      [[1, 0, 1]],
     );
 
+    const limited = await loadDataset({ kind: "folder", path: ".", limit: 2 }, options);
+    assert.equal(limited.count, 2);
+    assert.deepEqual(limited.pixels, images.pixels.subarray(0, 2 * 48));
+    assert.match(limited.source, /^folder: 2 images from /);
+
     await writeFile(join(dir, "file.png"), "x");
-    await assert.rejects(loadFolder(join(dir, "file.png"), { size: 4 }), /is not a directory/);
-
-    const empty = join(dir, "empty");
-    await mkdir(join(empty, "sub"), { recursive: true });
-    await writeFile(join(empty, "sub", "readme.md"), "hi");
-    await assert.rejects(loadFolder(empty, { size: 4 }), (e: unknown) => {
-      assert.ok(e instanceof UserError);
-      assert.match(e.message, /contains no images/);
-      for (const ext of IMAGE_EXTENSIONS) assert.ok(e.message.includes(ext), ext);
-      return true;
-    });
-
-    const corrupt = join(dir, "corrupt");
-    await mkdir(corrupt);
-    await sharp({ create: { width: 2, height: 2, channels: 3, background: "#000" } }).png()
-      .toFile(join(corrupt, "a.png"));
-    await writeFile(join(corrupt, "b.png"), "this is not a png");
-    await assert.rejects(loadFolder(corrupt, { size: 4 }), (e: unknown) => {
-      assert.ok(e instanceof UserError);
-      assert.match(e.message, /cannot decode image .*corrupt\/b\.png/);
-      return true;
-    });
+    await assert.rejects(
+      loadDataset({ kind: "folder", path: "file.png" }, options),
+      (e: unknown) => e instanceof UserError && /is not a directory/.test(e.message),
+    );
   });
 });
 
-function tinyDataset(): Dataset {
+function tinyDataset(): BatchImages {
   // Two 2x2 images; image 0 row 0 = [0,0,0] [255,255,255], row 1 = [128,64,32] [1,2,3].
   const pixels = new Uint8Array([
     0,
@@ -306,7 +369,7 @@ function tinyDataset(): Dataset {
     110,
     120,
   ]);
-  return { count: 2, size: 2, channels: 3, pixels, source: "test" };
+  return { count: 2, size: 2, pixels };
 }
 
 Deno.test("makeBatch: ToTensor + Normalize(0.5, 0.5) values and flips", () => {
@@ -333,4 +396,75 @@ Deno.test("makeBatch: ToTensor + Normalize(0.5, 0.5) values and flips", () => {
   assert.equal(makeBatch(ds, [1], { out }), out);
   assert.throws(() => makeBatch(ds, [2]), RangeError);
   assert.throws(() => makeBatch(ds, [0], { out: new Float32Array(3) }), RangeError);
+});
+
+Deno.test("makeBatch: Normalize(mean, std) per channel, then scale", () => {
+  const ds = tinyDataset();
+  const f = Math.fround;
+  const mean = [0.485, 0.456, 0.406];
+  const std = [0.229, 0.224, 0.225];
+  const scale = 0.5;
+  const n = normalisation({ normalize: { mean, std }, scale });
+  assert.deepEqual(n, { mean, std, scale });
+  const table = normalisationTable(n);
+  const batch = makeBatch({ ...ds, table }, [0]);
+  batch.forEach((value, k) => {
+    const c = k % 3;
+    const expected = f(f(f(f(ds.pixels[k] / 255) - f(mean[c])) / f(std[c])) * f(scale));
+    assert.equal(value, expected, `element ${k}`);
+  });
+  // One number applies to every channel; the default is mean = std = 0.5, scale 1.
+  assert.deepEqual(normalisation({ normalize: { mean: 0.5, std: 0.25 } }).std, [0.25, 0.25, 0.25]);
+  assert.deepEqual(normalisation({}), { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], scale: 1 });
+  assert.deepEqual(
+    makeBatch({ ...ds, table: normalisationTable(normalisation({})) }, [0, 1]),
+    makeBatch(ds, [0, 1]),
+  );
+});
+
+Deno.test("flips: probability per image per epoch; true is the 0.5 of earlier versions", () => {
+  const train = { shuffle: true } as Parameters<typeof epochPlan>[1]["train"];
+  const plan = (flip: boolean | number) => epochPlan(4000, { seed: 3, epoch: 2, train, flip });
+  const share = (flips: Uint8Array) => flips.reduce((a, b) => a + b, 0) / flips.length;
+  assert.equal(flipProbability({ horizontalFlip: true }), 0.5);
+  assert.equal(flipProbability({ horizontalFlip: false }), 0);
+  assert.equal(flipProbability({ horizontalFlip: 0.2 }), 0.2);
+  assert.deepEqual(plan(true).flips, plan(0.5).flips);
+  assert.equal(share(plan(false).flips), 0);
+  assert.equal(share(plan(1).flips), 1);
+  const quarter = share(plan(0.25).flips);
+  assert.ok(Math.abs(quarter - 0.25) < 0.03, String(quarter));
+  // A smaller probability flips a subset of the images a larger one flips (same uniform draws).
+  const a = plan(0.25).flips;
+  const b = plan(0.5).flips;
+  a.forEach((v, i) => assert.ok(v <= b[i]));
+});
+
+Deno.test("cropBox: torchvision CenterCrop offsets (round half to even)", () => {
+  const box = (width: number, height: number, crop: number) => cropBox({ width, height }, crop);
+  assert.deepEqual(box(500, 500, 360), { left: 70, top: 70, width: 360, height: 360 });
+  assert.deepEqual(box(11, 11, 6), { left: 2, top: 2, width: 6, height: 6 }); // 2.5 -> 2
+  assert.deepEqual(box(13, 12, 6), { left: 4, top: 3, width: 6, height: 6 }); // 3.5 -> 4
+  assert.equal(box(5, 8, 6), undefined);
+});
+
+Deno.test("progress: a line every few seconds with count, images/s and ETA, and at the end", () => {
+  const lines: string[] = [];
+  let now = 100;
+  const report = progressReporter("decoding", { log: (l) => lines.push(l), now: () => now });
+  for (let done = 1; done <= 1000; done++) {
+    now = 100 + done * 0.01; // 100 images/s
+    report(done, 1000);
+  }
+  assert.deepEqual(lines, [
+    "decoding 500/1000 images, 100 images/s, ETA 5 s",
+    "decoding 1000/1000 images, 100 images/s, 10.0 s",
+  ]);
+  const hit: string[] = [];
+  progressReporter("loading", { log: (l) => hit.push(l) })(24, 24);
+  assert.deepEqual(hit, []);
+  assert.equal(
+    progressLine("x", { done: 0, total: 10, seconds: 0 }),
+    "x 0/10 images, 0 images/s, ETA ?",
+  );
 });

@@ -8,10 +8,9 @@ import {
   type Denoiser,
   posteriorCoefficients,
   posteriorMean,
-  sampleDdpm,
 } from "../src/diffusion/sampler.ts";
-import { ddimSigma, ddimTimesteps, ddimVisited, sampleDdim } from "../src/diffusion/ddim.ts";
-import { generate, visitedTimesteps } from "../src/diffusion/generate.ts";
+import { ddimSigma, ddimTimesteps, ddimVisited } from "../src/diffusion/ddim.ts";
+import { generate, sampleDdim, sampleDdpm, visitedTimesteps } from "../src/diffusion/generate.ts";
 import { recover, recoveryGridImages } from "../src/diffusion/recovery.ts";
 import {
   interpretOutput,
@@ -490,4 +489,47 @@ Deno.test("generate: one entry point; callbacks see every visited t; trajectory 
     { strip: [10, 7, 3, 0], gif: [] },
   );
   assert.deepEqual(evenlySpaced([5, 4, 3, 2, 1, 0], 3), [5, 2, 0]);
+});
+
+Deno.test("one loop: a denoiser returning values (ONNX-style) samples the same; progress counts steps", async () => {
+  const s = linear(12);
+  const shape: Shape4 = [2, 2, 2, 3];
+  const denoise: Denoiser = (x, t) =>
+    tf.tidy(() => tf.mul(tf.tanh(tf.add(x, tf.reshape(t, [-1, 1, 1, 1]))), 0.3));
+  const asValues: Denoiser = async (x, t) => {
+    const out = denoise(x, t) as tf.Tensor4D;
+    const data = (await out.data()) as Float32Array;
+    out.dispose();
+    return data;
+  };
+  for (
+    const sampler of [
+      { kind: "ddpm", variance: "beta", initialNoise: "gaussian", stepNoise: true, eta: 0 },
+      {
+        kind: "ddim",
+        variance: "posterior",
+        initialNoise: "gaussian",
+        stepNoise: true,
+        eta: 0.5,
+        steps: 5,
+      },
+    ] as const
+  ) {
+    const progress: string[] = [];
+    const before = tf.memory().numTensors;
+    const a = await generate(denoise, s, { shape, sampler, rng: deriveRng(3, "loop") });
+    const b = await generate(asValues, s, {
+      shape,
+      sampler,
+      rng: deriveRng(3, "loop"),
+      onStart: (t, _x, p) => void progress.push(`${t}:${p.step}/${p.steps}`),
+      onStep: (t, _x, p) => void progress.push(`${t}:${p.step}/${p.steps}`),
+    });
+    assert.deepEqual(await values(a), await values(b));
+    tf.dispose([a, b]);
+    assert.equal(tf.memory().numTensors, before);
+    const visited = visitedTimesteps(sampler, 12);
+    const steps = visited.length - 1;
+    assert.deepEqual(progress, visited.map((t, k) => `${t}:${k}/${steps}`));
+  }
 });

@@ -11,6 +11,7 @@ import { decodePng } from "../src/io/image.ts";
 import { createModel, importParams } from "../src/model/mod.ts";
 import { decodeSafetensors } from "../src/io/safetensors.ts";
 import { deriveRng } from "../src/rng.ts";
+import { tf } from "../src/tf.ts";
 
 async function runTiny(out: string, sets: string[] = []) {
   return await runFile(await experimentFile(TINY), { outRoot: out, sets });
@@ -189,4 +190,38 @@ Deno.test("a run that throws after its folder exists is marked failed, with the 
   assert.match(manifest.error!, /disk on fire/);
   assert.equal(manifest.artifacts["samples.png"], undefined);
   assert.ok(manifest.endedAt, "the end time is recorded");
+});
+
+Deno.test("seams: an evaluation hook after each epoch and at the end; a progress reporter", async () => {
+  const file = await experimentFile(TINY);
+  const points: string[] = [];
+  const phases = new Map<string, number[]>();
+  const result = await runFile(file, {
+    evaluate: async (point) => {
+      const x = tf.randomNormal([1, 8, 8, 3]) as tf.Tensor4D;
+      const t = tf.fill([1], 3) as tf.Tensor1D;
+      const out = await point.denoise(x, t);
+      const shape = out instanceof Float32Array ? [out.length] : out.shape;
+      tf.dispose([x, t, out as tf.Tensor]);
+      points.push(`${point.step}/${point.epoch}/${point.final}/${shape.join("x")}`);
+      return { score: point.step };
+    },
+    progress: {
+      update: (phase, done, total) => {
+        phases.set(phase, [...(phases.get(phase) ?? []), done, total]);
+      },
+    },
+  });
+  // 3 steps per epoch, 2 epochs; the network output has the shape of x.
+  assert.deepEqual(points, ["3/0/false/1x8x8x3", "6/1/false/1x8x8x3", "6/1/true/1x8x8x3"]);
+  const lines = (await Deno.readTextFile(join(result.dir, "evaluations.jsonl"))).trim().split("\n");
+  assert.deepEqual(lines.map((l) => JSON.parse(l)), [
+    { step: 3, epoch: 0, score: 3 },
+    { step: 6, epoch: 1, score: 6 },
+  ]);
+  const manifest = (await readManifest(result.dir))!;
+  assert.equal(manifest.summary.score, 6);
+  assert.ok(manifest.artifacts["evaluations.jsonl"]);
+  assert.deepEqual(phases.get("train"), [1, 6, 2, 6, 3, 6, 4, 6, 5, 6, 6, 6]);
+  assert.deepEqual(phases.get("sample")?.slice(-2), [8, 8]);
 });

@@ -32,6 +32,7 @@ bundle mod.ts ddpm.js
 bundle bench/mod.ts bench.js
 bundle src/train/parallel/worker.ts worker.ts
 bundle bench/gpu/adapter.ts adapter.js
+bundle bench/gpu/dispatch.ts dispatch.js
 store=node_modules/.deno
 cp "$store"/@tensorflow+tfjs-backend-wasm@*/node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm*.wasm \
   "$out/app/"

@@ -10,6 +10,8 @@
 # Everything goes to $OUT (log.txt, results.tar of JSON, samples*.png).
 #
 #   bash bench/gpu/run.sh           # on the device
+#   SHORT=1 bash bench/gpu/run.sh   # a second try in what is left of the device time: the course
+#                                   # U-Net side by side, a 100-step quickstart, a repeat pair
 #   TINY=1 bash bench/gpu/run.sh    # here, against Mesa's llvmpipe: tiny sizes, same steps
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,6 +55,11 @@ if [ -n "${TINY:-}" ]; then
   quick=(--set dataset.count=64 --set train.maxSteps=4 --set schedule.timesteps=10 --set sampler.count=8
     --set sampler.batchSize=8)
   device=cpu
+elif [ -n "${SHORT:-}" ]; then
+  small=32 small_batch=32 reps=(--reps 5 --warmup 2)
+  torch_iters=(--train-iters 12 --sample-iters 20 --warmup 3)
+  quick=(--set "train.maxSteps=${QUICK_STEPS:-100}")
+  device=cuda
 else
   small=32 small_batch=32 big=64 big_batch=16 reps=(--reps 10 --warmup 3)
   torch_iters=(--train-iters 12 --sample-iters 20 --warmup 3)
@@ -61,7 +68,7 @@ else
   quick=(--set "train.maxSteps=${QUICK_STEPS:-300}")
   device=cuda
 fi
-wide_dim=$(echo "$wide" | sed -E 's/.*"width":([0-9]+).*/\1/')
+wide_dim=$(echo "${wide:-}" | sed -E 's/.*"width":([0-9]+).*/\1/')
 
 pin=(env) # a command prefix: `taskset -c 0,1` pins to 2 cores
 bench() { # name args...
@@ -85,9 +92,10 @@ torch() { # name args...
 
 quickstart() { # i
   local i=$1
+  shift
   stamp "quickstart on webgpu, run $i"
-  timeout "${QUICK_TIMEOUT:-150}" "$D" run -A --no-config "$app/ddpm.js" run \
-    experiments/quickstart.json --set backend=webgpu --set train.microBatch=32 "${quick[@]}" \
+  timeout "${QUICK_TIMEOUT:-300}" "$D" run -A --no-config "$app/ddpm.js" run \
+    experiments/quickstart.json --set backend=webgpu --set train.microBatch=32 "$@" \
     --out "$work/outputs-$i" | tail -n 25
   run_dir=$(ls -d "$work/outputs-$i"/quickstart/seed-* 2>/dev/null | head -n 1)
   if [ -n "$run_dir" ]; then
@@ -98,10 +106,24 @@ quickstart() { # i
   fi
 }
 
+stamp "kernel launch cost"
+"$D" run -A --no-config "$app/dispatch.js" --backend webgpu
 bench webgpu-course --size $small --batch $small_batch "${reps[@]}" --backend webgpu --micro-batch 0
 torch torch-$device-course --size $small --batch $small_batch --device $device --threads 16 \
   "${torch_iters[@]}"
-quickstart 1
+quickstart 1 "${quick[@]}"
+if [ -n "${SHORT:-}" ]; then
+  # Two identical short runs: do the bits repeat on this GPU?
+  repeat=(--set train.maxSteps=8 --set sampler.count=8 --set sampler.batchSize=8)
+  quickstart 2 "${repeat[@]}"
+  quickstart 3 "${repeat[@]}"
+  stamp "compare the two repeated runs"
+  cmp "$work/results/quickstart-2-metrics.jsonl" "$work/results/quickstart-3-metrics.jsonl" &&
+    echo "metrics.jsonl: identical bits"
+  cmp "$OUT/samples-2.png" "$OUT/samples-3.png" && echo "samples.png: identical bits"
+  stamp done
+  exit 0
+fi
 bench webgpu-wide --size $big --batch $big_batch "${reps[@]}" --backend webgpu --micro-batch 0 \
   --model "$wide"
 torch torch-$device-wide --dim "$wide_dim" --mults 1,1,2,2 --size $big --batch $big_batch \
@@ -115,7 +137,7 @@ bench wasm-2cores-course --size $small --batch $small_batch --reps 4 --warmup 1 
 torch torch-cpu-2cores-course --size $small --batch $small_batch --device cpu --threads 2 \
   "${torch_iters[@]}"
 pin=(env)
-quickstart 2
+quickstart 2 "${quick[@]}"
 
 stamp "compare the two quickstart runs"
 cmp "$work/results/quickstart-1-metrics.jsonl" "$work/results/quickstart-2-metrics.jsonl" &&

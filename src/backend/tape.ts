@@ -10,10 +10,12 @@
  * the partial gradients that have been summed.
  *
  * It uses the engine's tape (`startTape`, `state.activeTape`), which tfjs does not document;
- * {@link variableGradsLowMemory} checks for it and falls back to `tf.variableGrads` otherwise.
+ * {@link variableGradsLowMemory} falls back to `tf.variableGrads` when the installed tfjs is not
+ * the tested one (./tfjs_internals.ts) or the tape is not there.
  * @module
  */
 import { tf } from "../tf.ts";
+import { tfjsInternalsUsable } from "./tfjs_internals.ts";
 
 interface TapeNode {
   id: number;
@@ -173,7 +175,7 @@ export function variableGradsLowMemory(
   f: () => tf.Scalar,
   varList: tf.Variable[],
 ): { value: tf.Scalar; grads: tf.NamedTensorMap } {
-  const engine = engineInternals();
+  const engine = tfjsInternalsUsable() ? engineInternals() : undefined;
   if (engine === undefined || engine.state.gradientDepth !== 0) {
     return tf.variableGrads(f, varList);
   }

@@ -28,6 +28,7 @@ import {
   view,
   type WasmBackend,
   wasmKernelActive,
+  wholeHeapF32,
 } from "./wasm_heap.ts";
 
 const BACKEND = "wasm";
@@ -83,7 +84,7 @@ class Heap {
   get f32(): Float32Array {
     const buffer = this.#backend.wasm.HEAPU8.buffer;
     if (this.#f32 === undefined || this.#f32.buffer !== buffer) {
-      this.#f32 = new Float32Array(buffer);
+      this.#f32 = wholeHeapF32(this.#backend);
     }
     return this.#f32;
   }

@@ -1,6 +1,8 @@
 /**
  * Low-level access to the tfjs wasm backend for the kernels of `wasm_kernels.ts`: tensor
  * views into the wasm heap (no copy), and XNNPACK's matrix product called directly on them.
+ * Every access to the backend's internals goes through here, and only once
+ * `./tfjs_internals.ts` has accepted the installed tfjs version.
  *
  * A view is a TensorInfo registered at an offset inside another tensor's memory; it must be
  * released with {@link releaseView}, never with `disposeData` (which would free memory the view
@@ -66,6 +68,11 @@ export function heapOffset(backend: WasmBackend, info: Info): number {
 /** A float32 view of `info`'s memory on the heap (valid until the next allocation). */
 export function heapF32(backend: WasmBackend, info: Info): Float32Array {
   return backend.typedArrayFromHeap(info) as Float32Array;
+}
+
+/** A Float32Array over the whole wasm heap (take it afresh after any allocation). */
+export function wholeHeapF32(backend: WasmBackend): Float32Array {
+  return new Float32Array(backend.wasm.HEAPU8.buffer);
 }
 
 /** Releases several tensors made by kernels (not views). */

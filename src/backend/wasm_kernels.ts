@@ -27,8 +27,10 @@
  * @module
  */
 import { tf } from "../tf.ts";
-import { attentionKernels } from "./wasm_attention.ts";
-import { normKernels } from "./wasm_norm.ts";
+import { registerFusedOps } from "../model/ops.ts";
+import { tfjsInternalsUsable } from "./tfjs_internals.ts";
+import { attentionKernels, hasFusedAttention, linearAttentionCore } from "./wasm_attention.ts";
+import { groupNormCore, hasFusedGroupNorm, normKernels } from "./wasm_norm.ts";
 import {
   dispose,
   gemm,
@@ -481,14 +483,22 @@ function install(config: tf.KernelConfig): void {
 /**
  * Registers `Conv2DBackpropFilter` and replaces `Conv2DBackpropInput`, `BatchMatMul` and
  * `Identity` for the `wasm` backend, and registers the fused attention and GroupNorm kernels
- * (used by `src/model/layers.ts` on wasm). Idempotent; the kernels look up the wasm backend's
+ * as the model's fused ops (`src/model/ops.ts`). Nothing is registered when the installed tfjs
+ * is not the one whose internals these kernels use (see ./tfjs_internals.ts). Idempotent; the kernels look up the wasm backend's
  * own kernels when they run, so `@tensorflow/tfjs-backend-wasm` must be imported by then.
  */
 export function registerWasmKernels(): void {
+  if (!tfjsInternalsUsable()) return; // stock kernels (warned once)
   install(backpropFilterConfig);
   install(backpropInputConfig);
   install(identityConfig);
   for (const config of [...attentionKernels, ...normKernels]) install(config);
   const matmul = batchMatMulOverride();
   if (matmul) install(matmul);
+  registerFusedOps({
+    groupNorm: (x, affine, options) =>
+      hasFusedGroupNorm() ? groupNormCore(x, affine, options) : undefined,
+    linearAttention: (x, w, options) =>
+      hasFusedAttention() ? linearAttentionCore(x, w, options) : undefined,
+  });
 }

@@ -23,6 +23,7 @@ import {
   type Info,
   type WasmBackend,
   wasmKernelActive,
+  wholeHeapF32,
 } from "./wasm_heap.ts";
 
 const FORWARD = "DdpmGroupNorm";
@@ -65,7 +66,7 @@ function need(inputs: tf.NamedTensorInfoMap, name: string): Info {
 
 /** A Float32Array over the whole heap (take it after allocating: growth detaches it). */
 function f32(backend: WasmBackend): Float32Array {
-  return new Float32Array(backend.wasm.HEAPU8.buffer);
+  return wholeHeapF32(backend);
 }
 
 /** The float index of a tensor's first element on the heap. */

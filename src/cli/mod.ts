@@ -9,8 +9,7 @@ import { loadExperiment } from "../config/mod.ts";
 import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRuns } from "../run/list.ts";
-import { runExperiment } from "../run/runner.ts";
-import { verifyRun } from "../run/verify.ts";
+import { describeRun } from "../run/describe.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
@@ -93,13 +92,20 @@ async function runCommand(args: string[]): Promise<number> {
     sets: values.set ?? [],
     seed: parseSeed(values.seed),
   });
+  const outRoot = values.out ?? "outputs";
+  if (values["dry-run"]) {
+    // Only the config and the plain arithmetic of a run: TensorFlow.js is not loaded.
+    console.log(await describeRun(loaded, outRoot));
+    return 0;
+  }
+  // Loaded on demand, so that --dry-run, diff and runs never load TensorFlow.js.
+  const { runExperiment } = await import("../run/runner.ts");
   const controller = new AbortController();
   const release = abortOnSignals(controller);
   try {
     const result = await runExperiment(loaded, {
-      outRoot: values.out ?? "outputs",
+      outRoot,
       force: values.force ?? false,
-      dryRun: values["dry-run"] ?? false,
       resume: values.resume ?? false,
       retrain: values.retrain ?? false,
       signal: controller.signal,
@@ -118,6 +124,7 @@ async function verifyCommand(args: string[]): Promise<number> {
     });
   }
   console.log(`re-running ${positionals[0]} in a temporary folder...`);
+  const { verifyRun } = await import("../run/verify.ts");
   const result = await verifyRun(positionals[0], { log: (l) => console.log(`  ${l}`) });
   for (const c of result.checks) console.log(`${c.status.padEnd(8)} ${c.path}`);
   console.log(result.identical ? "all artifacts match" : "some artifacts differ");

@@ -8,10 +8,20 @@ import { UserError } from "../errors.ts";
 import { getAtPath } from "./merge.ts";
 import { isIntegerSchema, isWalkFailure, keysAt, walkSchema } from "./schema_walk.ts";
 
+/** Where a value was written: a file (with its line and column when known) or a flag. */
+export interface Source {
+  /** The file, or the flag as written (`--set train.epochs=3`). */
+  file: string;
+  /** 1-based line in the file. */
+  line?: number;
+  /** 1-based column in the file. */
+  column?: number;
+}
+
 /** One readable problem: where it is, what is wrong and what was expected. */
 export interface ConfigProblem {
   /** The file or `--set` flag the problem comes from. */
-  source: string;
+  source: Source;
   /** The dotted JSON path, e.g. `schedule.timesteps` or `model.multipliers[2]`. */
   path: string;
   /** What is wrong, e.g. `5000 is too big`. */
@@ -24,8 +34,8 @@ export interface ConfigProblem {
 export interface IssueOptions {
   /** The schema the input was validated with (to look up integer-ness and valid keys). */
   schema: z.ZodType;
-  /** The file or flag an issue at `path` comes from. */
-  sourceOf: (path: readonly PropertyKey[]) => string;
+  /** The file (and position) or flag an issue at `path` comes from. */
+  sourceOf: (path: readonly PropertyKey[]) => Source;
   /** The source named in the error's first line when there are several problems. */
   file: string;
 }
@@ -77,18 +87,15 @@ export function issuesError(
 
 /** One {@linkcode UserError} for a non-empty list of problems (see {@linkcode issuesError}). */
 export function problemsError(problems: readonly ConfigProblem[], file: string): UserError {
-  if (problems.length === 1) {
-    const [{ source, path, message, expected }] = problems;
-    return new UserError(message, { file: source, path, expected });
-  }
-  const lines = problems.map((problem) => {
-    const { source, path, message, expected } = problem;
-    return `  ${new UserError(message, { file: source, path, expected }).message}`;
-  });
-  const sources = new Set(problems.map((problem) => problem.source));
+  const errors = problems.map(({ source, path, message, expected }) =>
+    new UserError(message, { ...source, path, expected })
+  );
+  if (errors.length === 1) return errors[0];
+  const lines = errors.map((error) => `  ${error.message}`);
+  const sources = new Set(problems.map((problem) => problem.source.file));
   const header = `${problems.length} problems in the experiment:`;
   return new UserError(`${header}\n${lines.join("\n")}`, {
-    file: sources.size === 1 ? problems[0].source : file,
+    file: sources.size === 1 ? problems[0].source.file : file,
   });
 }
 

@@ -1,7 +1,17 @@
 /**
- * Parsing JSON text with errors that say where: file, line, column and what was expected.
+ * Experiment files as JSON with comments (like `deno.json`), parsed by `jsonc-parser`: syntax
+ * errors say file, line, column and what was expected, and the parse tree gives the line and
+ * column of any JSON path for the schema errors found later.
  * @module
  */
+import {
+  findNodeAtLocation,
+  type Node,
+  type ParseError,
+  type ParseErrorCode,
+  parseTree,
+  printParseErrorCode,
+} from "jsonc-parser";
 import { UserError } from "../errors.ts";
 
 /** A 1-based line and column in a text. */
@@ -12,12 +22,14 @@ export interface LineColumn {
   column: number;
 }
 
-/** Where a JSON text stops being valid and what would have been valid there. */
-export interface JsonErrorLocation {
-  /** 0-based offset of the offending character (the text's length at an early end). */
-  offset: number;
-  /** What was expected at the offset, when known. */
-  expected?: string;
+/** A parsed JSON-with-comments text: its value and what is needed to locate a path in it. */
+export interface JsonDocument {
+  /** The value; object keys are own properties (a `__proto__` key included). */
+  value: unknown;
+  /** The text without a leading byte order mark. */
+  text: string;
+  /** The parse tree, with the offset of every node. */
+  tree: Node;
 }
 
 /** The 1-based line and column of a 0-based offset in `text`. */
@@ -29,53 +41,88 @@ export function lineColumnAt(text: string, offset: number): LineColumn {
 }
 
 /**
- * Parses JSON text, throwing a {@linkcode UserError} that names the file, the line and column
- * (computed from the position V8 reports) and, when known, what was expected. A leading byte
- * order mark is ignored.
+ * Parses JSON that may hold `//` and `/* *\/` comments, throwing a {@linkcode UserError} that
+ * names the file, the line and column of the first syntax error and what was expected there.
+ * Trailing commas stay errors, as in `JSON.parse`. A leading byte order mark is ignored.
  */
-export function parseJsonText(text: string, file: string): unknown {
+export function parseJsonc(text: string, file: string): JsonDocument {
   const body = text.startsWith("\uFEFF") ? text.slice(1) : text;
-  try {
-    return JSON.parse(body);
-  } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
-    throw jsonSyntaxError(body, file, error.message);
+  const errors: ParseError[] = [];
+  const tree = parseTree(body, errors, { allowTrailingComma: false, disallowComments: false });
+  if (errors.length > 0 || tree === undefined) {
+    throw syntaxError(body, file, errors[0] ?? { error: VALUE_EXPECTED, offset: 0, length: 0 });
+  }
+  return { value: valueOf(tree), text: body, tree };
+}
+
+/**
+ * The line and column where `path` is written in `document`: the key of the property when the
+ * path ends at one, else the value. Undefined when the document does not have the path.
+ */
+export function locate(
+  document: JsonDocument,
+  path: readonly PropertyKey[],
+): LineColumn | undefined {
+  if (path.some((segment) => typeof segment === "symbol")) return undefined;
+  const node = findNodeAtLocation(document.tree, path as (string | number)[]);
+  if (node === undefined) return undefined;
+  const at = node.parent?.type === "property" ? node.parent : node;
+  return lineColumnAt(document.text, at.offset);
+}
+
+/** The JSON value of a tree node; object keys are defined, not assigned. */
+function valueOf(node: Node): unknown {
+  switch (node.type) {
+    case "object": {
+      const object: Record<string, unknown> = {};
+      for (const property of node.children ?? []) {
+        const [key, value] = property.children ?? [];
+        if (key === undefined || value === undefined) continue;
+        Object.defineProperty(object, String(key.value), {
+          value: valueOf(value),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
+      return object;
+    }
+    case "array":
+      return (node.children ?? []).map(valueOf);
+    default:
+      return node.value;
   }
 }
 
-function jsonSyntaxError(text: string, file: string, v8Message: string): UserError {
-  // V8: "Expected ',' or '}' after property value in JSON at position 9 (line 2 column 2)",
-  // "Unexpected token 'x', "{"a": x}" is not valid JSON" (no position), "Unexpected end of JSON
-  // input" (no position). The scanner below fills the gaps.
-  const scanned = locateJsonError(text);
-  const positionMatch = /\bat position (\d+)/.exec(v8Message);
-  const offset = positionMatch ? Number(positionMatch[1]) : scanned?.offset ?? text.length;
-  const { line, column } = lineColumnAt(text, offset);
-  const v8Expected = /^Expected (.+?) in JSON at position/.exec(v8Message)?.[1];
-  const sameSpot = scanned !== undefined && scanned.offset === offset;
-  const expected = v8Expected !== undefined
-    ? withArticle(v8Expected)
-    : sameSpot
-    ? scanned.expected
-    : undefined;
-  const reason = commonMistake(text, offset) ??
-    (v8Expected === undefined ? describeV8Reason(v8Message, text, offset) : undefined);
-  return new UserError(
-    `invalid JSON at line ${line}, column ${column}${reason ? `: ${reason}` : ""}`,
-    { file, expected },
-  );
-}
+/** jsonc-parser's code for a missing value (its enum is a `const enum`). */
+const VALUE_EXPECTED = 4 as ParseErrorCode;
 
-function withArticle(phrase: string): string {
-  return /^[a-z]/.test(phrase) ? `a ${phrase}` : phrase;
-}
+/** What was expected, by `printParseErrorCode` name. */
+const EXPECTED: Record<string, string> = {
+  InvalidSymbol: "a JSON value",
+  ValueExpected: "a JSON value",
+  PropertyNameExpected: "a double-quoted property name",
+  ColonExpected: "':' after property name",
+  CommaExpected: "',' between values",
+  CloseBraceExpected: "'}'",
+  CloseBracketExpected: "']'",
+  EndOfFileExpected: "end of input after the JSON value",
+  UnexpectedEndOfString: "a closing '\"' on the same line",
+  UnexpectedEndOfComment: "'*/' closing the comment",
+  InvalidEscapeCharacter: 'an escape character: one of " \\ / b f n r t u',
+  InvalidUnicode: "4 hex digits after '\\u'",
+  InvalidCharacter: "an escape sequence such as \\n instead of a control character",
+  InvalidNumberFormat: "a number",
+};
 
-function describeV8Reason(message: string, text: string, offset: number): string {
-  if (/^Unexpected (token|end of JSON input)/.test(message)) {
-    return `unexpected ${describeChar(text, offset)}`;
-  }
-  const reason = message.replace(/\s+at position \d+.*$/s, "").replace(/ in JSON$/, "");
-  return reason.charAt(0).toLowerCase() + reason.slice(1);
+function syntaxError(text: string, file: string, error: ParseError): UserError {
+  const { line, column } = lineColumnAt(text, error.offset);
+  const reason = commonMistake(text, error.offset) ??
+    `unexpected ${describeChar(text, error.offset)}`;
+  return new UserError(`invalid JSON at line ${line}, column ${column}: ${reason}`, {
+    file,
+    expected: EXPECTED[printParseErrorCode(error.error)],
+  });
 }
 
 function describeChar(text: string, offset: number): string {
@@ -91,139 +138,6 @@ function commonMistake(text: string, offset: number): string | undefined {
   if (text.slice(0, offset).trimEnd().endsWith(",") && (at === "}" || at === "]")) {
     return "trailing commas are not allowed";
   }
-  if (at === "/" && (text.charAt(offset + 1) === "/" || text.charAt(offset + 1) === "*")) {
-    return "comments are not allowed";
-  }
   if (at === "'") return "strings and property names take double quotes";
   return undefined;
-}
-
-class ScanStop {
-  constructor(readonly offset: number, readonly expected: string) {}
-}
-
-/**
- * Finds the first offset where `text` stops being valid JSON, with what was expected there;
- * undefined when the text is valid. A small RFC 8259 scanner, used where V8 gives no position.
- */
-export function locateJsonError(text: string): JsonErrorLocation | undefined {
-  let i = 0;
-  const stop = (expected: string): never => {
-    throw new ScanStop(i, expected);
-  };
-  const skipSpace = (): void => {
-    while (i < text.length && " \t\n\r".includes(text[i])) i++;
-  };
-  const digits = (expected: string): void => {
-    if (!/[0-9]/.test(text.charAt(i))) stop(expected);
-    while (/[0-9]/.test(text.charAt(i))) i++;
-  };
-  const literal = (word: string): void => {
-    for (const char of word) {
-      if (text.charAt(i) !== char) stop(`'${word}'`);
-      i++;
-    }
-  };
-  const string = (): void => {
-    i++; // the opening quote
-    while (true) {
-      if (i >= text.length) stop("a closing '\"'");
-      const char = text[i];
-      if (char === '"') {
-        i++;
-        return;
-      }
-      if (char.charCodeAt(0) < 0x20) {
-        stop("an escape sequence such as \\n instead of a control character");
-      }
-      if (char === "\\") {
-        i++;
-        const escape = text.charAt(i);
-        if (escape === "u") {
-          for (let k = 0; k < 4; k++) {
-            i++;
-            if (!/[0-9a-fA-F]/.test(text.charAt(i))) stop("4 hex digits after '\\u'");
-          }
-        } else if (!'"\\/bfnrt'.includes(escape) || escape === "") {
-          stop('an escape character: one of " \\ / b f n r t u');
-        }
-      }
-      i++;
-    }
-  };
-  const number = (): void => {
-    if (text[i] === "-") i++;
-    if (text.charAt(i) === "0") i++;
-    else digits("a digit");
-    if (text.charAt(i) === ".") {
-      i++;
-      digits("a digit after '.'");
-    }
-    if (text.charAt(i) === "e" || text.charAt(i) === "E") {
-      i++;
-      if (text.charAt(i) === "+" || text.charAt(i) === "-") i++;
-      digits("a digit in the exponent");
-    }
-  };
-  const value = (): void => {
-    skipSpace();
-    const char = text.charAt(i);
-    if (char === "{") object();
-    else if (char === "[") array();
-    else if (char === '"') string();
-    else if (char === "-" || /[0-9]/.test(char)) number();
-    else if (char === "t") literal("true");
-    else if (char === "f") literal("false");
-    else if (char === "n") literal("null");
-    else stop("a JSON value");
-    skipSpace();
-  };
-  const object = (): void => {
-    i++;
-    skipSpace();
-    if (text.charAt(i) === "}") {
-      i++;
-      return;
-    }
-    while (true) {
-      if (text.charAt(i) !== '"') stop("a double-quoted property name");
-      string();
-      skipSpace();
-      if (text.charAt(i) !== ":") stop("':' after property name");
-      i++;
-      value();
-      if (text.charAt(i) === "}") {
-        i++;
-        return;
-      }
-      if (text.charAt(i) !== ",") stop("',' or '}' after property value");
-      i++;
-      skipSpace();
-    }
-  };
-  const array = (): void => {
-    i++;
-    skipSpace();
-    if (text.charAt(i) === "]") {
-      i++;
-      return;
-    }
-    while (true) {
-      value();
-      if (text.charAt(i) === "]") {
-        i++;
-        return;
-      }
-      if (text.charAt(i) !== ",") stop("',' or ']' after array element");
-      i++;
-    }
-  };
-  try {
-    value();
-    if (i < text.length) stop("end of input after the JSON value");
-    return undefined;
-  } catch (error) {
-    if (error instanceof ScanStop) return { offset: error.offset, expected: error.expected };
-    throw error;
-  }
 }

@@ -1,27 +1,29 @@
 /**
- * Loading experiment files: JSON parsing with line and column errors, `extends` chains,
- * `--set` and `--seed` overrides, validation against the experiment schema with errors naming
- * the file (or flag) and the JSON path, plus the summary and hash of a resolved experiment.
+ * Loading experiment files, Hydra-style: every source is a layer, every layer is a patch, and
+ * the merged result is validated once, with errors naming the layer that set the offending
+ * value (a file with its line and column, or a `--set` / `--seed` flag) and the JSON path.
  *
- * Layers, lowest first: the root `extends` ancestor, ..., the experiment file, each `--set` in
- * order, then `--seed`. Objects merge deeply (the later layer wins), arrays are replaced whole,
- * and a section whose `kind` changes is replaced rather than merged.
+ * Layers, lowest first: the schema's defaults, the `extends` chain (root ancestor first), the
+ * experiment file, each `--set` in order, then `--seed`. Objects merge deeply (the later layer
+ * wins), arrays are replaced whole, a patch without `kind` keeps the kind below it, and a patch
+ * with a different `kind` replaces the section whole. Files are JSON with comments.
  * @module
  */
 import { dirname, resolve } from "node:path";
+import type { z } from "zod";
 import {
   type Experiment,
   ExperimentFileSchema,
   ExperimentSchema,
 } from "../../schemas/experiment.ts";
 import { UserError } from "../errors.ts";
-import { issuesError } from "./issues.ts";
-import { parseJsonText } from "./json.ts";
-import { hasPath, isJsonObject, type JsonObject, mergeLayers } from "./merge.ts";
-import { checkSetPath, overrideLayer, parseSetOverride } from "./overrides.ts";
+import { issuesError, type Source } from "./issues.ts";
+import { type JsonDocument, locate, parseJsonc } from "./json.ts";
+import { hasPath, isJsonObject, type JsonObject, mergeLayers, objectAtPath } from "./merge.ts";
+import { checkSetPath, parseSetOverride } from "./overrides.ts";
 
 export { canonicalJson, configHash } from "./canonical.ts";
-export { formatConfigSummary } from "./summary.ts";
+export { describeSampler, formatConfigSummary } from "./summary.ts";
 
 /** Overrides applied on top of the experiment file. */
 export interface LoadOptions {
@@ -43,14 +45,19 @@ export interface LoadedExperiment {
   overrides: string[];
 }
 
+/** One patch of the experiment and where it came from. */
 interface Layer {
-  /** The file, or the flag as written (`--set train.epochs=3`, `--seed 7`). */
+  /** The file, the flag as written (`--set train.epochs=3`, `--seed 7`), or `defaults`. */
   source: string;
   data: JsonObject;
+  /** The parsed file, to give line and column of a path. */
+  document?: JsonDocument;
 }
 
+const DEFAULTS = "defaults";
+
 /**
- * Loads, merges and validates an experiment file. Throws a {@linkcode UserError} naming the
+ * Loads, layers and validates an experiment file. Throws a {@linkcode UserError} naming the
  * file or flag and the JSON path for invalid JSON, unknown keys, wrong types or values, a
  * missing or cyclic `extends` and unknown `--set` paths; all validation problems of the merged
  * experiment are reported together, one per line.
@@ -60,24 +67,24 @@ export async function loadExperiment(
   options: LoadOptions = {},
 ): Promise<LoadedExperiment> {
   const file = resolve(path);
-  const { chain, layers } = await loadChain(file);
-  let merged: JsonObject = {};
-  for (const layer of layers) merged = mergeLayers(merged, layer.data) as JsonObject;
+  const { chain, layers: fileLayers } = await loadChain(file);
+  const layers: Layer[] = [{ source: DEFAULTS, data: schemaDefaults() }, ...fileLayers];
+  let merged = layers.reduce((below, layer) => mergeLayers(below, layer.data) as JsonObject, {});
 
   const overrides: string[] = [];
   for (const text of options.sets ?? []) {
     const override = parseSetOverride(text);
     checkSetPath(override, merged);
-    const { layer, start } = overrideLayer(override, merged);
-    resolveDatasetPath(layer, Deno.cwd());
-    layers.push({ source: override.flag, data: layer });
-    merged = mergeLayers(start, layer) as JsonObject;
+    const data = objectAtPath(override.path, override.value);
+    resolveDatasetPath(data, Deno.cwd());
+    layers.push({ source: override.flag, data });
+    merged = mergeLayers(merged, data) as JsonObject;
     overrides.push(text);
   }
   if (options.seed !== undefined) {
-    const layer = { seed: options.seed };
-    layers.push({ source: `--seed ${options.seed}`, data: layer });
-    merged = mergeLayers(merged, layer) as JsonObject;
+    const data = { seed: options.seed };
+    layers.push({ source: `--seed ${options.seed}`, data });
+    merged = mergeLayers(merged, data) as JsonObject;
     overrides.push(`seed=${options.seed}`);
   }
 
@@ -85,11 +92,21 @@ export async function loadExperiment(
   if (!parsed.success) {
     throw issuesError(parsed.error.issues, merged, {
       schema: ExperimentSchema,
-      sourceOf: (issuePath) => sourceOf(layers, issuePath) ?? file,
+      sourceOf: (issuePath) => sourceOf(layers, issuePath) ?? { file },
       file,
     });
   }
   return { config: parsed.data, file, chain, overrides };
+}
+
+/** The lowest layer: every section's default (the kind of each kind-discriminated one). */
+function schemaDefaults(): JsonObject {
+  const defaults: JsonObject = {};
+  for (const [key, schema] of Object.entries(ExperimentSchema.shape)) {
+    const parsed = (schema as z.ZodType).safeParse(undefined);
+    if (parsed.success && parsed.data !== undefined) defaults[key] = parsed.data;
+  }
+  return defaults;
 }
 
 /** The file and its ancestors (child first), and their layers (root ancestor first). */
@@ -110,10 +127,10 @@ async function loadChain(file: string): Promise<{ chain: string[]; layers: Layer
     }
     seen.set(real, current);
     chain.push(current);
-    const data = await readExperimentFile(current);
-    const { extends: parent, $schema: _schema, ...rest } = data;
-    resolveDatasetPath(rest, dirname(current));
-    layers.unshift({ source: current, data: rest });
+    const document = await readExperimentFile(current);
+    const { extends: parent, $schema: _schema, ...data } = document.value as JsonObject;
+    resolveDatasetPath(data, dirname(current));
+    layers.unshift({ source: current, data, document });
     if (typeof parent !== "string") return { chain, layers };
     extendedBy = current;
     current = resolve(dirname(current), parent);
@@ -134,25 +151,40 @@ async function realPathOf(file: string, extendedBy: string | undefined): Promise
   }
 }
 
-/** Reads, parses and validates one experiment file on its own. */
-async function readExperimentFile(file: string): Promise<JsonObject> {
+/**
+ * Reads and parses one experiment file, with the checks that need no merge: a JSON object,
+ * known top-level keys, `extends` a path. Sections may be partial: they are patches.
+ */
+async function readExperimentFile(file: string): Promise<JsonDocument> {
   let text: string;
   try {
     text = await Deno.readTextFile(file);
   } catch (error) {
     throw readError(file, error);
   }
-  const data = parseJsonText(text, file);
-  const result = ExperimentFileSchema.safeParse(data);
-  if (!result.success) {
-    throw issuesError(result.error.issues, data, {
-      schema: ExperimentFileSchema,
-      sourceOf: () => file,
+  const document = parseJsonc(text, file);
+  const data = document.value;
+  if (!isJsonObject(data)) throw new UserError("expected a JSON object", { file });
+  const keys = Object.keys(ExperimentFileSchema.shape);
+  for (const key of Object.keys(data)) {
+    if (!keys.includes(key)) {
+      throw new UserError(`unknown key '${key}'`, {
+        file,
+        ...locate(document, [key]),
+        path: key,
+        expected: `one of ${keys.join(", ")}`,
+      });
+    }
+  }
+  if (data.extends !== undefined && (typeof data.extends !== "string" || data.extends === "")) {
+    throw new UserError(`invalid value ${JSON.stringify(data.extends)}`, {
       file,
+      ...locate(document, ["extends"]),
+      path: "extends",
+      expected: "a path relative to this file",
     });
   }
-  if (!isJsonObject(data)) throw new UserError("expected a JSON object", { file });
-  return data;
+  return document;
 }
 
 function readError(file: string, error: unknown): UserError {
@@ -169,15 +201,20 @@ function resolveDatasetPath(layer: JsonObject, baseDir: string): void {
 }
 
 /**
- * The layer an issue at `path` comes from: the latest layer that has the path, else the latest
- * that has its longest present prefix (a missing `dataset.path` comes from the layer that set
- * `dataset`). Undefined when no layer has any of it (a default, or a missing `name`).
+ * Where an issue at `path` comes from: the latest layer (defaults aside) that has the path,
+ * else the latest that has its longest present prefix (a missing `dataset.path` comes from the
+ * layer that set `dataset`), with the line and column for a file. Undefined when no layer has
+ * any of it (a missing `name`).
  */
-function sourceOf(layers: readonly Layer[], path: readonly PropertyKey[]): string | undefined {
+function sourceOf(layers: readonly Layer[], path: readonly PropertyKey[]): Source | undefined {
   for (let length = path.length; length >= 1; length--) {
     const prefix = path.slice(0, length);
-    const layer = layers.findLast((candidate) => hasPath(candidate.data, prefix));
-    if (layer !== undefined) return layer.source;
+    const layer = layers.findLast((candidate) =>
+      candidate.source !== DEFAULTS && hasPath(candidate.data, prefix)
+    );
+    if (layer === undefined) continue;
+    const position = layer.document ? locate(layer.document, prefix) : undefined;
+    return { file: layer.source, ...position };
   }
   return undefined;
 }

@@ -1,13 +1,13 @@
 /**
- * `--set path=value` overrides: parsing, checking the path against the experiment schema (for
- * the kind each section currently has) and turning one into a layer to merge on top.
+ * `--set path=value` overrides: parsing, and checking the path against the experiment schema
+ * (for the kind each section has in the layers below) before the override becomes a layer.
  * @module
  */
 import { ExperimentSchema } from "../../schemas/experiment.ts";
 import { UserError } from "../errors.ts";
 import { formatJsonPath } from "./issues.ts";
-import { isJsonObject, type JsonObject, objectAtPath } from "./merge.ts";
-import { isWalkFailure, unwrapSchema, walkSchema } from "./schema_walk.ts";
+import type { JsonObject } from "./merge.ts";
+import { isWalkFailure, walkSchema } from "./schema_walk.ts";
 
 /** One parsed `--set path=value`. */
 export interface SetOverride {
@@ -71,7 +71,8 @@ export function checkSetPath(override: SetOverride, current: JsonObject): void {
     });
   }
   const walked = walkSchema({ schema: ExperimentSchema, value: current }, path);
-  if (!isWalkFailure(walked)) return;
+  // An unknown kind is reported by validation, naming the layer that set it.
+  if (!isWalkFailure(walked) || walked.unknownKind) return;
   const where = formatJsonPath(path.slice(0, walked.depth + 1));
   const parent = formatJsonPath(path.slice(0, walked.depth));
   if (walked.validKeys === undefined) {
@@ -83,24 +84,4 @@ export function checkSetPath(override: SetOverride, current: JsonObject): void {
     path: where,
     expected: `one of ${walked.validKeys.join(", ")}`,
   });
-}
-
-/**
- * The layer an override merges on top of `current`, and the section to start from: when the
- * override reaches into a section that `current` does not have and whose default has a `kind`
- * (`schedule.timesteps=100` with no `schedule` written), the section starts as `{kind}` of the
- * default, so that the merged section still names its kind.
- */
-export function overrideLayer(
-  override: SetOverride,
-  current: JsonObject,
-): { layer: JsonObject; start: JsonObject } {
-  const [section] = override.path;
-  const layer = objectAtPath(override.path, override.value);
-  const reachesIn = override.path.length > 1 || isJsonObject(override.value);
-  if (!reachesIn || current[section] !== undefined) return { layer, start: current };
-  const sectionSchema = ExperimentSchema.shape[section as keyof typeof ExperimentSchema.shape];
-  const fallback = unwrapSchema(sectionSchema, undefined).value;
-  if (!isJsonObject(fallback) || fallback.kind === undefined) return { layer, start: current };
-  return { layer, start: { ...current, [section]: { kind: fallback.kind } } };
 }

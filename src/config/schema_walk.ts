@@ -27,6 +27,8 @@ export interface SchemaWalkFailure {
   validKeys?: string[];
   /** The discriminating `kind` of the object where the walk failed, when it has one. */
   kind?: string;
+  /** Set when the walk stopped at a section whose `kind` is missing or unknown. */
+  unknownKind?: boolean;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -107,7 +109,7 @@ export function walkSchema(
     const object = objectSchemaAt(position);
     if (object === undefined) {
       if (schema instanceof z.ZodDiscriminatedUnion) {
-        return { depth, message: "the section has no valid 'kind'" };
+        return { depth, message: "the section has no known 'kind'", unknownKind: true };
       }
       return { depth, message: "not an object" };
     }

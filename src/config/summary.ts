@@ -3,23 +3,28 @@
  * @module
  */
 import type { Experiment } from "../../schemas/experiment.ts";
+import { describeTransform } from "../data/transform.ts";
 import { describeSchedule } from "../diffusion/schedule.ts";
-import { levelResolutions } from "../model/mod.ts";
 
 function describeDataset(dataset: Experiment["dataset"]): string {
   switch (dataset.kind) {
     case "avatars":
-      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}`;
+      return `avatars: ${dataset.count} faces rendered at ${dataset.renderSize}x${dataset.renderSize}` +
+        (dataset.attributes ? `, attributes ${Object.keys(dataset.attributes).join(", ")}` : "");
     case "folder":
-      return `folder: ${dataset.path}${
-        dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`
+    case "zip":
+    case "cartoonset":
+      return `${dataset.kind}: ${dataset.path}${
+        dataset.kind === "zip" && dataset.root ? ` (root ${dataset.root})` : ""
+      }${dataset.limit === undefined ? "" : ` (first ${dataset.limit} images)`}${
+        dataset.onBadImage === "skip" ? ", bad images skipped" : ""
       }`;
   }
 }
 
 function describeModel(model: Experiment["model"], size: number): string {
   const levels = model.multipliers.length;
-  const resolutions = levelResolutions(levels, size);
+  const resolutions = Array.from({ length: levels }, (_, i) => size / 2 ** i);
   const at = model.attention.levels === "all"
     ? "all levels"
     : model.attention.levels.map((l) => `${resolutions[l]}x${resolutions[l]}`).join(", ");
@@ -39,10 +44,15 @@ function describeOptimizer(o: Experiment["optimizer"]): string {
   ].join(", ");
 }
 
-function describeSampler(s: Experiment["sampler"]): string {
+/**
+ * One line about a sampler, e.g. `ddim, 50 of 1000 steps, eta 0, x_T gaussian, x0 clipped,
+ * 32 images in batches of 32, 8 per grid row` (the dry run's summary and the run's log).
+ */
+export function describeSampler(s: Experiment["sampler"], timesteps: number): string {
   const head = s.kind === "ddim"
-    ? `ddim, ${s.steps ?? "all"} steps, eta ${s.eta}`
-    : `ddpm, ${s.variance} variance, ${s.stepNoise ? "with" : "without"} step noise`;
+    ? `ddim, ${s.steps ?? timesteps} of ${timesteps} steps, eta ${s.eta}`
+    : `ddpm, ${timesteps} steps, ${s.variance} variance, ` +
+      `${s.stepNoise ? "with" : "without"} step noise`;
   return `${head}, ${s.initialNoise} x_T${s.clipX0 ? ", x0 clipped to [-1, 1]" : ""}, ` +
     `${s.count} images in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
     (s.trajectory ? `, trajectory of ${s.trajectory.count}` : "");
@@ -60,12 +70,7 @@ export function formatConfigSummary(config: Experiment): string {
     ["seed", String(config.seed)],
     ["backend", config.backend],
     ["dataset", describeDataset(config.dataset)],
-    [
-      "transform",
-      `resize to ${transform.size}x${transform.size}, ${
-        transform.horizontalFlip ? "random horizontal flip" : "no flip"
-      }, normalise to [-1, 1]`,
-    ],
+    ["transform", describeTransform(transform)],
     [
       "schedule",
       describeSchedule(schedule),
@@ -84,7 +89,7 @@ export function formatConfigSummary(config: Experiment): string {
         `log every ${train.logEvery} steps`,
       ].join(", "),
     ],
-    ["sampler", describeSampler(sampler)],
+    ["sampler", describeSampler(sampler, schedule.timesteps)],
     ...(config.recovery
       ? [[
         "recovery",

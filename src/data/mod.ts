@@ -1,20 +1,43 @@
 /**
  * Training data: the `dataset` and `transform` sections of an experiment.
  *
- * {@link loadDataset} turns a dataset config into uint8 RGB images already resized to
- * `transform.size` (rendered DiceBear faces or an image folder); {@link makeBatch} turns a set of
- * indices into the float batch the model trains on, normalised as torchvision's
- * `ToTensor()` + `Normalize(0.5, 0.5)` and optionally mirrored.
+ * {@link loadDataset} turns a dataset section into uint8 RGB images, NHWC, already center-cropped
+ * and resized by the transform, with their labels: DiceBear avatars (rendered, cached), or images
+ * from a folder, a zip archive or a Cartoon Set folder (decoded once into the decoded cache,
+ * `.cache/datasets/`). {@link makeBatch} turns indices into the float batch the model trains on
+ * (normalised, optionally mirrored) and {@link batchLabels} gives the same images' labels.
+ * {@link loadLabelledImages} is the one call for consumers that need images and labels only
+ * (the attribute judge).
  * @module
  */
-import { dirname, resolve } from "node:path";
+import { createHash } from "node:crypto";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { DatasetConfig, TransformConfig } from "../../schemas/experiment.ts";
-import { type Labels, loadAvatars } from "./avatars.ts";
-import { loadFolder, resizeImages } from "./folder.ts";
+import { avatarPlan, loadAvatars } from "./avatars.ts";
+import { decodedCacheKey, readDecodedCache, writeDecodedCache } from "./cache.ts";
+import { openCartoonSet } from "./cartoonset.ts";
+import { badFilesError, decodeImages, type SkippedFile } from "./decode.ts";
+import { listImages, openFolder } from "./folder.ts";
+import { type Attribute, type LabelSet, selectLabels, valueCounts } from "./labels.ts";
+import { resizeImages } from "./resize.ts";
+import type { ImageSource } from "./source.ts";
+import {
+  centerCropImages,
+  type DecodeTransform,
+  decodeTransform,
+  flipProbability,
+  normalisation,
+  normalisationTable,
+} from "./transform.ts";
+import { openZip } from "./zip.ts";
 
-export type { LabelAttribute, Labels } from "./avatars.ts";
+export type { Attribute, LabelSet } from "./labels.ts";
+export { batchLabels, valueCounts } from "./labels.ts";
+export type { SkippedFile } from "./decode.ts";
+export { makeBatch, type MakeBatchOptions } from "./transform.ts";
 
-/** A loaded dataset: uint8 RGB images, NHWC, already resized to the transform size. */
+/** A loaded dataset: uint8 RGB images, NHWC, center-cropped and resized by the transform. */
 export interface Dataset {
   /** Number of images. */
   count: number;
@@ -24,138 +47,322 @@ export interface Dataset {
   channels: 3;
   /** `count x size x size x 3` bytes, NHWC. */
   pixels: Uint8Array;
-  /** Per-image categorical labels, when the source has them (avatar attributes, folder classes). */
-  labels?: Labels;
+  /** Per-image labels, when the source has them (avatar attributes, folder classes, CSVs). */
+  labels?: LabelSet;
+  /** The transform's normalisation as a lookup table (see `normalisationTable`). */
+  table: Float32Array;
+  /** Probability of a horizontal flip per image per epoch. */
+  flipProbability: number;
   /** A one-line description of where the images came from. */
   source: string;
+  /** What the run manifest records about the data. */
+  record: DatasetRecord;
+}
+
+/** The manifest's record of a dataset: where it came from, what it holds, what was left out. */
+export interface DatasetRecord {
+  /** `dataset.kind`. */
+  kind: DatasetConfig["kind"];
+  /** The folder or archive read (absent for avatars). */
+  location?: string;
+  /** Number of images trained on. */
+  count: number;
+  /**
+   * sha256 of the source: the archive file (zip), the `sha256sum`-style listing of the files read
+   * (folder, cartoonset), or the rendered pixels and labels (avatars).
+   */
+  contentHash: string;
+  /** Whether the images came from the decoded (or avatar) cache. */
+  fromCache: boolean;
+  /** The deterministic transform applied before caching. */
+  transform: DecodeTransform;
+  /** Each label attribute with its number of values and how often each value occurs. */
+  labels: (Attribute & { counts: Record<string, number> })[];
+  /** Files left out (`onBadImage: "skip"`), each with its reason. */
+  skipped: SkippedFile[];
 }
 
 /** Options of {@link loadDataset}. */
 export interface LoadDatasetOptions {
-  /** The `transform` section: the output size. */
+  /** The `transform` section. */
   transform: TransformConfig;
   /** The experiment seed (avatars are rendered from it). */
   seed: number;
   /** The avatar cache directory; default `<project>/.cache/avatars/`. */
   cacheDir?: string;
+  /** The decoded-image cache directory; default `<project>/.cache/datasets/`. */
+  decodedCacheDir?: string;
   /** The experiment file, named in errors about the dataset. */
   experimentFile?: string;
   /**
-   * Directory a relative folder path is resolved against; default the experiment file's
+   * Directory a relative dataset path is resolved against; default the experiment file's
    * directory, or the working directory when there is no experiment file.
    */
   baseDir?: string;
-  /** Called as images are rendered or decoded. */
+  /** Called as images are rendered or decoded (not on a cache hit). */
   onProgress?: (done: number, total: number) => void;
+  /** Images decoded at once; default `min(32, 4 x CPU cores)`. */
+  concurrency?: number;
+}
+
+function projectCacheDir(name: string): string {
+  const here = new URL(".", import.meta.url);
+  if (here.protocol === "file:") return join(fileURLToPath(here), "..", "..", ".cache", name);
+  return resolve(".cache", name);
+}
+
+function sourcePath(dataset: { path: string }, options: LoadDatasetOptions): string {
+  const baseDir = options.baseDir ??
+    (options.experimentFile === undefined ? "." : dirname(options.experimentFile));
+  return resolve(baseDir, dataset.path);
+}
+
+type FileDataset = Exclude<DatasetConfig, { kind: "avatars" }>;
+
+async function openSource(
+  dataset: FileDataset,
+  options: LoadDatasetOptions,
+): Promise<ImageSource> {
+  const path = sourcePath(dataset, options);
+  const at = { configFile: options.experimentFile, limit: dataset.limit };
+  switch (dataset.kind) {
+    case "folder":
+      return await openFolder(path, at);
+    case "zip":
+      return await openZip(path, { ...at, root: dataset.root });
+    case "cartoonset":
+      return await openCartoonSet(path, at);
+  }
+}
+
+function describeTransform(t: DecodeTransform): string {
+  return (t.centerCrop === undefined ? "" : `center-cropped to ${t.centerCrop} px, `) +
+    `resized to ${t.size} px` + (t.kernel === "linear" ? "" : ` (${t.kernel})`);
+}
+
+function record(
+  dataset: DatasetConfig,
+  fields: Omit<DatasetRecord, "kind" | "labels"> & { labels?: LabelSet },
+): DatasetRecord {
+  const { labels, ...rest } = fields;
+  const counts = labels ? valueCounts(labels) : {};
+  return {
+    kind: dataset.kind,
+    ...rest,
+    labels: (labels?.attributes ?? []).map((a) => ({ ...a, counts: counts[a.name] })),
+  };
+}
+
+async function loadAvatarDataset(
+  dataset: Extract<DatasetConfig, { kind: "avatars" }>,
+  options: LoadDatasetOptions,
+  transform: DecodeTransform,
+): Promise<Omit<Dataset, "table" | "flipProbability">> {
+  const set = await loadAvatars(options.seed, {
+    count: dataset.count,
+    renderSize: dataset.renderSize,
+    cacheDir: options.cacheDir,
+    onProgress: options.onProgress,
+    attributes: dataset.attributes,
+    configFile: options.experimentFile,
+  });
+  const hash = createHash("sha256").update(set.pixels);
+  for (const column of set.labels.labels) hash.update(new Uint8Array(column.buffer));
+  const contentHash = hash.digest("hex");
+  let pixels = set.pixels;
+  let from = set.size;
+  if (transform.centerCrop !== undefined) {
+    pixels = centerCropImages(pixels, { count: set.count, from, crop: transform.centerCrop });
+    from = transform.centerCrop;
+  }
+  pixels = await resizeImages(pixels, {
+    count: set.count,
+    from,
+    to: transform.size,
+    kernel: transform.kernel,
+  });
+  return {
+    count: set.count,
+    size: transform.size,
+    channels: 3,
+    pixels,
+    labels: set.labels,
+    source: `avatars: ${set.count} DiceBear lorelei faces (CC0), seed ${options.seed}, ` +
+      `rendered at ${set.size} px${set.fromCache ? " (cached)" : ""}, ${
+        describeTransform(transform)
+      }`,
+    record: record(dataset, {
+      count: set.count,
+      contentHash,
+      fromCache: set.fromCache,
+      transform,
+      labels: set.labels,
+      skipped: [],
+    }),
+  };
+}
+
+async function loadFileDataset(
+  dataset: FileDataset,
+  options: LoadDatasetOptions,
+  transform: DecodeTransform,
+): Promise<Omit<Dataset, "table" | "flipProbability">> {
+  const source = await openSource(dataset, options);
+  const where = { file: options.experimentFile, path: "dataset" };
+  const onBadImage = dataset.onBadImage ?? "fail";
+  const background = dataset.kind === "cartoonset" ? dataset.background ?? "#ffffff" : "#ffffff";
+  try {
+    if (source.skipped.length > 0 && onBadImage === "fail") {
+      throw badFilesError(source.skipped, where);
+    }
+    const contentHash = await source.contentHash();
+    const key = decodedCacheKey(contentHash, {
+      kind: dataset.kind,
+      transform,
+      selection: {
+        root: dataset.kind === "zip" ? dataset.root ?? "" : "",
+        limit: dataset.limit ?? null,
+        background,
+        onBadImage,
+      },
+    });
+    const cacheDir = options.decodedCacheDir ?? projectCacheDir("datasets");
+    let entry = await readDecodedCache(cacheDir, key);
+    const fromCache = entry !== undefined;
+    if (!entry) {
+      const decoded = await decodeImages(source.entries, {
+        transform,
+        background,
+        onBadImage,
+        skipped: source.skipped,
+        onProgress: options.onProgress,
+        concurrency: options.concurrency,
+        where,
+      });
+      const labels = source.labels ? selectLabels(source.labels, decoded.kept) : undefined;
+      entry = {
+        count: decoded.kept.length,
+        size: transform.size,
+        pixels: decoded.pixels,
+        ...(labels ? { labels } : {}),
+        skipped: decoded.skipped,
+        contentHash,
+      };
+      await writeDecodedCache(cacheDir, { ...entry, key });
+    }
+    const skipped = entry.skipped.length > 0 ? `, ${entry.skipped.length} bad files skipped` : "";
+    return {
+      count: entry.count,
+      size: transform.size,
+      channels: 3,
+      pixels: entry.pixels,
+      ...(entry.labels ? { labels: entry.labels } : {}),
+      source: `${dataset.kind}: ${entry.count} images from ${source.location}` +
+        (dataset.kind === "zip" && dataset.root ? ` (root ${dataset.root})` : "") +
+        `${fromCache ? " (decoded cache)" : ""}, ${describeTransform(transform)}${skipped}`,
+      record: record(dataset, {
+        location: source.location,
+        count: entry.count,
+        contentHash,
+        fromCache,
+        transform,
+        labels: entry.labels,
+        skipped: entry.skipped,
+      }),
+    };
+  } finally {
+    await source.close();
+  }
 }
 
 /**
- * Loads the dataset `dataset` resized to `options.transform.size`: avatars are rendered (or read
- * from the cache) at `renderSize` then resized with sharp; folder images are resized directly.
+ * Loads the dataset `dataset` with the deterministic part of `options.transform` applied
+ * (center crop, resize): avatars are rendered (or read from their cache) at `renderSize`, then
+ * cropped and resized; file sources are decoded (or read from the decoded cache). Throws a
+ * {@link UserError} for a missing or empty source and for bad files unless `onBadImage` is `skip`.
  */
 export async function loadDataset(
   dataset: DatasetConfig,
   options: LoadDatasetOptions,
 ): Promise<Dataset> {
-  const size = options.transform.size;
-  if (dataset.kind === "avatars") {
-    const set = await loadAvatars(options.seed, {
-      count: dataset.count,
-      renderSize: dataset.renderSize,
-      cacheDir: options.cacheDir,
-      onProgress: options.onProgress,
-    });
-    const pixels = await resizeImages(set.pixels, { count: set.count, from: set.size, to: size });
-    return {
-      count: set.count,
-      size,
-      channels: 3,
-      pixels,
-      labels: set.labels,
-      source: `avatars: ${set.count} DiceBear lorelei faces (CC0), seed ${options.seed}, ` +
-        `rendered at ${set.size} px${set.fromCache ? " (cached)" : ""}, resized to ${size} px`,
-    };
-  }
-  const baseDir = options.baseDir ??
-    (options.experimentFile === undefined ? "." : dirname(options.experimentFile));
-  const root = resolve(baseDir, dataset.path);
-  const images = await loadFolder(root, {
-    size,
-    configFile: options.experimentFile,
-    limit: dataset.limit,
-    onProgress: options.onProgress,
-  });
+  const transform = decodeTransform(options.transform);
+  const loaded = dataset.kind === "avatars"
+    ? await loadAvatarDataset(dataset, options, transform)
+    : await loadFileDataset(dataset, options, transform);
   return {
-    count: images.count,
-    size,
-    channels: 3,
-    pixels: images.pixels,
-    labels: images.labels,
-    source: `folder: ${images.count} images from ${images.root}, resized to ${size} px`,
+    ...loaded,
+    table: normalisationTable(normalisation(options.transform)),
+    flipProbability: flipProbability(options.transform),
   };
 }
 
-/** Options of {@link makeBatch}. */
-export interface MakeBatchOptions {
-  /** Mirror image `i` of the batch horizontally when `flips[i]` is true. */
-  flips?: ArrayLike<boolean>;
-  /** Write into this array (length `indices.length x size x size x 3`) instead of a new one. */
-  out?: Float32Array;
+/**
+ * The number of images `dataset` holds, without decoding any (a `--dry-run`): the avatar count
+ * (after checking the avatar attributes), or the images listed (Cartoon Set: those with a valid CSV), `limit` applied.
+ */
+export async function countImages(
+  dataset: DatasetConfig,
+  options: Pick<LoadDatasetOptions, "experimentFile" | "baseDir"> = {},
+): Promise<number> {
+  if (dataset.kind === "avatars") {
+    // Checks the attributes (names, variants, colours, groups) without rendering.
+    avatarPlan(dataset.attributes, {
+      seed: 0,
+      count: dataset.count,
+      configFile: options.experimentFile,
+    });
+    return dataset.count;
+  }
+  if (dataset.kind === "folder") {
+    const n = (await listImages(sourcePath(dataset, options as LoadDatasetOptions), {
+      configFile: options.experimentFile,
+    })).length;
+    return dataset.limit === undefined ? n : Math.min(n, dataset.limit);
+  }
+  const source = await openSource(dataset, options as LoadDatasetOptions);
+  await source.close();
+  return source.entries.length;
+}
+
+/** A dataset section's images and labels, for consumers that do not train (the judge). */
+export interface LabelledImages {
+  /** `count x height x width x channels` bytes, NHWC, RGB. */
+  images: Uint8Array;
+  /** Number of images. */
+  count: number;
+  /** Image height. */
+  height: number;
+  /** Image width. */
+  width: number;
+  /** Colour channels (3). */
+  channels: 3;
+  /** The label attributes (name, number of values, value names where known). */
+  attributes: Attribute[];
+  /** `labels[a][i]`: the value of `attributes[a]` for image `i`. */
+  labels: Int32Array[];
+  /** The source's content hash (see {@link DatasetRecord.contentHash}). */
+  contentHash: string;
 }
 
 /**
- * `NORMALISED[v]` is byte `v` as `ToTensor()` + `Normalize(0.5, 0.5)` make it in float32:
- * `(v / 255 - 0.5) / 0.5`, each operation rounded to float32 as torch computes it.
+ * Loads a dataset section into uint8 NHWC images (center-cropped and resized as `transform`
+ * says; default: resized to 32 px) with their labels per attribute. Unlabelled sources give no
+ * attributes. Uses the same caches as training.
  */
-const NORMALISED: Float32Array = Float32Array.from(
-  { length: 256 },
-  (_, v) => Math.fround(Math.fround(Math.fround(v / 255) - 0.5) / 0.5),
-);
-
-/**
- * The batch of images `indices` of `dataset` as NHWC float32 in [-1, 1]
- * (`(v / 255 - 0.5) / 0.5`, torchvision's `ToTensor()` + `Normalize(0.5, 0.5)`), image `i`
- * mirrored horizontally where `options.flips[i]` is true.
- */
-export function makeBatch(
-  dataset: Dataset,
-  indices: ArrayLike<number>,
-  options: MakeBatchOptions = {},
-): Float32Array {
-  const { size, pixels, count } = dataset;
-  const row = size * 3;
-  const imageLength = size * row;
-  const n = indices.length;
-  const out = options.out ?? new Float32Array(n * imageLength);
-  if (out.length !== n * imageLength) {
-    throw new RangeError(`makeBatch: out has length ${out.length}, expected ${n * imageLength}`);
-  }
-  const flips = options.flips;
-  if (flips !== undefined && flips.length < n) {
-    throw new RangeError(`makeBatch: ${flips.length} flips for ${n} indices`);
-  }
-  const lut = NORMALISED;
-  for (let b = 0; b < n; b++) {
-    const index = indices[b];
-    if (!Number.isInteger(index) || index < 0 || index >= count) {
-      throw new RangeError(`makeBatch: index ${index} out of range [0, ${count})`);
-    }
-    const src = index * imageLength;
-    const dst = b * imageLength;
-    if (flips?.[b]) {
-      for (let y = 0; y < size; y++) {
-        const rowStart = y * row;
-        for (let x = 0; x < size; x++) {
-          const s = src + rowStart + (size - 1 - x) * 3;
-          const d = dst + rowStart + x * 3;
-          out[d] = lut[pixels[s]];
-          out[d + 1] = lut[pixels[s + 1]];
-          out[d + 2] = lut[pixels[s + 2]];
-        }
-      }
-    } else {
-      for (let k = 0; k < imageLength; k++) out[dst + k] = lut[pixels[src + k]];
-    }
-  }
-  return out;
+export async function loadLabelledImages(
+  dataset: DatasetConfig,
+  options: Omit<LoadDatasetOptions, "transform"> & { transform?: Partial<TransformConfig> },
+): Promise<LabelledImages> {
+  const transform: TransformConfig = { size: 32, horizontalFlip: false, ...options.transform };
+  const data = await loadDataset(dataset, { ...options, transform });
+  return {
+    images: data.pixels,
+    count: data.count,
+    height: data.size,
+    width: data.size,
+    channels: 3,
+    attributes: data.labels?.attributes ?? [],
+    labels: data.labels?.labels ?? [],
+    contentHash: data.record.contentHash,
+  };
 }

@@ -10,9 +10,8 @@
  * @module
  */
 import type { SamplerConfig } from "../../schemas/experiment.ts";
-import type { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import { type Denoiser, initialState, type StateCallback } from "./sampler.ts";
+import { type StepRule, visitedStates } from "./sampler.ts";
 import type { Schedule } from "./schedule.ts";
 import { type Denoised, interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 
@@ -33,11 +32,7 @@ export function ddimTimesteps(timesteps: number, steps: number): Int32Array {
 
 /** The t of every state DDIM passes through, x_T first: [T, τ_{S-1} + 1, ..., τ_1 + 1, 0]. */
 export function ddimVisited(timesteps: number, steps: number): number[] {
-  const tau = ddimTimesteps(timesteps, steps);
-  const out = [timesteps];
-  for (let k = tau.length - 1; k >= 1; k--) out.push(tau[k - 1] + 1);
-  out.push(0);
-  return out;
+  return visitedStates(Array.from(ddimTimesteps(timesteps, steps)).reverse());
 }
 
 /** σ of a DDIM step from noise level ᾱ to ᾱ' with parameter η (0 when ᾱ' = 1). */
@@ -70,63 +65,33 @@ export type DdimFlags =
   & Pick<SamplerConfig, "initialNoise" | "stepNoise" | "eta">
   & Partial<Pick<SamplerConfig, "clipX0" | "steps">>;
 
-/** Options of {@link sampleDdim}. */
-export interface DdimOptions {
-  /** [count, H, W, C] of the batch to generate. */
-  shape: [number, number, number, number];
-  /** Sampler flags; `steps` defaults to T. */
-  flags: DdimFlags;
-  /** What the denoiser outputs (default `eps`). */
-  prediction?: Prediction;
-  /** Generator of x_T and of the step noise (the run's `sample/noise` stream). */
-  rng: Rng;
-  /** Called once with t = T and x_T. */
-  onStart?: StateCallback;
-  /** Called after each step with the t of the new state (see {@link ddimVisited}) and the state. */
-  onStep?: StateCallback;
-}
-
 /**
- * Runs DDIM from x_T down to x_0 and returns x_0. Draws, in order: x_T (gaussian), then z of
- * each step whose σ > 0 (when step noise is on). Memory stays flat.
+ * DDIM's step rule: x̂_0 and ε̂ from the network output, then {@link ddimStep} from ᾱ of the
+ * current index to ᾱ of the next one (1 after the last step). The step noise is drawn only for
+ * steps whose σ > 0, when step noise is on.
  */
-export async function sampleDdim(
-  denoise: Denoiser,
+export function ddimRule(
   schedule: Schedule,
-  options: DdimOptions,
-): Promise<tf.Tensor4D> {
-  const { shape, flags, rng } = options;
-  const T = schedule.timesteps;
-  const tau = ddimTimesteps(T, flags.steps ?? T);
+  options: { flags: DdimFlags; prediction?: Prediction },
+): StepRule {
+  const { flags } = options;
   const prediction = options.prediction ?? "eps";
-  const n = shape.reduce((a, b) => a * b, 1);
-  let x = initialState(shape, { initialNoise: flags.initialNoise, rng });
-  if (options.onStart) await options.onStart(T, x);
-  for (let k = tau.length - 1; k >= 0; k--) {
-    const i = tau[k];
-    const alphaBar = schedule.alphaBars[i];
-    const alphaBarPrev = k > 0 ? schedule.alphaBars[tau[k - 1]] : 1;
-    const sigma = ddimSigma(alphaBar, alphaBarPrev, flags);
-    const z = flags.stepNoise && sigma > 0 ? rng.normal(n) : null;
-    const t = tf.fill([shape[0]], i) as tf.Tensor1D;
-    const out = await denoise(x, t);
-    const next = tf.tidy(() => {
-      const denoised = interpretOutput(out, x, {
+  const alphaBarOf = (index: number): number => index >= 0 ? schedule.alphaBars[index] : 1;
+  return {
+    drawsNoise: (index, prevIndex) =>
+      flags.stepNoise && ddimSigma(alphaBarOf(index), alphaBarOf(prevIndex), flags) > 0,
+    step(output, x, { index, prevIndex, z }) {
+      const denoised = interpretOutput(output, x, {
         prediction,
-        level: noiseLevelAt(schedule, i),
+        level: noiseLevelAt(schedule, index),
         clipX0: flags.clipX0,
       });
       return ddimStep(denoised, {
-        alphaBar,
-        alphaBarPrev,
+        alphaBar: alphaBarOf(index),
+        alphaBarPrev: alphaBarOf(prevIndex),
         eta: flags.eta,
-        z: z ? tf.tensor4d(z, shape) : null,
+        z,
       });
-    });
-    tf.dispose([t, out]);
-    x.dispose();
-    x = next;
-    if (options.onStep) await options.onStep(k > 0 ? tau[k - 1] + 1 : 0, x);
-  }
-  return x;
+    },
+  };
 }

@@ -1,13 +1,15 @@
 /**
  * The recovery experiment (seed 002): noise real images forward to step t, x_t ~ q(x_t | x_0),
  * then run the DDPM reverse process from t down to 0, once with σ_t² = β_t and once with
- * σ_t² = β̃_t. Both reverse runs use the same step noise, so they differ only in the variance.
+ * σ_t² = β̃_t, with the sampling loop of ./generate.ts over the indices t - 1..0. Both reverse
+ * runs use the same step noise, so they differ only in the variance.
  * @module
  */
 import { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { qSample } from "./forward.ts";
-import { type Denoiser, sampleDdpm } from "./sampler.ts";
+import { reverseProcess } from "./generate.ts";
+import { ddpmRule, ddpmTimesteps, type Denoiser } from "./sampler.ts";
 import type { Schedule } from "./schedule.ts";
 import type { Prediction } from "./targets.ts";
 
@@ -70,20 +72,19 @@ export async function recover(
         steps: new Int32Array(shape[0]).fill(t - 1),
       })
     );
+    // The reverse process from x_t: the sampling loop over the indices t - 1..0.
     const reverse = async (variance: "beta" | "posterior", generator: Rng) => {
-      const out = await sampleDdpm(denoise, schedule, {
-        shape,
-        flags: {
-          variance,
-          initialNoise: "gaussian",
-          stepNoise: options.stepNoise ?? true,
-          clipX0: options.clipX0,
+      const flags = { variance, stepNoise: options.stepNoise ?? true, clipX0: options.clipX0 };
+      const out = await reverseProcess(
+        denoise,
+        ddpmRule(schedule, { flags, prediction: options.prediction }),
+        {
+          x: tf.clone(xt),
+          timesteps: ddpmTimesteps(t - 1),
+          rng: generator,
+          onStep: options.onStep ? (index) => options.onStep!({ t, variance, index }) : undefined,
         },
-        prediction: options.prediction,
-        rng: generator,
-        start: { index: t - 1, x: xt },
-        onStep: options.onStep ? (index) => options.onStep!({ t, variance, index }) : undefined,
-      });
+      );
       const data = (await out.data()) as Float32Array;
       out.dispose();
       return data;

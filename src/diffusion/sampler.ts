@@ -1,5 +1,6 @@
 /**
- * The `sampler` section, `kind: "ddpm"`: ancestral sampling (Ho et al., Algorithm 2). The
+ * The `sampler` section, `kind: "ddpm"`: ancestral sampling (Ho et al., Algorithm 2) as a step
+ * rule for the one sampling loop of ./generate.ts (like a diffusers scheduler's `step`). A
  * sampler sees the network only as a function `denoise(x_t, t)` returning its raw output (ε̂ for
  * the default `eps` prediction; see ./targets.ts), and the schedule only as its tables.
  *
@@ -14,23 +15,110 @@ import type { Schedule } from "./schedule.ts";
 import { interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 
 /**
+ * What a denoiser returns: a tensor the sampling loop disposes, or the values of one (a
+ * network run outside tfjs, such as ONNX Runtime), shaped like x_t.
+ */
+export type DenoiserOutput = tf.Tensor4D | Float32Array;
+
+/**
  * The network as the samplers see it: its output for x_t [B, H, W, C] at float 0-based steps
  * t [B] (ε̂ when the model predicts `eps`), now or as a promise (a network whose batch is shared
- * with worker threads). The output is a new tensor the sampler disposes; the denoiser keeps its
- * own intermediates in a tf.tidy.
+ * with worker threads). A tensor output is a new tensor the sampler disposes; the denoiser keeps
+ * its own intermediates in a tf.tidy. Wrappers (classifier-free guidance: two calls mixed) are
+ * denoisers too.
  */
 export type Denoiser = (
   x: tf.Tensor4D,
   t: tf.Tensor1D,
-) => tf.Tensor4D | Promise<tf.Tensor4D>;
+) => DenoiserOutput | Promise<DenoiserOutput>;
 
 /** The flags of ancestral sampling (a subset of the `sampler` section). */
 export type AncestralFlags =
   & Pick<SamplerConfig, "variance" | "initialNoise" | "stepNoise">
   & Partial<Pick<SamplerConfig, "clipX0">>;
 
-/** Called with the t of a state (T for x_T, 0 for the sample) and the state [B, H, W, C]. */
-export type StateCallback = (t: number, x: tf.Tensor4D) => void | Promise<void>;
+/** Where the sampling loop is: the step just done (1-based) of how many. */
+export interface StepProgress {
+  /** Steps done, 1..steps (0 for the starting state). */
+  step: number;
+  /** Steps of the whole reverse process. */
+  steps: number;
+}
+
+/**
+ * Called with the t of a state (T for x_T, 0 for the sample), the state [B, H, W, C] and the
+ * progress of the loop.
+ */
+export type StateCallback = (
+  t: number,
+  x: tf.Tensor4D,
+  progress: StepProgress,
+) => void | Promise<void>;
+
+/** One step of a reverse process: from the state at `index` to the one at `prevIndex`. */
+export interface StepInput {
+  /** 0-based index i of the current state x (its t is i + 1). */
+  index: number;
+  /** The index of the next state, -1 after the last step (the sample, t = 0). */
+  prevIndex: number;
+  /** The step noise z, or null when the rule draws none for this step. */
+  z: tf.Tensor4D | null;
+}
+
+/**
+ * How a sampler turns the network output at x into the next state, as diffusers'
+ * `scheduler.step`: DDPM and DDIM are step rules, driven by one loop over a list of timesteps.
+ */
+export interface StepRule {
+  /** Whether the step from `index` to `prevIndex` draws step noise z (this fixes draw order). */
+  drawsNoise(index: number, prevIndex: number): boolean;
+  /** The next state from x and the network output at x. Pure: use inside tf.tidy. */
+  step(output: tf.Tensor4D, x: tf.Tensor4D, input: StepInput): tf.Tensor4D;
+}
+
+/** The 0-based indices ancestral sampling visits from index `from` (default T - 1) down to 0. */
+export function ddpmTimesteps(from: number): number[] {
+  return Array.from({ length: from + 1 }, (_, k) => from - k);
+}
+
+/**
+ * The t of every state a loop over `timesteps` (descending indices) passes through, the start
+ * first and the sample (t = 0) last: the step at index i leads to t = (next index) + 1.
+ */
+export function visitedStates(timesteps: readonly number[]): number[] {
+  if (timesteps.length === 0) return [0];
+  return [...timesteps.map((i) => i + 1), 0];
+}
+
+/**
+ * DDPM's step rule (Algorithm 2, one index at a time): the ε form of {@link ddpmStep}, or the
+ * x̂_0 form {@link ddpmStepFromX0} for the `x0` and `v` predictions and with `clipX0`. The step
+ * noise is drawn at every index but the last (i = 0), when step noise is on.
+ */
+export function ddpmRule(
+  schedule: Schedule,
+  options: {
+    flags: Pick<AncestralFlags, "variance" | "stepNoise" | "clipX0">;
+    prediction?: Prediction;
+  },
+): StepRule {
+  const { flags } = options;
+  const prediction = options.prediction ?? "eps";
+  const viaX0 = prediction !== "eps" || flags.clipX0 === true;
+  return {
+    drawsNoise: (index) => flags.stepNoise && index > 0,
+    step(output, x, { index, z }) {
+      const step = { schedule, index, variance: flags.variance, z };
+      if (!viaX0) return ddpmStep(x, output, step);
+      const { x0 } = interpretOutput(output, x, {
+        prediction,
+        level: noiseLevelAt(schedule, index),
+        clipX0: flags.clipX0,
+      });
+      return ddpmStepFromX0(x, x0, step);
+    },
+  };
+}
 
 /** σ_t² of the reverse step at index i: β̃_t (`posterior`) or β_t (`beta`). */
 export function reverseVariance(
@@ -124,70 +212,4 @@ export function initialState(
 ): tf.Tensor4D {
   if (options.initialNoise === "zeros") return tf.zeros(shape);
   return tf.tensor4d(options.rng.normal(shape.reduce((a, b) => a * b, 1)), shape);
-}
-
-/** Options of {@link sampleDdpm}. */
-export interface SampleOptions {
-  /** [count, H, W, C] of the batch to generate. */
-  shape: [number, number, number, number];
-  /** Sampler flags. */
-  flags: AncestralFlags;
-  /** What the denoiser outputs (default `eps`). */
-  prediction?: Prediction;
-  /** Generator of x_T and of the step noise z (the run's `sample/noise` stream). */
-  rng: Rng;
-  /** Start index (default T - 1) and optional start x (the recovery experiment starts from x_t). */
-  start?: { index: number; x: tf.Tensor4D };
-  /** Called once with the starting state: t = T (or start.index + 1) and x_t. */
-  onStart?: StateCallback;
-  /** Called after each step with its index i and the new state x (the paper's x_i). */
-  onStep?: (index: number, x: tf.Tensor4D) => void | Promise<void>;
-}
-
-/**
- * Runs the reverse process from x_T (or `options.start`) down to x_0 and returns x_0.
- * Draws, in order: x_T (gaussian, unless `start` is given), then z of each step with index > 0
- * (when step noise is on). Memory stays flat: each step runs in tf.tidy and the previous x is
- * disposed.
- */
-export async function sampleDdpm(
-  denoise: Denoiser,
-  schedule: Schedule,
-  options: SampleOptions,
-): Promise<tf.Tensor4D> {
-  const { shape, flags, rng } = options;
-  const prediction = options.prediction ?? "eps";
-  const viaX0 = prediction !== "eps" || flags.clipX0 === true;
-  const n = shape.reduce((a, b) => a * b, 1);
-  let index = options.start?.index ?? schedule.timesteps - 1;
-  let x: tf.Tensor4D = options.start
-    ? tf.clone(options.start.x)
-    : initialState(shape, { initialNoise: flags.initialNoise, rng });
-  if (options.onStart) await options.onStart(index + 1, x);
-  for (; index >= 0; index--) {
-    const z = flags.stepNoise && index > 0 ? rng.normal(n) : null;
-    const i = index;
-    const t = tf.fill([shape[0]], i) as tf.Tensor1D;
-    const out = await denoise(x, t);
-    const next = tf.tidy(() => {
-      const step = {
-        schedule,
-        index: i,
-        variance: flags.variance,
-        z: z ? tf.tensor4d(z, shape) : null,
-      };
-      if (!viaX0) return ddpmStep(x, out, step);
-      const { x0 } = interpretOutput(out, x, {
-        prediction,
-        level: noiseLevelAt(schedule, i),
-        clipX0: flags.clipX0,
-      });
-      return ddpmStepFromX0(x, x0, step);
-    });
-    tf.dispose([t, out]);
-    x.dispose();
-    x = next;
-    if (options.onStep) await options.onStep(i, x);
-  }
-  return x;
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import sharp from "sharp";
-import { makeGrid, type RgbImage } from "./image.ts";
+import { makeGrid, type RasterImage } from "./image.ts";
 
 /** The layout of the states: `count` images of height x width x channels each. */
 export interface StateLayout {
@@ -25,7 +25,7 @@ export interface StateLayout {
  * The strip: row r holds sample r at every state of `states` (each [count, H, W, C] values, in
  * reverse-process order), so a row reads from x_T on the left to the sample on the right.
  */
-export function trajectoryStrip(states: readonly Float32Array[], layout: StateLayout): RgbImage {
+export function trajectoryStrip(states: readonly Float32Array[], layout: StateLayout): RasterImage {
   const { count, height, width, channels } = layout;
   const size = height * width * channels;
   const images = new Float32Array(count * states.length * size);
@@ -61,7 +61,7 @@ export interface GifOptions {
  * dithering and no frame merging, so the same frames always give the same bytes.
  */
 export async function encodeGif(
-  frames: readonly RgbImage[],
+  frames: readonly RasterImage[],
   options: GifOptions,
 ): Promise<Uint8Array> {
   if (frames.length === 0) throw new RangeError("encodeGif: no frames");

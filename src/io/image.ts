@@ -6,17 +6,11 @@
 import sharp from "sharp";
 import { writeFileAtomic } from "./files.ts";
 
-/** An 8-bit RGB image, rows top to bottom, pixels interleaved. */
-export interface RgbImage {
-  /** Width in pixels. */
-  width: number;
-  /** Height in pixels. */
-  height: number;
-  /** `height x width x 3` bytes. */
-  data: Uint8Array;
-}
-
-/** An 8-bit image with 1 (grey), 2 (grey + alpha), 3 (RGB, the default) or 4 (RGBA) channels. */
+/**
+ * An 8-bit image, rows top to bottom, pixels interleaved, with 1 (grey), 2 (grey + alpha), 3
+ * (RGB, the default) or 4 (RGBA) channels: what grids are made as, PNGs are encoded from and
+ * decoded to.
+ */
 export interface RasterImage {
   /** Width in pixels. */
   width: number;
@@ -26,18 +20,6 @@ export interface RasterImage {
   data: Uint8Array;
   /** Channels per pixel; default 3. */
   channels?: 1 | 2 | 3 | 4;
-}
-
-/** A decoded 8-bit image. */
-export interface DecodedImage {
-  /** Width in pixels. */
-  width: number;
-  /** Height in pixels. */
-  height: number;
-  /** Channels per pixel, as stored in the file. */
-  channels: number;
-  /** `height x width x channels` bytes. */
-  data: Uint8Array;
 }
 
 /** Options of {@link makeGrid}. */
@@ -70,7 +52,7 @@ export interface GridOptions {
  * `padValue` around and between the images. As in torchvision, a single image comes back
  * without padding. NaN maps to 0.
  */
-export function makeGrid(images: Float32Array, options: GridOptions): RgbImage {
+export function makeGrid(images: Float32Array, options: GridOptions): RasterImage {
   const { count, height: h, width: w, channels } = options;
   const columns = options.columns ?? 8;
   const padding = options.padding ?? 2;
@@ -159,14 +141,14 @@ export async function encodePng(image: RasterImage): Promise<Uint8Array> {
 }
 
 /** Decodes a PNG (or any format sharp reads) to 8-bit pixels with its stored channel count. */
-export async function decodePng(bytes: Uint8Array): Promise<DecodedImage> {
+export async function decodePng(bytes: Uint8Array): Promise<Required<RasterImage>> {
   const { data, info } = await sharp(bytes).raw({ depth: "uchar" }).toBuffer({
     resolveWithObject: true,
   });
   return {
     width: info.width,
     height: info.height,
-    channels: info.channels,
+    channels: info.channels as 1 | 2 | 3 | 4,
     data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
   };
 }

@@ -5,10 +5,17 @@
  * linear weights [in, out] (PyTorch: OIHW and [out, in]).
  * @module
  */
-import { hasFusedAttention, linearAttentionCore } from "../backend/wasm_attention.ts";
-import { groupNormCore, hasFusedGroupNorm } from "../backend/wasm_norm.ts";
 import type { Rng } from "../rng.ts";
+import { fusedOps } from "./ops.ts";
 import { tf } from "../tf.ts";
+
+/** Options of the attention blocks. */
+export interface AttentionOptions {
+  /** Number of heads (4 in the reference). */
+  heads: number;
+  /** Width of each head (32 in the reference). */
+  dimHead: number;
+}
 
 /** Looks up a parameter tensor by its PyTorch state-dict name. */
 export type ParamLookup = (name: string) => tf.Tensor;
@@ -31,18 +38,16 @@ export function groupNorm(
   prefix: string,
   groups: number,
 ): tf.Tensor4D {
-  if (hasFusedGroupNorm()) {
-    // wasm: one fused op with a hand-written gradient (same function, far fewer kernels).
-    return groupNormCore(x, { gamma: p(`${prefix}.weight`), beta: p(`${prefix}.bias`) }, {
-      groups,
-    });
-  }
+  // A backend's fused kernel (wasm: one op with a hand-written gradient), when it has one.
+  const affine = { gamma: p(`${prefix}.weight`), beta: p(`${prefix}.bias`) };
+  const fused = fusedOps().groupNorm?.(x, affine, { groups });
+  if (fused !== undefined) return fused;
   const [b, h, w, c] = x.shape;
   const g = tf.reshape(x, [b, h * w, groups, c / groups]);
   const { mean, variance } = tf.moments(g, [1, 3], true);
   const normed = tf.mul(tf.sub(g, mean), tf.rsqrt(tf.add(variance, 1e-5)));
   const y = tf.reshape(normed, [b, h, w, c]);
-  return tf.add(tf.mul(y, p(`${prefix}.weight`)), p(`${prefix}.bias`));
+  return tf.add(tf.mul(y, affine.gamma), affine.beta);
 }
 
 /** SiLU (swish): x * sigmoid(x). */
@@ -115,14 +120,6 @@ function mergeHeads(o: tf.Tensor3D, shape: [number, number, number], heads: numb
   return tf.reshape(tf.transpose(r, [0, 2, 1, 3]), [b, h, w, heads * dimHead]);
 }
 
-/** Options of the attention blocks. */
-export interface AttentionOptions {
-  /** Number of heads (4 in the reference). */
-  heads: number;
-  /** Width of each head (32 in the reference). */
-  dimHead: number;
-}
-
 /**
  * Linear attention (reference `LinearAttention`): q softmaxed over the head channels and scaled,
  * k softmaxed over positions, out = (k vᵀ)ᵀ q, then to_out = Conv1x1 + GroupNorm(1, C).
@@ -134,11 +131,13 @@ export function linearAttention(
   options: AttentionOptions,
 ): tf.Tensor4D {
   const [b, h, w] = x.shape;
-  let merged: tf.Tensor4D;
-  if (hasFusedAttention()) {
-    // wasm: the same function as one fused op with a hand-written gradient (much faster).
-    merged = linearAttentionCore(x, p(`${prefix}.to_qkv.weight`) as tf.Tensor4D, options);
-  } else {
+  // A backend's fused kernel (wasm: one op with a hand-written gradient), when it has one.
+  let merged = fusedOps().linearAttention?.(
+    x,
+    p(`${prefix}.to_qkv.weight`) as tf.Tensor4D,
+    options,
+  );
+  if (merged === undefined) {
     const [q0, k0, v] = qkvHeads(x, p, prefix, options);
     const q = tf.mul(tf.softmax(q0, -1), options.dimHead ** -0.5);
     const k = tf.softmax(tf.transpose(k0, [0, 2, 1]), -1); // [BH, d, n], softmax over n

@@ -7,15 +7,12 @@ import type { ModelConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
 import { tf, variableFrom } from "../tf.ts";
-import { type ParamSpec, planUnet, unetForward, unetParamSpecs, type UnetPlan } from "./unet.ts";
+import * as layers from "./layers.ts";
+import type { ParamSpec } from "./params.ts";
+import { Unet } from "./unet.ts";
 
-export {
-  levelResolutions,
-  type ParamSpec,
-  planUnet,
-  unetParamSpecs,
-  type UnetPlan,
-} from "./unet.ts";
+export type { ParamSpec } from "./params.ts";
+export { countParameters, levelResolutions, Unet } from "./unet.ts";
 
 /** Options of a forward pass. */
 export interface PredictOptions {
@@ -28,22 +25,14 @@ export interface PredictOptions {
 
 /** A denoising network with named, trainable parameters. */
 export interface DenoiseModel {
-  /** The block plan the model was built from. */
-  plan: UnetPlan;
+  /** The modules of the network (their parameters and forward pass). */
+  net: Unet;
   /** Trainable parameters by PyTorch state-dict name, in state-dict order. */
   params: Map<string, tf.Variable>;
   /** Predicts the network output for x_t [B, H, W, C] and float timesteps t [B]; use in tf.tidy. */
   predict(x: tf.Tensor4D, t: tf.Tensor1D, options?: PredictOptions): tf.Tensor4D;
   /** Frees the parameters. */
   dispose(): void;
-}
-
-/** Number of trainable scalars the model section describes (no tensors are made). */
-export function countParameters(config: ModelConfig): number {
-  return unetParamSpecs(planUnet(config)).reduce(
-    (n, s) => n + s.shape.reduce((a, b) => a * b, 1),
-    0,
-  );
 }
 
 function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
@@ -62,12 +51,12 @@ function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
  * state-dict order from `options.rng` (the run's `model/init` stream).
  */
 export function createModel(config: ModelConfig, options: { rng: Rng }): DenoiseModel {
-  const plan = planUnet(config);
+  const net = new Unet(config);
   const params = new Map<string, tf.Variable>();
-  for (const spec of unetParamSpecs(plan)) {
+  for (const spec of net.params) {
     params.set(spec.name, variableFrom(tf.tensor(initialValues(spec, options.rng), spec.shape)));
   }
-  return wrap(plan, params);
+  return wrap(net, params);
 }
 
 /**
@@ -82,20 +71,20 @@ export function withParams(model: DenoiseModel, params: Map<string, tf.Variable>
       throw new Error(`withParams: ${name} has shape [${other.shape}], model needs [${v.shape}]`);
     }
   }
-  return wrap(model.plan, params);
+  return wrap(model.net, params);
 }
 
-function wrap(plan: UnetPlan, params: Map<string, tf.Variable>): DenoiseModel {
+function wrap(net: Unet, params: Map<string, tf.Variable>): DenoiseModel {
   const lookup = (name: string): tf.Tensor => {
     const v = params.get(name);
     if (!v) throw new Error(`model: no parameter named ${name}`);
     return v;
   };
   return {
-    plan,
+    net,
     params,
     predict: (x, t, options) =>
-      unetForward(plan, lookup, { x, t, dropoutRng: options?.dropoutRng }),
+      net.forward(x, t, { p: lookup, tf, layers, dropoutRng: options?.dropoutRng }),
     dispose: () => params.forEach((v) => v.dispose()),
   };
 }

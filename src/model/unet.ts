@@ -1,32 +1,36 @@
 /**
- * The course U-Net (../shared/reference/unet.md) and its generalisation: a pure plan of its
- * blocks, the parameter list that plan implies (names, shapes, initialisers) and the forward pass
- * over that plan. The defaults (2 residual blocks per level, linear attention at every level,
- * full attention in the middle, no dropout) are exactly the reference network.
+ * The course U-Net (../shared/reference/unet.md) and its generalisation, written as PyTorch
+ * modules are: each block declares its parameters in its constructor, under its state-dict
+ * prefix, and its `forward` next to them reads them. The defaults (2 residual blocks per level,
+ * linear attention at every level, full attention in the middle, no dropout) are exactly the
+ * reference network.
  *
  * Parameter names follow the reference's PyTorch state dict: level i of the way down is the
  * ModuleList `downs.i` = [resBlock 0, ..., resBlock n-1, attention, down-change], so with
  * n = `resBlocks` the attention is `downs.i.n` and the change `downs.i.(n+1)`; a level without
  * attention keeps the index (an nn.Identity, which has no parameters). Same for `ups.i`.
+ *
+ * Building the modules makes no tensor and this file loads no TensorFlow.js: `forward` gets the
+ * ops from its context (./mod.ts passes tfjs and ./layers.ts), so a dry run counts parameters
+ * without loading tfjs.
  * @module
  */
 import type { Rng } from "../rng.ts";
-import { tf } from "../tf.ts";
-import {
-  attention,
-  type AttentionOptions,
-  conv,
-  dropout,
-  gelu,
-  groupNorm,
-  linear,
-  linearAttention,
-  type ParamLookup,
-  pixelUnshuffle,
-  silu,
-  sinusoidalEmbedding,
-  upsampleNearest2x,
-} from "./layers.ts";
+import type { tf } from "../tf.ts";
+import type * as Layers from "./layers.ts";
+import { countSpecs, type ParamInit, ParamScope, type ParamSpec } from "./params.ts";
+
+/** What a forward pass reads: the parameters, the ops, and (training) the dropout generator. */
+export interface ForwardContext {
+  /** The parameter tensors by state-dict name. */
+  p: Layers.ParamLookup;
+  /** TensorFlow.js. */
+  tf: typeof tf;
+  /** The layer functions of ./layers.ts. */
+  layers: typeof Layers;
+  /** Training only: the generator of the dropout masks; without it dropout is off. */
+  dropoutRng?: Rng;
+}
 
 /** An attention block type. */
 export type AttentionKind = "linear" | "full" | "none";
@@ -56,96 +60,303 @@ export interface UnetShape {
   dropout?: number;
 }
 
-interface ResBlock {
-  prefix: string;
-  dimIn: number;
-  dimOut: number;
+const uniform = (fanIn: number): ParamInit => ({ kind: "uniform", fanIn });
+
+/** nn.Conv2d(cin, cout, k, padding=k//2) with an HWIO weight, stride 1. */
+class Conv {
+  readonly #prefix: string;
+  readonly #bias: boolean;
+
+  constructor(scope: ParamScope, shape: { k: number; cin: number; cout: number; bias?: boolean }) {
+    const { k, cin, cout, bias = true } = shape;
+    this.#prefix = scope.prefix;
+    this.#bias = bias;
+    scope.declare("weight", [k, k, cin, cout], uniform(k * k * cin));
+    if (bias) scope.declare("bias", [cout], uniform(k * k * cin));
+  }
+
+  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
+    return ctx.layers.conv(x, ctx.p, this.#prefix, this.#bias);
+  }
 }
 
-interface AttentionBlock {
-  prefix: string;
-  dim: number;
-  kind: "linear" | "full";
+/** nn.Linear(cin, cout) with an [in, out] weight. */
+class Linear {
+  readonly #prefix: string;
+
+  constructor(scope: ParamScope, cin: number, cout: number) {
+    this.#prefix = scope.prefix;
+    scope.declare("weight", [cin, cout], uniform(cin));
+    scope.declare("bias", [cout], uniform(cin));
+  }
+
+  forward(x: tf.Tensor2D, ctx: ForwardContext): tf.Tensor2D {
+    return ctx.layers.linear(x, ctx.p, this.#prefix);
+  }
 }
 
+/** nn.GroupNorm(groups, c) (eps 1e-5, affine). */
+class GroupNorm {
+  readonly #prefix: string;
+  readonly #groups: number;
+
+  constructor(scope: ParamScope, c: number, groups: number) {
+    this.#prefix = scope.prefix;
+    this.#groups = groups;
+    scope.declare("weight", [c], { kind: "ones" });
+    scope.declare("bias", [c], { kind: "zeros" });
+  }
+
+  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
+    return ctx.layers.groupNorm(x, ctx.p, this.#prefix, this.#groups);
+  }
+}
+
+/**
+ * The reference `ResnetBlock`: h = SiLU(GroupNorm(conv3x3(x)) · (scale + 1) + shift) with
+ * (scale, shift) = Linear(SiLU(t_emb)), [dropout,] SiLU(GroupNorm(conv3x3(h))), plus x (through a
+ * 1x1 conv when the width changes).
+ */
+class ResBlock {
+  readonly #dimOut: number;
+  readonly #dropout: number;
+  readonly #mlp: Linear;
+  readonly #block1: { proj: Conv; norm: GroupNorm };
+  readonly #block2: { proj: Conv; norm: GroupNorm };
+  readonly #resConv: Conv | null;
+
+  constructor(
+    scope: ParamScope,
+    dims: { dimIn: number; dimOut: number },
+    options: { timeDim: number; groups: number; dropout: number },
+  ) {
+    const { dimIn, dimOut } = dims;
+    const { groups } = options;
+    this.#dimOut = dimOut;
+    this.#dropout = options.dropout;
+    this.#mlp = new Linear(scope.at("mlp.1"), options.timeDim, 2 * dimOut);
+    this.#block1 = {
+      proj: new Conv(scope.at("block1.proj"), { k: 3, cin: dimIn, cout: dimOut }),
+      norm: new GroupNorm(scope.at("block1.norm"), dimOut, groups),
+    };
+    this.#block2 = {
+      proj: new Conv(scope.at("block2.proj"), { k: 3, cin: dimOut, cout: dimOut }),
+      norm: new GroupNorm(scope.at("block2.norm"), dimOut, groups),
+    };
+    this.#resConv = dimIn === dimOut
+      ? null
+      : new Conv(scope.at("res_conv"), { k: 1, cin: dimIn, cout: dimOut });
+  }
+
+  forward(x: tf.Tensor4D, temb: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
+    const { tf, layers: L } = ctx;
+    const ss = this.#mlp.forward(L.silu(temb), ctx);
+    const [scale, shift] = tf.split(tf.reshape(ss, [-1, 1, 1, 2 * this.#dimOut]), 2, 3);
+    let h = this.#block1.norm.forward(this.#block1.proj.forward(x, ctx), ctx);
+    h = L.silu(tf.add(tf.mul(h, tf.add(scale, 1)), shift));
+    if (ctx.dropoutRng && this.#dropout > 0) {
+      h = L.dropout(h, { rate: this.#dropout, rng: ctx.dropoutRng });
+    }
+    h = L.silu(this.#block2.norm.forward(this.#block2.proj.forward(h, ctx), ctx));
+    return tf.add(h, this.#resConv ? this.#resConv.forward(x, ctx) : x);
+  }
+}
+
+/**
+ * Residual(PreNorm(dim, LinearAttention | Attention)): x + fn(GroupNorm(1, C)(x)). PyTorch
+ * registers `fn` before `norm`, so the attention's parameters come first.
+ */
+class AttentionBlock {
+  readonly #kind: "linear" | "full";
+  readonly #heads: Layers.AttentionOptions;
+  readonly #fn: string;
+  readonly #norm: GroupNorm;
+
+  constructor(
+    scope: ParamScope,
+    dim: number,
+    options: { kind: "linear" | "full"; heads: Layers.AttentionOptions },
+  ) {
+    this.#kind = options.kind;
+    this.#heads = options.heads;
+    const fn = scope.at("fn.fn");
+    this.#fn = fn.prefix;
+    const hidden = options.heads.heads * options.heads.dimHead;
+    new Conv(fn.at("to_qkv"), { k: 1, cin: dim, cout: 3 * hidden, bias: false });
+    if (options.kind === "linear") {
+      new Conv(fn.at("to_out.0"), { k: 1, cin: hidden, cout: dim });
+      new GroupNorm(fn.at("to_out.1"), dim, 1);
+    } else {
+      new Conv(fn.at("to_out"), { k: 1, cin: hidden, cout: dim });
+    }
+    this.#norm = new GroupNorm(scope.at("fn.norm"), dim, 1);
+  }
+
+  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
+    const normed = this.#norm.forward(x, ctx);
+    const fn = this.#kind === "linear" ? ctx.layers.linearAttention : ctx.layers.attention;
+    return ctx.tf.add(x, fn(normed, ctx.p, this.#fn, this.#heads));
+  }
+}
+
+/** The change of resolution that ends a level. */
+class Change {
+  readonly #conv: Conv;
+  readonly #resample: "down" | "up" | null;
+
+  /**
+   * The last level: a 3x3 conv at `<prefix>`. Other levels: down, pixel-unshuffle then a 1x1
+   * conv of 4 dimIn channels; up, nearest 2x then a 3x3 conv; the conv at `<prefix>.1`.
+   */
+  constructor(
+    scope: ParamScope,
+    dims: { dimIn: number; dimOut: number },
+    resample: "down" | "up" | null,
+  ) {
+    const { dimIn, dimOut } = dims;
+    this.#resample = resample;
+    this.#conv = resample === null
+      ? new Conv(scope, { k: 3, cin: dimIn, cout: dimOut })
+      : resample === "down"
+      ? new Conv(scope.at(1), { k: 1, cin: 4 * dimIn, cout: dimOut })
+      : new Conv(scope.at(1), { k: 3, cin: dimIn, cout: dimOut });
+  }
+
+  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
+    const L = ctx.layers;
+    if (this.#resample === "down") return this.#conv.forward(L.pixelUnshuffle(x), ctx);
+    if (this.#resample === "up") return this.#conv.forward(L.upsampleNearest2x(x), ctx);
+    return this.#conv.forward(x, ctx);
+  }
+}
+
+/** One level of the U-Net: its residual blocks, its attention (or none) and its change. */
 interface Level {
   blocks: ResBlock[];
   attention: AttentionBlock | null;
-  /** `resample`: pixel-unshuffle + 1x1 (down) or nearest x2 + 3x3 (up); `conv`: a 3x3 conv. */
-  change: { prefix: string; kind: "resample" | "conv"; dimIn: number; dimOut: number };
+  change: Change;
 }
 
-/** The blocks of a U-Net, derived from its shape; both parameters and forward pass follow it. */
-export interface UnetPlan {
-  /** The shape the plan was made from. */
-  shape: UnetShape;
-  /** Width of the time embedding (4d). */
-  timeDim: number;
-  /** Down levels, highest resolution first. */
-  downs: Level[];
-  /** Middle width. */
-  midDim: number;
-  /** The middle attention block, or null. */
-  midAttention: AttentionBlock | null;
-  /** Up levels, lowest resolution first. */
-  ups: Level[];
-  /** Heads of every attention block. */
-  attentionOptions: AttentionOptions;
-  /** Dropout rate of the residual blocks (training only). */
-  dropout: number;
+/** The U-Net: its modules, their parameters in state-dict order, and the forward pass. */
+export class Unet {
+  /** Every parameter, in PyTorch's state-dict order. */
+  readonly params: readonly ParamSpec[];
+  readonly #width: number;
+  readonly #initConv: Conv;
+  readonly #timeMlp: [Linear, Linear];
+  readonly #downs: Level[];
+  readonly #ups: Level[];
+  readonly #mid: [ResBlock, AttentionBlock | null, ResBlock];
+  readonly #finalRes: ResBlock;
+  readonly #finalConv: Conv;
+
+  /** Declares the modules of `Unet(width, multipliers, channels)` and its options. */
+  constructor(shape: UnetShape) {
+    const root = new ParamScope();
+    const d = shape.width;
+    const n = shape.resBlocks ?? 2;
+    const timeDim = 4 * d;
+    const block = { timeDim, groups: shape.groups, dropout: shape.dropout ?? 0 };
+    const heads = { heads: shape.attention?.heads ?? 4, dimHead: shape.attention?.dimHead ?? 32 };
+    const kind = shape.attention?.kind ?? "linear";
+    const levels = shape.attention?.levels ?? "all";
+    const attentionAt = (scope: ParamScope, level: number, dim: number) =>
+      kind !== "none" && (levels === "all" || levels.includes(level))
+        ? new AttentionBlock(scope, dim, { kind, heads })
+        : null;
+    const dims = [d, ...shape.multipliers.map((m) => d * m)];
+    const pairs = dims.slice(0, -1).map((a, i) => [a, dims[i + 1]] as const);
+    const last = pairs.length - 1;
+
+    this.#width = d;
+    this.#initConv = new Conv(root.at("init_conv"), { k: 1, cin: shape.channels, cout: d });
+    this.#timeMlp = [
+      new Linear(root.at("time_mlp.1"), d, timeDim),
+      new Linear(root.at("time_mlp.3"), timeDim, timeDim),
+    ];
+    // PyTorch registers `downs` and `ups` before the middle blocks: keep its state-dict order.
+    this.#downs = pairs.map(([a, b], i): Level => {
+      const scope = root.at(`downs.${i}`);
+      return {
+        blocks: Array.from(
+          { length: n },
+          (_, j) => new ResBlock(scope.at(j), { dimIn: a, dimOut: a }, block),
+        ),
+        attention: attentionAt(scope.at(n), i, a),
+        change: new Change(scope.at(n + 1), { dimIn: a, dimOut: b }, i === last ? null : "down"),
+      };
+    });
+    this.#ups = [...pairs].reverse().map(([a, b], i): Level => {
+      const scope = root.at(`ups.${i}`);
+      return {
+        blocks: Array.from(
+          { length: n },
+          (_, j) => new ResBlock(scope.at(j), { dimIn: b + a, dimOut: b }, block),
+        ),
+        attention: attentionAt(scope.at(n), last - i, b),
+        change: new Change(scope.at(n + 1), { dimIn: b, dimOut: a }, i === last ? null : "up"),
+      };
+    });
+    const m = dims[dims.length - 1];
+    const middle = shape.middleAttention ?? "full";
+    this.#mid = [
+      new ResBlock(root.at("mid_block1"), { dimIn: m, dimOut: m }, block),
+      middle === "none"
+        ? null
+        : new AttentionBlock(root.at("mid_attn"), m, { kind: middle, heads }),
+      new ResBlock(root.at("mid_block2"), { dimIn: m, dimOut: m }, block),
+    ];
+    this.#finalRes = new ResBlock(root.at("final_res_block"), { dimIn: 2 * d, dimOut: d }, block);
+    this.#finalConv = new Conv(root.at("final_conv"), { k: 1, cin: d, cout: shape.channels });
+    this.params = root.specs;
+  }
+
+  /** Number of trainable scalars. */
+  get parameterCount(): number {
+    return countSpecs(this.params);
+  }
+
+  /**
+   * The network output for `x` [B, H, W, C] at float timesteps `t` [B]. With
+   * `ctx.dropoutRng` (training) the residual blocks apply dropout, masks drawn in forward order;
+   * without it (sampling) dropout is off. Call it inside `tf.tidy`.
+   */
+  forward(x: tf.Tensor4D, t: tf.Tensor1D, ctx: ForwardContext): tf.Tensor4D {
+    const { tf, layers: L } = ctx;
+    const attend = (h: tf.Tensor4D, block: AttentionBlock | null) =>
+      block ? block.forward(h, ctx) : h;
+    x = this.#initConv.forward(x, ctx);
+    const r = x;
+    const [mlp1, mlp3] = this.#timeMlp;
+    const temb = mlp3.forward(
+      L.gelu(mlp1.forward(L.sinusoidalEmbedding(t, this.#width), ctx)),
+      ctx,
+    );
+    const skips: tf.Tensor4D[] = [];
+    for (const level of this.#downs) {
+      level.blocks.forEach((block, j) => {
+        x = block.forward(x, temb, ctx);
+        if (j === level.blocks.length - 1) x = attend(x, level.attention);
+        skips.push(x);
+      });
+      x = level.change.forward(x, ctx);
+    }
+    const [mid1, midAttention, mid2] = this.#mid;
+    x = mid2.forward(attend(mid1.forward(x, temb, ctx), midAttention), temb, ctx);
+    for (const level of this.#ups) {
+      for (const block of level.blocks) {
+        x = block.forward(tf.concat([x, skips.pop()!], 3), temb, ctx);
+      }
+      x = level.change.forward(attend(x, level.attention), ctx);
+    }
+    x = this.#finalRes.forward(tf.concat([x, r], 3), temb, ctx);
+    return this.#finalConv.forward(x, ctx);
+  }
 }
 
-/** Derives the block plan of `Unet(width, multipliers, channels)` and its options. */
-export function planUnet(shape: UnetShape): UnetPlan {
-  const d = shape.width;
-  const n = shape.resBlocks ?? 2;
-  const levels = shape.attention?.levels ?? "all";
-  const kind = shape.attention?.kind ?? "linear";
-  const dims = [d, ...shape.multipliers.map((m) => d * m)];
-  const pairs = dims.slice(0, -1).map((a, i) => [a, dims[i + 1]] as const);
-  const attentionAt = (level: number, prefix: string, dim: number): AttentionBlock | null =>
-    kind !== "none" && (levels === "all" || levels.includes(level)) ? { prefix, dim, kind } : null;
-  const downs = pairs.map(([a, b], i): Level => {
-    const last = i === pairs.length - 1;
-    const pre = `downs.${i}`;
-    return {
-      blocks: Array.from({ length: n }, (_, j) => ({ prefix: `${pre}.${j}`, dimIn: a, dimOut: a })),
-      attention: attentionAt(i, `${pre}.${n}`, a),
-      change: last
-        ? { prefix: `${pre}.${n + 1}`, kind: "conv", dimIn: a, dimOut: b }
-        : { prefix: `${pre}.${n + 1}.1`, kind: "resample", dimIn: a, dimOut: b },
-    };
-  });
-  const ups = [...pairs].reverse().map(([a, b], i): Level => {
-    const last = i === pairs.length - 1;
-    const pre = `ups.${i}`;
-    return {
-      blocks: Array.from({ length: n }, (_, j) => ({
-        prefix: `${pre}.${j}`,
-        dimIn: b + a,
-        dimOut: b,
-      })),
-      attention: attentionAt(pairs.length - 1 - i, `${pre}.${n}`, b),
-      change: last
-        ? { prefix: `${pre}.${n + 1}`, kind: "conv", dimIn: b, dimOut: a }
-        : { prefix: `${pre}.${n + 1}.1`, kind: "resample", dimIn: b, dimOut: a },
-    };
-  });
-  const midDim = dims[dims.length - 1];
-  const mid = shape.middleAttention ?? "full";
-  return {
-    shape,
-    timeDim: 4 * d,
-    downs,
-    midDim,
-    midAttention: mid === "none" ? null : { prefix: "mid_attn", dim: midDim, kind: mid },
-    ups,
-    attentionOptions: {
-      heads: shape.attention?.heads ?? 4,
-      dimHead: shape.attention?.dimHead ?? 32,
-    },
-    dropout: shape.dropout ?? 0,
-  };
+/** Number of trainable scalars of the network `shape` describes (no tensors are made). */
+export function countParameters(shape: UnetShape): number {
+  return new Unet(shape).parameterCount;
 }
 
 /**
@@ -154,180 +365,4 @@ export function planUnet(shape: UnetShape): UnetPlan {
  */
 export function levelResolutions(levels: number, size: number): number[] {
   return Array.from({ length: levels }, (_, i) => size / 2 ** i);
-}
-
-/** How a parameter is initialised (PyTorch's defaults). */
-export type ParamInit =
-  | { kind: "uniform"; fanIn: number } // U(-1/sqrt(fanIn), 1/sqrt(fanIn)): Conv2d/Linear weight and bias
-  | { kind: "ones" }
-  | { kind: "zeros" };
-
-/** One parameter: PyTorch name, shape in this library's layout, and initialiser. */
-export interface ParamSpec {
-  /** PyTorch state-dict name. */
-  name: string;
-  /** Shape here (conv HWIO, linear [in, out]). */
-  shape: number[];
-  /** Initialiser. */
-  init: ParamInit;
-}
-
-/** The parameters a plan needs, in PyTorch's state-dict order. */
-export function unetParamSpecs(plan: UnetPlan): ParamSpec[] {
-  const specs: ParamSpec[] = [];
-  const convP = (prefix: string, k: number, cin: number, cout: number, bias = true) => {
-    const fanIn = k * k * cin;
-    specs.push({
-      name: `${prefix}.weight`,
-      shape: [k, k, cin, cout],
-      init: { kind: "uniform", fanIn },
-    });
-    if (bias) {
-      specs.push({ name: `${prefix}.bias`, shape: [cout], init: { kind: "uniform", fanIn } });
-    }
-  };
-  const linearP = (prefix: string, cin: number, cout: number) => {
-    specs.push({
-      name: `${prefix}.weight`,
-      shape: [cin, cout],
-      init: { kind: "uniform", fanIn: cin },
-    });
-    specs.push({ name: `${prefix}.bias`, shape: [cout], init: { kind: "uniform", fanIn: cin } });
-  };
-  const normP = (prefix: string, c: number) => {
-    specs.push({ name: `${prefix}.weight`, shape: [c], init: { kind: "ones" } });
-    specs.push({ name: `${prefix}.bias`, shape: [c], init: { kind: "zeros" } });
-  };
-  const resP = (rb: ResBlock) => {
-    linearP(`${rb.prefix}.mlp.1`, plan.timeDim, 2 * rb.dimOut);
-    convP(`${rb.prefix}.block1.proj`, 3, rb.dimIn, rb.dimOut);
-    normP(`${rb.prefix}.block1.norm`, rb.dimOut);
-    convP(`${rb.prefix}.block2.proj`, 3, rb.dimOut, rb.dimOut);
-    normP(`${rb.prefix}.block2.norm`, rb.dimOut);
-    if (rb.dimIn !== rb.dimOut) convP(`${rb.prefix}.res_conv`, 1, rb.dimIn, rb.dimOut);
-  };
-  const hidden = plan.attentionOptions.heads * plan.attentionOptions.dimHead;
-  // Residual(PreNorm(dim, fn)): PreNorm registers `fn` before `norm`.
-  const attnP = (block: AttentionBlock | null) => {
-    if (!block) return;
-    const { prefix, dim: c } = block;
-    convP(`${prefix}.fn.fn.to_qkv`, 1, c, 3 * hidden, false);
-    if (block.kind === "linear") {
-      convP(`${prefix}.fn.fn.to_out.0`, 1, hidden, c);
-      normP(`${prefix}.fn.fn.to_out.1`, c);
-    } else convP(`${prefix}.fn.fn.to_out`, 1, hidden, c);
-    normP(`${prefix}.fn.norm`, c);
-  };
-  const levelP = (level: Level, down: boolean) => {
-    level.blocks.forEach(resP);
-    attnP(level.attention);
-    const ch = level.change;
-    if (ch.kind === "conv") convP(ch.prefix, 3, ch.dimIn, ch.dimOut);
-    else if (down) convP(ch.prefix, 1, 4 * ch.dimIn, ch.dimOut);
-    else convP(ch.prefix, 3, ch.dimIn, ch.dimOut);
-  };
-  const { width: d, channels: c } = plan.shape;
-  convP("init_conv", 1, c, d);
-  linearP("time_mlp.1", d, plan.timeDim);
-  linearP("time_mlp.3", plan.timeDim, plan.timeDim);
-  // PyTorch registers `downs` and `ups` before the middle blocks: keep its state-dict order.
-  for (const level of plan.downs) levelP(level, true);
-  for (const level of plan.ups) levelP(level, false);
-  const m = plan.midDim;
-  resP({ prefix: "mid_block1", dimIn: m, dimOut: m });
-  attnP(plan.midAttention);
-  resP({ prefix: "mid_block2", dimIn: m, dimOut: m });
-  resP({ prefix: "final_res_block", dimIn: 2 * d, dimOut: d });
-  convP("final_conv", 1, d, c);
-  return specs;
-}
-
-function resBlock(
-  x: tf.Tensor4D,
-  temb: tf.Tensor2D,
-  p: ParamLookup,
-  rb: ResBlock & { groups: number; dropout: number; rng?: Rng },
-): tf.Tensor4D {
-  const ss = linear(silu(temb), p, `${rb.prefix}.mlp.1`);
-  const [scale, shift] = tf.split(tf.reshape(ss, [-1, 1, 1, 2 * rb.dimOut]), 2, 3);
-  let h = groupNorm(
-    conv(x, p, `${rb.prefix}.block1.proj`),
-    p,
-    `${rb.prefix}.block1.norm`,
-    rb.groups,
-  );
-  h = silu(tf.add(tf.mul(h, tf.add(scale, 1)), shift));
-  if (rb.rng && rb.dropout > 0) h = dropout(h, { rate: rb.dropout, rng: rb.rng });
-  h = silu(
-    groupNorm(conv(h, p, `${rb.prefix}.block2.proj`), p, `${rb.prefix}.block2.norm`, rb.groups),
-  );
-  const res = rb.dimIn === rb.dimOut ? x : conv(x, p, `${rb.prefix}.res_conv`);
-  return tf.add(h, res);
-}
-
-/** x + Attention(GroupNorm(1, C)(x)) for a planned block (identity when there is none). */
-function attend(
-  x: tf.Tensor4D,
-  p: ParamLookup,
-  block: AttentionBlock | null,
-  options: AttentionOptions,
-): tf.Tensor4D {
-  if (!block) return x;
-  const a = block.prefix;
-  const normed = groupNorm(x, p, `${a}.fn.norm`, 1);
-  const fn = block.kind === "linear" ? linearAttention : attention;
-  return tf.add(x, fn(normed, p, `${a}.fn.fn`, options));
-}
-
-/**
- * The forward pass: the network output for `x` [B, H, W, C] at float timesteps `t` [B].
- * With `dropoutRng` (training) the residual blocks apply dropout, masks drawn in forward order
- * from that generator; without it (sampling) dropout is off. Call it inside `tf.tidy`.
- */
-export function unetForward(
-  plan: UnetPlan,
-  p: ParamLookup,
-  inputs: { x: tf.Tensor4D; t: tf.Tensor1D; dropoutRng?: Rng },
-): tf.Tensor4D {
-  const common = {
-    groups: plan.shape.groups,
-    dropout: plan.dropout,
-    rng: inputs.dropoutRng,
-  };
-  const attn = plan.attentionOptions;
-  let x = conv(inputs.x, p, "init_conv");
-  const r = x;
-  const emb = sinusoidalEmbedding(inputs.t, plan.shape.width);
-  const temb = linear(gelu(linear(emb, p, "time_mlp.1")), p, "time_mlp.3");
-  const skips: tf.Tensor4D[] = [];
-  for (const level of plan.downs) {
-    level.blocks.forEach((block, j) => {
-      x = resBlock(x, temb, p, { ...block, ...common });
-      if (j === level.blocks.length - 1) x = attend(x, p, level.attention, attn);
-      skips.push(x);
-    });
-    x = level.change.kind === "conv"
-      ? conv(x, p, level.change.prefix)
-      : conv(pixelUnshuffle(x), p, level.change.prefix);
-  }
-  const m = plan.midDim;
-  x = resBlock(x, temb, p, { prefix: "mid_block1", dimIn: m, dimOut: m, ...common });
-  x = attend(x, p, plan.midAttention, attn);
-  x = resBlock(x, temb, p, { prefix: "mid_block2", dimIn: m, dimOut: m, ...common });
-  for (const level of plan.ups) {
-    for (const block of level.blocks) {
-      x = resBlock(tf.concat([x, skips.pop()!], 3), temb, p, { ...block, ...common });
-    }
-    x = attend(x, p, level.attention, attn);
-    x = level.change.kind === "conv"
-      ? conv(x, p, level.change.prefix)
-      : conv(upsampleNearest2x(x), p, level.change.prefix);
-  }
-  x = resBlock(tf.concat([x, r], 3), temb, p, {
-    prefix: "final_res_block",
-    dimIn: 2 * plan.shape.width,
-    dimOut: plan.shape.width,
-    ...common,
-  });
-  return conv(x, p, "final_conv");
 }

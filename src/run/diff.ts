@@ -7,7 +7,7 @@
 import diff from "microdiff";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
-import { type DecodedImage, decodePng, writePng } from "../io/image.ts";
+import { decodePng, type RasterImage, writePng } from "../io/image.ts";
 import { type ArtifactStatus, compareArtifacts, type Manifest, readManifest } from "./manifest.ts";
 
 /** One differing config path. */
@@ -76,8 +76,8 @@ function wallSeconds(m: Manifest): number | null {
 
 /** Mean absolute difference (0-255 scale) and PSNR (dB) of two same-size images. */
 export function compareImages(
-  a: DecodedImage,
-  b: DecodedImage,
+  a: Required<RasterImage>,
+  b: Required<RasterImage>,
 ): { meanAbsDiff: number; psnr: number } {
   let abs = 0;
   let sq = 0;
@@ -104,8 +104,8 @@ function hot(t: number): [number, number, number] {
  * by side with a 4-pixel white gap, as RGB; the heat map only when the sizes match.
  */
 export function composite(
-  a: DecodedImage,
-  b: DecodedImage,
+  a: Required<RasterImage>,
+  b: Required<RasterImage>,
 ): { width: number; height: number; data: Uint8Array } {
   const gap = 4;
   const same = a.width === b.width && a.height === b.height;
@@ -113,7 +113,7 @@ export function composite(
   const width = a.width + b.width + (same ? a.width : 0) + gap * (panels - 1);
   const height = Math.max(a.height, b.height);
   const data = new Uint8Array(width * height * 3).fill(255);
-  const blit = (img: DecodedImage, x0: number) => {
+  const blit = (img: Required<RasterImage>, x0: number) => {
     for (let y = 0; y < img.height; y++) {
       for (let x = 0; x < img.width; x++) {
         for (let c = 0; c < 3; c++) {

@@ -3,9 +3,9 @@
  * sha256 of every artifact.
  * @module
  */
+import type { DatasetRecord } from "../data/mod.ts";
 import { join } from "node:path";
 import { listFilesRecursive, sha256File, writeFileAtomic } from "../io/files.ts";
-import { tf } from "../tf.ts";
 
 /** How a run ended (`running` while it runs, or when the process was killed outright). */
 export type RunStatus = "running" | "complete" | "failed" | "interrupted";
@@ -46,6 +46,8 @@ export interface Manifest {
   endedAt?: string;
   /** Numbers worth seeing next to the samples (steps, losses, ᾱ_T, parameter count...). */
   summary: Record<string, number | string | null>;
+  /** The data trained on: source, count, content hash, labels and value counts, skipped files. */
+  dataset?: DatasetRecord;
   /** sha256 of every deterministic artifact, by path relative to the run folder. */
   artifacts: Record<string, string>;
   /** sha256 of artifacts that differ between identical runs (wall-clock timings). */
@@ -72,14 +74,16 @@ export async function gitState(dir: string): Promise<{ commit: string; dirty: bo
   return { commit, dirty: (status ?? "") !== "" };
 }
 
-/** Versions of the runtime and of the libraries that shape a run's numbers. */
-export function softwareVersions(extra: Record<string, string> = {}): Record<string, string> {
+/**
+ * Versions of the runtime and of the libraries that shape a run's numbers: Deno's, plus
+ * `libraries` (the runner gives tfjs's, so that this module does not load TensorFlow.js).
+ */
+export function softwareVersions(libraries: Record<string, string> = {}): Record<string, string> {
   return {
     deno: Deno.version.deno,
     v8: Deno.version.v8,
     typescript: Deno.version.typescript,
-    tfjs: tf.version_core,
-    ...extra,
+    ...libraries,
   };
 }
 

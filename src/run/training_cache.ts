@@ -4,11 +4,11 @@
  * equals that of a complete run reuses that run's checkpoint and only samples.
  * @module
  */
-import { join } from "node:path";
 import type { Experiment } from "../../schemas/experiment.ts";
 import { canonicalJson } from "../config/mod.ts";
 import { sha256Hex } from "../io/files.ts";
-import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
+import { listRuns } from "./list.ts";
+import { type Manifest, verifyArtifacts } from "./manifest.ts";
 
 /**
  * Top-level keys that do not influence training. Anything else (including sections added later)
@@ -40,29 +40,19 @@ export interface ReusableRun {
 
 /**
  * The first (in path order) complete run under `outRoot` with training hash `hash` whose
- * checkpoint files still match the hashes in its manifest; null when there is none.
+ * checkpoint files still match the hashes in its manifest and, when `options.contentHash` is given,
+ * whose manifest records no other dataset content hash; null when there is none.
  */
 export async function findReusableTraining(
   outRoot: string,
-  options: { hash: string; exclude?: string },
+  options: { hash: string; exclude?: string; contentHash?: string },
 ): Promise<ReusableRun | null> {
-  const candidates: string[] = [];
-  const list = async (dir: string): Promise<string[]> => {
-    const names: string[] = [];
-    try {
-      for await (const e of Deno.readDir(dir)) if (e.isDirectory) names.push(e.name);
-    } catch {
-      // a missing outputs folder holds no runs
-    }
-    return names.sort();
-  };
-  for (const name of await list(outRoot)) {
-    for (const run of await list(join(outRoot, name))) candidates.push(join(outRoot, name, run));
-  }
-  for (const dir of candidates) {
+  for (const { dir, manifest } of await listRuns(outRoot)) {
     if (dir === options.exclude) continue;
-    const manifest = await readManifest(dir);
-    if (manifest?.status !== "complete" || manifest.trainingHash !== options.hash) continue;
+    if (manifest.status !== "complete" || manifest.trainingHash !== options.hash) continue;
+    // The same config on other data (a folder whose images changed) is another training.
+    const recorded = manifest.dataset?.contentHash;
+    if (options.contentHash && recorded && recorded !== options.contentHash) continue;
     if ((await verifyArtifacts(dir, { manifest, prefix: "checkpoint/" })).length === 0) {
       return { dir, manifest };
     }

@@ -19,10 +19,20 @@ export interface CheckpointState {
   epoch: number;
 }
 
+/** What a checkpoint holds besides its state: the weights, Adam's moments and the EMA. */
+export interface CheckpointParts {
+  /** The model whose parameters are saved. */
+  model: DenoiseModel;
+  /** The optimizer whose moments are saved. */
+  optimizer: Adam;
+  /** The weight average, when the experiment keeps one. */
+  ema?: Ema | null;
+}
+
 /** Writes a checkpoint of `model` and `optimizer` into `dir` (created if needed), atomically per file. */
 export async function saveCheckpoint(
   dir: string,
-  parts: { model: DenoiseModel; optimizer: Adam; state: CheckpointState; ema?: Ema | null },
+  parts: CheckpointParts & { state: CheckpointState },
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const layout = { layout: "NHWC: conv HWIO, linear [in, out]; names as the PyTorch reference" };

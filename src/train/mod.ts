@@ -19,6 +19,7 @@ import { learningRate } from "./lr.ts";
 import type { GradientWorkers } from "./parallel/mod.ts";
 import type { Adam } from "./optimizer.ts";
 import { trainStep } from "./step.ts";
+import { epochPlan, plannedSteps } from "./plan.ts";
 
 export { lossValue } from "./loss.ts";
 export { Adam } from "./optimizer.ts";
@@ -26,6 +27,7 @@ export { Ema } from "./ema.ts";
 export { learningRate } from "./lr.ts";
 export { clipByGlobalNorm } from "./clip.ts";
 export { trainStep } from "./step.ts";
+export { epochPlan, plannedSteps } from "./plan.ts";
 
 /** Where training images come from: a count, the image shape and a batch maker. */
 export interface BatchSource {
@@ -33,10 +35,15 @@ export interface BatchSource {
   count: number;
   /** [H, W, C]. */
   shape: [number, number, number];
-  /** Whether to flip images horizontally at random (p = 0.5). */
-  flip: boolean;
+  /** Probability of a random horizontal flip per image per epoch (`true`: 0.5, `false`: 0). */
+  flip: boolean | number;
   /** NHWC batch in [-1, 1] of the images at `indices`, mirrored where `flips[i]`. */
   batch(indices: Int32Array, flips: Uint8Array): Float32Array;
+  /**
+   * The labels of the images at `indices`, one Int32Array per attribute (for conditional models;
+   * absent when the data has no labels).
+   */
+  labels?(indices: Int32Array): Int32Array[];
 }
 
 /** One optimizer step's record (metrics.jsonl). */
@@ -47,35 +54,6 @@ export interface StepRecord {
   epoch: number;
   /** Loss of the step's batch. */
   loss: number;
-}
-
-/** The number of steps a `train` section implies for `count` images. */
-export function plannedSteps(
-  count: number,
-  config: TrainConfig,
-): { perEpoch: number; total: number } {
-  const perEpoch = config.dropLast
-    ? Math.floor(count / config.batchSize)
-    : Math.ceil(count / config.batchSize);
-  const total = Math.min(perEpoch * config.epochs, config.maxSteps ?? Infinity);
-  return { perEpoch, total };
-}
-
-/** The images of each step of an epoch, and their flips, from the epoch's generators. */
-export function epochPlan(
-  count: number,
-  options: { seed: number; epoch: number; train: TrainConfig; flip: boolean },
-): { order: Int32Array; flips: Uint8Array } {
-  const { seed, epoch, train } = options;
-  const order = train.shuffle
-    ? deriveRng(seed, `data/order/epoch-${epoch}`).permutation(count)
-    : Int32Array.from({ length: count }, (_, i) => i);
-  const flips = new Uint8Array(count);
-  if (options.flip) {
-    const rng = deriveRng(seed, `data/flip/epoch-${epoch}`);
-    for (let i = 0; i < count; i++) flips[i] = rng.uniform() < 0.5 ? 1 : 0;
-  }
-  return { order, flips };
 }
 
 /** Options of {@link trainModel}. */

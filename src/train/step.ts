@@ -20,6 +20,7 @@ import { deriveRng } from "../rng.ts";
 import { clipByGlobalNorm } from "./clip.ts";
 import type { DenoiseModel } from "../model/mod.ts";
 import { tf } from "../tf.ts";
+import { microBatchRanges, shardRanges } from "./split.ts";
 import { lossValue } from "./loss.ts";
 import type { Adam } from "./optimizer.ts";
 import type { GradientWorkers } from "./parallel/mod.ts";
@@ -97,11 +98,9 @@ export function accumulateGradients(
   options: GradientTask & { total: number; microBatch?: number },
 ): { loss: tf.Scalar; grads: Record<string, tf.Tensor> } {
   const n = batch.steps.length;
-  const size = Math.max(1, Math.min(n, options.microBatch ?? n));
   let loss: tf.Scalar | undefined;
   let grads: Record<string, tf.Tensor> | undefined;
-  for (let from = 0; from < n; from += size) {
-    const to = Math.min(n, from + size);
+  for (const [from, to] of microBatchRanges(n, options.microBatch ?? n)) {
     const part = tf.tidy(() =>
       batchGradients(model, sliceBatch(batch, from, to), {
         ...options,
@@ -140,15 +139,14 @@ export async function trainStep(
     dropout: options.dropout,
   };
   const workers = options.workers;
-  const shards = Math.min(n, 1 + (workers?.size ?? 0));
-  const bound = (i: number) => Math.floor((i * n) / shards);
+  const [[, localEnd], ...shards] = shardRanges(n, 1 + (workers?.size ?? 0));
   // The workers start first (they get the weights before this step changes them) and run
   // while this thread computes shard 0.
-  const remote = shards > 1 && workers !== undefined
+  const remote = shards.length > 0 && workers !== undefined
     ? workers.gradients(
       model.params,
-      Array.from({ length: shards - 1 }, (_, i) => ({
-        batch: sliceBatch(inputs, bound(i + 1), bound(i + 2)),
+      shards.map(([from, to]) => ({
+        batch: sliceBatch(inputs, from, to),
         task,
         total: n,
         microBatch: options.microBatch,
@@ -156,7 +154,7 @@ export async function trainStep(
     )
     : Promise.resolve([]);
   const local = tf.tidy(() =>
-    accumulateGradients(model, sliceBatch(inputs, 0, bound(1)), {
+    accumulateGradients(model, sliceBatch(inputs, 0, localEnd), {
       ...task,
       total: n,
       microBatch: options.microBatch,

@@ -14,6 +14,7 @@ import type { ModelConfig } from "../../../schemas/experiment.ts";
 import type { BackendName } from "../../backend/mod.ts";
 import type { DenoiseModel } from "../../model/mod.ts";
 import { tf } from "../../tf.ts";
+import { shardRanges } from "../split.ts";
 import type {
   GradientTask,
   StepBatch,
@@ -256,26 +257,24 @@ export class GradientWorkers {
    * workers, shard 0 on this thread meanwhile. The result is a new tensor (the caller owns it).
    */
   async predictSharded(model: DenoiseModel, x: tf.Tensor4D, t: tf.Tensor1D): Promise<tf.Tensor4D> {
-    const n = x.shape[0];
-    const shards = Math.min(n, 1 + this.size);
-    if (shards === 1) return tf.tidy(() => model.predict(x, t));
+    const [[, localEnd], ...shards] = shardRanges(x.shape[0], 1 + this.size);
+    if (shards.length === 0) return tf.tidy(() => model.predict(x, t));
     const shape = x.shape.slice(1) as [number, number, number];
     const per = shape[0] * shape[1] * shape[2];
-    const bound = (k: number) => Math.floor((k * n) / shards);
     const xs = (await x.data()) as Float32Array;
     const ts = (await t.data()) as Float32Array;
     const pending = this.predict(
       model.params,
-      Array.from({ length: shards - 1 }, (_, k) => ({
-        x: xs.slice(bound(k + 1) * per, bound(k + 2) * per),
-        t: ts.slice(bound(k + 1), bound(k + 2)),
+      shards.map(([from, to]) => ({
+        x: xs.slice(from * per, to * per),
+        t: ts.slice(from, to),
         shape,
       })),
     );
     const local = tf.tidy(() =>
       model.predict(
-        tf.slice(x, [0, 0, 0, 0], [bound(1), ...shape]),
-        tf.slice(t, [0], [bound(1)]),
+        tf.slice(x, [0, 0, 0, 0], [localEnd, ...shape]),
+        tf.slice(t, [0], [localEnd]),
       )
     );
     try {
@@ -283,7 +282,7 @@ export class GradientWorkers {
       return tf.tidy(() =>
         tf.concat([
           local,
-          ...remote.map((r, k) => tf.tensor4d(r, [bound(k + 2) - bound(k + 1), ...shape])),
+          ...remote.map((r, k) => tf.tensor4d(r, [shards[k][1] - shards[k][0], ...shape])),
         ], 0)
       );
     } finally {

@@ -1,0 +1,191 @@
+/**
+ * The pictures of a run folder: `forward.png` (the notebook's forward process), `samples.png`
+ * with `trajectory.png` and `trajectory.gif` (the sampler's output and its reverse process), and
+ * `recovery.png` (seed 002). Each function samples or noises with the run's named random
+ * stream and writes its files atomically.
+ * @module
+ */
+import { join } from "node:path";
+import type { Experiment } from "../../schemas/experiment.ts";
+import { type Dataset, makeBatch } from "../data/mod.ts";
+import { qSample } from "../diffusion/forward.ts";
+import { generate, visitedTimesteps } from "../diffusion/generate.ts";
+import { recover, recoveryGridImages } from "../diffusion/recovery.ts";
+import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Schedule } from "../diffusion/schedule.ts";
+import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
+import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
+import { writeFileAtomic } from "../io/files.ts";
+import { makeGrid, writePng } from "../io/image.ts";
+import { deriveRng } from "../rng.ts";
+import { tf } from "../tf.ts";
+
+/** Lets pending signals (Ctrl-C) through between steps. */
+export function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** A grid PNG of `count` square RGB images of side `size`. */
+function writeGrid(
+  path: string,
+  images: Float32Array,
+  options: { count: number; size: number; columns: number },
+): Promise<void> {
+  const { count, size, columns } = options;
+  return writePng(
+    path,
+    makeGrid(images, { count, height: size, width: size, channels: 3, columns }),
+  );
+}
+
+/** forward.png: image 0 noised at 64 evenly spaced t, 8 per row (the `figures/forward` stream). */
+export async function writeForwardFigure(
+  dir: string,
+  options: { dataset: Dataset; schedule: Schedule; seed: number },
+): Promise<void> {
+  const { dataset, schedule } = options;
+  const n = 64;
+  const T = schedule.timesteps;
+  const steps = Int32Array.from({ length: n }, (_, i) => Math.floor((i * (T - 1)) / (n - 1)));
+  const shape: [number, number, number, number] = [n, dataset.size, dataset.size, 3];
+  const x0 = makeBatch(dataset, new Int32Array(n));
+  const noise = deriveRng(options.seed, "figures/forward").normal(x0.length);
+  const out = tf.tidy(() =>
+    qSample(tf.tensor4d(x0, shape), tf.tensor4d(noise, shape), { schedule, steps })
+  );
+  const images = (await out.data()) as Float32Array;
+  out.dispose();
+  await writeGrid(join(dir, "forward.png"), images, { count: n, size: dataset.size, columns: 8 });
+}
+
+/** What {@linkcode sampleImages} needs besides the network and the schedule. */
+export interface SampleImagesOptions {
+  /** The resolved experiment (its `sampler`, `seed` and `model.prediction`). */
+  config: Experiment;
+  /** Image side. */
+  size: number;
+  /** Where progress lines go. */
+  log: (line: string) => void;
+  /** Stops after the current batch when aborted. */
+  signal?: AbortSignal;
+  /** Called after every step of every batch with the steps done and the steps of a batch. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** The sampled images [count, size, size, C] and the recorded reverse process of the first batch. */
+export interface SampledImages {
+  /** All samples, batch after batch. */
+  images: Float32Array;
+  /** The recorded states, when `sampler.trajectory` asks for them. */
+  trajectory: TrajectoryRecorder | null;
+}
+
+/**
+ * Samples `sampler.count` images in batches from the `sample/noise` stream, printing progress
+ * four times a batch; records the trajectory of the first batch. Null when aborted.
+ */
+export async function sampleImages(
+  denoise: Denoiser,
+  schedule: Schedule,
+  options: SampleImagesOptions,
+): Promise<SampledImages | null> {
+  const { sampler, seed, model } = options.config;
+  const rng = deriveRng(seed, "sample/noise");
+  const { size } = options;
+  const c = model.channels;
+  const T = schedule.timesteps;
+  const trajectory = sampler.trajectory
+    ? new TrajectoryRecorder(trajectoryPlan(visitedTimesteps(sampler, T), sampler.trajectory), {
+      count: sampler.trajectory.count,
+    })
+    : null;
+  const out = new Float32Array(sampler.count * size * size * c);
+  for (let start = 0; start < sampler.count; start += sampler.batchSize) {
+    const n = Math.min(sampler.batchSize, sampler.count - start);
+    const started = performance.now();
+    const record = start === 0 && trajectory ? trajectory.record : undefined;
+    const x = await generate(denoise, schedule, {
+      shape: [n, size, size, c],
+      sampler,
+      prediction: model.prediction,
+      rng,
+      onStart: record,
+      onStep: async (t, state, { step, steps }) => {
+        if (record) await record(t, state);
+        options.onProgress?.(step, steps);
+        if (step % Math.max(1, Math.floor(steps / 4)) === 0) {
+          options.log(
+            `  sampling images ${start + 1}-${start + n}: step ${step}/${steps} (t=${t})`,
+          );
+        }
+        await yieldToEvents();
+      },
+    });
+    out.set((await x.data()) as Float32Array, start * size * size * c);
+    x.dispose();
+    if (options.signal?.aborted) return null;
+    const seconds = (performance.now() - started) / 1000;
+    options.log(`  sampled ${start + n}/${sampler.count} (${seconds.toFixed(1)} s)`);
+  }
+  return { images: out, trajectory };
+}
+
+/** samples.png, and with `sampler.trajectory` trajectory.png and trajectory.gif. */
+export async function writeSampleFigures(
+  dir: string,
+  sampled: SampledImages,
+  options: { config: Experiment; size: number },
+): Promise<void> {
+  const { size } = options;
+  const { count, gridColumns, trajectory } = options.config.sampler;
+  await writeGrid(join(dir, "samples.png"), sampled.images, { count, size, columns: gridColumns });
+  if (!sampled.trajectory || !trajectory) return;
+  const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
+  await writePng(join(dir, "trajectory.png"), trajectoryStrip(sampled.trajectory.strip(), layout));
+  if (trajectory.gifFrames > 0) {
+    const gif = await trajectoryGif(sampled.trajectory.gif(), {
+      ...layout,
+      delayMs: trajectory.gifDelayMs,
+    });
+    await writeFileAtomic(join(dir, "trajectory.gif"), gif);
+  }
+}
+
+/**
+ * recovery.png (seed 002), when the experiment has a `recovery` section: the first training
+ * images noised to each t, then denoised with β and β̃ (the `recovery/noise` stream).
+ */
+export async function writeRecoveryFigure(
+  dir: string,
+  denoise: Denoiser,
+  options: {
+    config: Experiment;
+    dataset: Dataset;
+    schedule: Schedule;
+    log: (line: string) => void;
+  },
+): Promise<void> {
+  const { config, dataset } = options;
+  if (!config.recovery) return;
+  const { count, t, stepNoise } = config.recovery;
+  const n = Math.min(count, dataset.count);
+  const size = dataset.size;
+  options.log(`recovery: ${n} images noised to t = ${t.join(", ")}, denoised with beta and beta~`);
+  const indices = Int32Array.from({ length: n }, (_, i) => i);
+  const x0 = tf.tensor4d(makeBatch(dataset, indices), [n, size, size, 3]);
+  const rows = await recover(denoise, options.schedule, {
+    x0,
+    t,
+    rng: deriveRng(config.seed, "recovery/noise"),
+    stepNoise,
+    prediction: config.model.prediction,
+    clipX0: config.sampler.clipX0,
+    onStep: yieldToEvents,
+  });
+  x0.dispose();
+  await writeGrid(join(dir, "recovery.png"), recoveryGridImages(rows, { count: n }), {
+    count: rows.length * n * 4,
+    size,
+    columns: 4,
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * The logs of a training run: `metrics.jsonl` (one line per step, deterministic),
+ * `timings.jsonl` (wall-clock seconds at each logged step, kept apart because it changes from
+ * run to run) and the progress lines printed every `train.logEvery` steps. A resumed run keeps
+ * the lines of the steps its checkpoint covers and appends the rest.
+ * @module
+ */
+import { join } from "node:path";
+import type { StepRecord } from "../train/mod.ts";
+
+/** The loss numbers a training log adds to the manifest summary. */
+export interface LossSummary {
+  /** Loss of the last step, or null when no step ran. */
+  finalLoss: number | null;
+  /** Smallest loss of any step (including the steps before a resume), or null. */
+  minLoss: number | null;
+  /** Training seconds, summed over resumes. */
+  trainSeconds: number;
+}
+
+/** Where a {@linkcode TrainingLog} starts and what it prints. */
+export interface TrainingLogOptions {
+  /** Steps already done (a resumed run), whose lines are kept. */
+  startStep: number;
+  /** Steps of the whole run. */
+  totalSteps: number;
+  /** Print and time every N steps (`train.logEvery`). */
+  logEvery: number;
+  /** The summary of the run so far (a resumed run's minimum loss and training time). */
+  previous: Record<string, unknown>;
+  /** Where progress lines go. */
+  log: (line: string) => void;
+}
+
+/** Writes metrics.jsonl and timings.jsonl of a run folder and prints the progress lines. */
+export class TrainingLog {
+  #metrics: Deno.FsFile;
+  #timings: Deno.FsFile;
+  #options: TrainingLogOptions;
+  #encoder = new TextEncoder();
+  #start = performance.now();
+  #window = { start: performance.now(), loss: 0, steps: 0 };
+  #last: StepRecord | null = null;
+  #minLoss: number;
+
+  private constructor(metrics: Deno.FsFile, timings: Deno.FsFile, options: TrainingLogOptions) {
+    this.#metrics = metrics;
+    this.#timings = timings;
+    this.#options = options;
+    this.#minLoss = Number(options.previous.minLoss ?? Infinity);
+  }
+
+  /** Opens the logs of the run folder `dir`, keeping the lines of steps <= `startStep`. */
+  static async open(dir: string, options: TrainingLogOptions): Promise<TrainingLog> {
+    const metrics = await openLog(join(dir, "metrics.jsonl"), options.startStep);
+    const timings = await openLog(join(dir, "timings.jsonl"), options.startStep);
+    return new TrainingLog(metrics, timings, options);
+  }
+
+  /** The last step recorded, or null. */
+  get last(): StepRecord | null {
+    return this.#last;
+  }
+
+  /** Records one step: its metrics line, and every `logEvery` steps a timing and a printed line. */
+  async record(record: StepRecord): Promise<void> {
+    const { step, epoch, loss } = record;
+    const { totalSteps, logEvery } = this.#options;
+    this.#last = record;
+    this.#minLoss = Math.min(this.#minLoss, loss);
+    this.#window.loss += loss;
+    this.#window.steps++;
+    await this.#write(this.#metrics, { step, epoch, loss });
+    if (step % logEvery !== 0 && step !== totalSteps) return;
+    const now = performance.now();
+    const perStep = (now - this.#window.start) / 1000 / this.#window.steps;
+    await this.#write(this.#timings, { step, seconds: +((now - this.#start) / 1000).toFixed(3) });
+    const meanLoss = (this.#window.loss / this.#window.steps).toFixed(4);
+    this.#options.log(
+      `step ${step}/${totalSteps} [epoch ${epoch}] loss ${meanLoss}  ${perStep.toFixed(2)} s/step` +
+        `  eta ${formatDuration(perStep * (totalSteps - step))}`,
+    );
+    this.#window = { start: now, loss: 0, steps: 0 };
+  }
+
+  /** The loss numbers and training time for the manifest summary. */
+  summary(): LossSummary {
+    const previous = this.#options.previous;
+    const finalLoss = this.#last?.loss ?? previous.finalLoss ?? null;
+    return {
+      finalLoss: typeof finalLoss === "number" ? finalLoss : null,
+      minLoss: Number.isFinite(this.#minLoss) ? this.#minLoss : null,
+      trainSeconds: +(Number(previous.trainSeconds ?? 0) +
+        (performance.now() - this.#start) / 1000).toFixed(1),
+    };
+  }
+
+  /** Closes both files. */
+  close(): void {
+    this.#metrics.close();
+    this.#timings.close();
+  }
+
+  async #write(file: Deno.FsFile, line: Record<string, number>): Promise<void> {
+    await file.write(this.#encoder.encode(JSON.stringify(line) + "\n"));
+  }
+}
+
+/** The JSON lines of `path` whose step is <= `step` (resume keeps them and appends the rest). */
+async function keptLines(path: string, step: number): Promise<string> {
+  let text = "";
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return "";
+  }
+  const lines = text.split("\n").filter((l) => l !== "" && JSON.parse(l).step <= step);
+  return lines.map((l) => l + "\n").join("");
+}
+
+/** Opens (or re-opens, keeping the first `keepUpTo` steps) a JSON-lines file for appending. */
+async function openLog(path: string, keepUpTo: number): Promise<Deno.FsFile> {
+  const kept = keepUpTo > 0 ? await keptLines(path, keepUpTo) : "";
+  await Deno.writeTextFile(path, kept);
+  return await Deno.open(path, { append: true });
+}
+
+/** `1h05m`, `3m20s` or `42s`; `?` when not finite. */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = Math.round(seconds % 60);
+  if (h > 0) return `${h}h${String(m).padStart(2, "0")}m`;
+  return m > 0 ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
+}
