@@ -6,10 +6,13 @@
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,onnx,data,eval,decode] [--eval-count 1000]
- *                 [--decode-count 12000]
+ *                 [--profile] [--only train,sample,onnx,data,ddim,decode,eval] [--ddim-count 1000]
+ *                 [--decode-count 12000] [--eval-samples 1000]
  *                 [--model '{"width": 128}']
  * ```
+ *
+ * `eval` (not run by default: minutes) times the feature extraction of the KID/FID network at 299
+ * and 128 px and the whole evaluation of `--eval-samples` images (bench/eval_bench.ts).
  *
  * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
  * and a zip of 64x64 PNGs into the decoded cache, and a cached start.
@@ -37,6 +40,7 @@ import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
 import { GradientWorkers } from "../src/train/parallel/mod.ts";
 import { trainStep } from "../src/train/step.ts";
+import { benchEval } from "./eval_bench.ts";
 import {
   currentRss,
   megabytes,
@@ -50,8 +54,8 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "onnx", "data", "eval", "decode"] as const;
-/** Phases run when --only is not given (eval takes minutes). */
+const PHASES = ["train", "sample", "onnx", "data", "ddim", "decode", "eval"] as const;
+/** Phases run when --only is not given (ddim and eval take minutes). */
 const DEFAULT_PHASES = ["train", "sample", "onnx", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
@@ -72,8 +76,10 @@ interface Args {
   torch: string[];
   providers?: ExecutionProvider[];
   ortThreads?: number;
-  evalCount: number;
-  evalEngines: string[];
+  ddimCount: number;
+  ddimEngines: string[];
+  /** Samples of the whole-eval measurement (`eval` phase). */
+  evalSamples: number;
   /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
   model?: Record<string, unknown>;
 }
@@ -92,12 +98,13 @@ function parse(argv: string[]): Args {
       only: { type: "string", default: DEFAULT_PHASES.join(",") },
       providers: { type: "string" },
       "ort-threads": { type: "string" },
-      "eval-count": { type: "string", default: "1000" },
-      "eval-engines": { type: "string", default: "tfjs,onnxruntime" },
+      "ddim-count": { type: "string", default: "1000" },
+      "ddim-engines": { type: "string", default: "tfjs,onnxruntime" },
       "decode-count": { type: "string", default: "12000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
+      "eval-samples": { type: "string", default: "1000" },
       model: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -107,13 +114,14 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,onnx,data,eval,decode] [--decode-count 12000]\n" +
+        "                [--only train,sample,onnx,data,ddim,decode,eval] [--decode-count 12000]\n" +
+        "                [--eval-samples 1000]\n" +
         "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
-        "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--eval-count N]\n" +
+        "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--ddim-count N]\n" +
         "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
-        "        Runtime; eval: wall time of N DDIM-50 samples per engine (minutes)\n" +
+        "        Runtime; ddim: wall time of N DDIM-50 samples per engine (minutes)\n" +
         "--ort-threads: ONNX Runtime intra-op threads (default: every core)\n" +
-        "--eval-engines: engines the eval phase times (default tfjs,onnxruntime)\n" +
+        "--ddim-engines: engines the ddim phase times (default tfjs,onnxruntime)\n" +
         "--providers: ONNX Runtime execution providers to try in order (default: cuda when\n" +
         "             installed, webgpu on a hardware adapter, cpu)\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
@@ -161,8 +169,9 @@ function parse(argv: string[]): Args {
     ortThreads: values["ort-threads"] === undefined
       ? undefined
       : int("ort-threads", values["ort-threads"], 1),
-    evalCount: int("eval-count", values["eval-count"], 1),
-    evalEngines: values["eval-engines"].split(",").map((e) => e.trim()),
+    ddimCount: int("ddim-count", values["ddim-count"], 1),
+    ddimEngines: values["ddim-engines"].split(",").map((e) => e.trim()),
+    evalSamples: int("eval-samples", values["eval-samples"], 2),
     model: values.model === undefined ? undefined : parseModel(values.model),
   };
 }
@@ -277,7 +286,7 @@ async function main(): Promise<void> {
 
   // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
   const tfjsPhases = args.only.some((p) => p === "train" || p === "sample") ||
-    (args.only.includes("eval") && args.evalEngines.includes("tfjs"));
+    (args.only.includes("ddim") && args.ddimEngines.includes("tfjs"));
   const workers = args.workers > 0 && tfjsPhases
     ? await GradientWorkers.start({
       count: args.workers,
@@ -385,7 +394,7 @@ async function main(): Promise<void> {
   }
 
   let session: OrtModel | undefined;
-  if (args.only.includes("onnx") || args.only.includes("eval")) {
+  if (args.only.includes("onnx") || args.only.includes("ddim")) {
     const ort = await loadOnnxRuntime();
     const exportStart = performance.now();
     const bytes = buildUnetOnnx(modelConfig, await exportParams(model), { size: args.size });
@@ -466,9 +475,9 @@ async function main(): Promise<void> {
     };
   }
 
-  if (args.only.includes("eval")) {
-    // What an evaluation costs: evalCount samples, DDIM in 50 of T = 1000 steps, per engine.
-    const evalSchedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 1000 }));
+  if (args.only.includes("ddim")) {
+    // What an evaluation costs: ddimCount samples, DDIM in 50 of T = 1000 steps, per engine.
+    const ddimSchedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 1000 }));
     const sampler = {
       kind: "ddim",
       steps: 50,
@@ -478,30 +487,30 @@ async function main(): Promise<void> {
       stepNoise: true,
     } as const;
     const engines: [string, Denoiser][] = [];
-    if (args.evalEngines.includes("tfjs")) engines.push(["tfjs", tfjsDenoise]);
-    if (session && args.evalEngines.includes("onnxruntime")) {
+    if (args.ddimEngines.includes("tfjs")) engines.push(["tfjs", tfjsDenoise]);
+    if (session && args.ddimEngines.includes("onnxruntime")) {
       engines.push([`onnxruntime (${session.provider})`, ortDenoiser(session)]);
     }
     const evals: Record<string, unknown> = {};
     for (const [name, denoise] of engines) {
-      const rng = deriveRng(0, "bench/eval");
+      const rng = deriveRng(0, "bench/ddim");
       const resetOk = resetPeakRss();
       const start = performance.now();
-      for (let done = 0; done < args.evalCount; done += args.batch) {
-        const n = Math.min(args.batch, args.evalCount - done);
-        const x = await generate(denoise, evalSchedule, { shape: [n, ...shape], sampler, rng });
+      for (let done = 0; done < args.ddimCount; done += args.batch) {
+        const n = Math.min(args.batch, args.ddimCount - done);
+        const x = await generate(denoise, ddimSchedule, { shape: [n, ...shape], sampler, rng });
         await x.data();
         x.dispose();
       }
       const seconds = (performance.now() - start) / 1000;
       const peak = peakRss();
       console.log(
-        `${args.evalCount} samples, DDIM 50 steps, ${name}: ${seconds.toFixed(1)} s; peak RSS ` +
+        `${args.ddimCount} samples, DDIM 50 steps, ${name}: ${seconds.toFixed(1)} s; peak RSS ` +
           `${megabytes(peak)}${resetOk ? "" : " (process peak)"}`,
       );
-      evals[name] = { seconds, peakRss: peak, count: args.evalCount, steps: 50 };
+      evals[name] = { seconds, peakRss: peak, count: args.ddimCount, steps: 50 };
     }
-    result.eval = evals;
+    result.ddim = evals;
   }
 
   await session?.release();
@@ -516,6 +525,10 @@ async function main(): Promise<void> {
       );
     }
     result.decode = timings;
+  }
+
+  if (args.only.includes("eval")) {
+    result.eval = await benchEval({ samples: args.evalSamples, log: (l) => console.log(l) });
   }
 
   result.peakRss = peakRss();

@@ -6,7 +6,7 @@
  * One section maps to one module: `dataset` and `transform` -> src/data, `schedule` ->
  * src/diffusion/schedule.ts, `model` -> src/model, `loss` and `optimizer` and `train` ->
  * src/train, `sampler` -> src/diffusion/sampler.ts and ddim.ts, `recovery` ->
- * src/diffusion/recovery.ts.
+ * src/diffusion/recovery.ts, `eval` -> src/eval.
  * @module
  */
 import { z } from "zod";
@@ -330,6 +330,38 @@ export const RecoverySchema = z.strictObject({
   stepNoise: z.boolean().default(true).describe("Add σ_t z in the reverse steps"),
 });
 
+/** `eval`: sample-quality numbers (KID, FID, attribute judge) during and after training. */
+export const EvalSchema = z.strictObject({
+  every: int(1).optional().describe(
+    "Evaluate every N epochs during training (eval.jsonl); absent: only at the end",
+  ),
+  samples: int(2, 50000).default(256).describe(
+    "Images sampled per evaluation (with the sampler section); the reference set is as many " +
+      "training images, and the real-vs-real floor two disjoint sets of that size",
+  ),
+  metrics: z.array(z.enum(["kid", "fid", "judge"])).min(1).default(["kid", "fid"]).describe(
+    "kid: kernel inception distance (mean ± std over subsets); fid: Fréchet distance at equal " +
+      "N; judge: total variation between the attribute distributions that a classifier trained " +
+      "on the real images predicts for samples and for real images (labelled datasets only)",
+  ),
+  resize: int(75, 1024).default(299).describe(
+    "Side the images are resized to (bilinear) before the feature network; 299 is its native " +
+      "size, 128 is about 10 times faster (recorded with the numbers)",
+  ),
+  features: z.string().min(1).optional().describe(
+    "A tfjs model.json (layers or graph model) to use as the feature network instead of the " +
+      "nsfwjs InceptionV3 at mixed5 (metrics are then named kid/fid instead of kid_iv3m5/fid_iv3m5)",
+  ),
+  kidSubsets: int(1, 10000).default(100).describe("KID: number of random subsets"),
+  kidSubsetSize: int(2, 100000).default(1000).describe(
+    "KID: subset size, capped at the set sizes (the standard deviation is 0 when the subset " +
+      "is the whole set)",
+  ),
+  floor: z.boolean().default(true).describe(
+    "Also compute the metrics between two disjoint sets of training images (what 'good' means)",
+  ),
+});
+
 const sectionsShape = {
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/).max(100).describe(
     "Run name: letters, digits, '.', '_' and '-'; the run folder is outputs/<name>/",
@@ -353,6 +385,9 @@ const sectionsShape = {
   sampler: SamplerSchema.prefault({}),
   recovery: RecoverySchema.optional().describe(
     "Recovery figure (recovery.png): columns original | x_t | reverse with β | reverse with β̃",
+  ),
+  eval: EvalSchema.optional().describe(
+    "Sample-quality metrics: eval.jsonl during training, the manifest summary at the end",
   ),
 };
 
@@ -459,6 +494,48 @@ function checkSections(
   });
 }
 
+/**
+ * `sweep`: the runs of a sweep (src/sweep). Every other key is a `--set` path mapped to its
+ * values; points are their grid (or zip), each repeated for every seed. Not part of a run's
+ * resolved config: a point's config is the file's with that point's overrides applied.
+ */
+export const SweepSchema = z.object({
+  mode: z.enum(["grid", "zip"]).default("grid").describe(
+    "grid: every combination of the values (the last path varies fastest); zip: the i-th " +
+      "value of every path together (the lists must have the same length)",
+  ),
+  seeds: z.array(int(0, 2 ** 31 - 1)).min(1).optional().describe(
+    "Run every point once per seed (default: the experiment's seed)",
+  ),
+}).catchall(z.array(z.unknown()).min(1)).describe(
+  'A map from a field path to its values, e.g. {"schedule.timesteps": [100, 200, 300, 500]}; ' +
+    "each point is an ordinary run with those overrides (deno task sweep)",
+);
+
+/** `launcher.slurm`: the resources of each array task when a sweep runs with `--launcher slurm`. */
+export const SlurmSchema = z.strictObject({
+  partition: z.string().min(1).optional().describe("#SBATCH --partition"),
+  gpus: int(0, 64).optional().describe("#SBATCH --gpus (GPUs per point)"),
+  cpus: int(1, 1024).optional().describe("#SBATCH --cpus-per-task"),
+  memory: z.string().regex(/^[0-9]+[KMGT]?$/).optional().describe(
+    "#SBATCH --mem, e.g. 8G",
+  ),
+  time: z.string().regex(/^[0-9:-]+$/).optional().describe(
+    "#SBATCH --time, e.g. 02:00:00 or 1-00:00:00",
+  ),
+  extra: z.array(z.string().min(1)).default([]).describe(
+    'More #SBATCH lines, written as given after "#SBATCH ", e.g. "--account=lab"',
+  ),
+  setup: z.array(z.string()).default([]).describe(
+    'Shell lines run before the point, e.g. "module load cuda"',
+  ),
+});
+
+/** `launcher`: how `deno task sweep` starts its points away from this process. */
+export const LauncherSchema = z.strictObject({
+  slurm: SlurmSchema.optional().describe("sbatch array job resources (--launcher slurm)"),
+});
+
 /** The file as written: every section optional, plus `extends` (a relative path). */
 export const ExperimentFileSchema = z.strictObject({
   $schema: z.string().optional(),
@@ -466,6 +543,8 @@ export const ExperimentFileSchema = z.strictObject({
     "Start from another experiment file (path relative to this one) and override its fields",
   ),
   ...sectionsShape,
+  sweep: SweepSchema.optional(),
+  launcher: LauncherSchema.optional(),
 }).partial();
 
 /** A fully resolved experiment: what a run records in config.json. */
@@ -492,5 +571,11 @@ export type TrajectoryConfig = NonNullable<SamplerConfig["trajectory"]>;
 export type AttentionConfig = ModelConfig["attention"];
 /** The `optimizer.ema` field. */
 export type EmaConfig = NonNullable<OptimizerConfig["ema"]>;
+/** The `eval` section (absent: no metrics). */
+export type EvalConfig = NonNullable<Experiment["eval"]>;
 /** The `recovery` section (absent: no recovery figure). */
 export type RecoveryConfig = NonNullable<Experiment["recovery"]>;
+/** The `sweep` field of an experiment file, defaults applied. */
+export type SweepConfig = z.infer<typeof SweepSchema>;
+/** The `launcher.slurm` field of an experiment file, defaults applied. */
+export type SlurmConfig = z.infer<typeof SlurmSchema>;

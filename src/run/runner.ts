@@ -13,6 +13,8 @@ import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
+import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
+import { writeLossPlot } from "../io/plot.ts";
 import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
 import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
@@ -36,6 +38,7 @@ import {
   yieldToEvents,
 } from "./figures.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
+import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -129,6 +132,8 @@ export async function runExperiment(
   }
   const stopped = () => options.signal?.aborted ?? false;
 
+  // One process per run folder (a second one for the same config and seed is refused).
+  await using _lock = await acquireRunLock(dir, { log });
   // Everything that can fail on bad input happens before the run folder is touched.
   const previous = options.resume ? await resumableManifest(dir) : null;
   const backend = await initBackend(config.backend);
@@ -147,6 +152,7 @@ export async function runExperiment(
       }),
   });
   log(`  ${dataset.source}`);
+  await checkEvalInput(config, { dataset, experimentFile: loaded.file });
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
     ? null
@@ -181,17 +187,27 @@ export async function runExperiment(
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
   let engine: SamplingEngine | undefined;
+  let evaluator: RunEvaluator | null = null;
   try {
     workers = await startWorkers(config, backend);
     run.manifest.backend.workers = workers ? config.train.workers : 0;
     // The samplers and evaluations see the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
     const denoise = samplingDenoiser(net, workers);
+    // The `eval` section (KID, FID, judge: eval.jsonl), unless the caller brings its own hook.
+    evaluator = options.evaluate ? null : await RunEvaluator.start(config, {
+      experimentFile: loaded.file,
+      dataset,
+      backend: backend.name,
+      log,
+      signal: options.signal,
+    });
+    const hook = options.evaluate ?? evaluator?.hook;
     // Evaluations during training run on tfjs; the final one on the sampling engine.
     const evaluate = async (
       at: { step: number; epoch: number; final: boolean },
       through: Denoiser = denoise,
-    ) => await options.evaluate?.({ config, dir, ...at, denoise: through, dataset });
+    ) => await hook?.({ config, dir, ...at, denoise: through, dataset });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
     // Training (Algorithm 1), or the checkpoint of a complete run with the same training part.
@@ -239,7 +255,7 @@ export async function runExperiment(
             ) {
               await run.checkpoint(parts, { step, epoch });
             }
-            if (endOfEpoch && options.evaluate) {
+            if (endOfEpoch && hook) {
               const numbers = await evaluate({ step, epoch, final: false });
               if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
             }
@@ -278,6 +294,7 @@ export async function runExperiment(
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${config.sampler.count} images (${how}${weights})`);
+      const sampleStart = performance.now();
       const sampled = await sampleImages(engine.denoise, schedule, {
         config,
         size: dataset.size,
@@ -287,6 +304,7 @@ export async function runExperiment(
           ? (done, total) => options.progress!.update("sample", done, total)
           : undefined,
       });
+      run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
       if (sampled) {
         await writeSampleFigures(dir, sampled, { config, size: dataset.size });
         if (!stopped()) {
@@ -294,10 +312,11 @@ export async function runExperiment(
         }
       }
     }
-    if (!stopped() && options.evaluate) {
+    if (!stopped() && hook) {
       const through = engine?.denoise ?? denoise;
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
+    await writeLossPlot(dir);
     await run.end(stopped() ? "interrupted" : "complete");
   } catch (err) {
     await run.end("failed", err);
@@ -305,6 +324,7 @@ export async function runExperiment(
   } finally {
     await engine?.close();
     workers?.close();
+    evaluator?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
