@@ -184,7 +184,7 @@ export class RunRecord {
     }
     const state = await loadCheckpoint(this.checkpointDir, parts);
     this.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
-    for (const key of ["steps", "finalLoss", "minLoss", "trainSeconds"]) {
+    for (const key of ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds"]) {
       this.manifest.summary[key] = from.summary[key] ?? null;
     }
     return state;

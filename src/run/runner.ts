@@ -8,6 +8,7 @@
 import type { Experiment } from "../../schemas/experiment.ts";
 import { type BackendInfo, initBackend } from "../backend/mod.ts";
 import { configHash, describeSampler, type LoadedExperiment } from "../config/mod.ts";
+import { plural } from "../config/summary.ts";
 import { batchLabels, type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
 import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
@@ -37,6 +38,7 @@ import {
   writeSampleFigures,
   yieldToEvents,
 } from "./figures.ts";
+import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
@@ -87,13 +89,27 @@ export interface RunResult {
   manifest?: Manifest;
 }
 
+/** The long phases of a run. */
+export type ProgressPhase = "data" | "train" | "sample" | "evaluate";
+
+/** What a training progress bar shows besides the count. */
+export interface ProgressDetail {
+  /** Epoch of the last step, 1-based. */
+  epoch?: number;
+  /** Epochs of the run. */
+  epochs?: number;
+  /** The training loss averaged over the last `LOSS_WINDOW` steps (./logs.ts). */
+  loss?: number | null;
+}
+
 /** Where a run is, for a progress bar: `done` of `total` steps of a phase. */
 export interface ProgressReporter {
   /**
-   * Called as the images are rendered or decoded (`data`), after each training step (`train`),
-   * and after each sampling step of every batch (`sample`).
+   * Called as the images are rendered or decoded (`data`, images), after each training step
+   * (`train`, steps, with the epoch and the loss), after each sampling step (`sample`, the steps
+   * of all batches) and as an evaluation hook reports (`evaluate`).
    */
-  update(phase: "data" | "train" | "sample", done: number, total: number): void;
+  update(phase: ProgressPhase, done: number, total: number, detail?: ProgressDetail): void;
 }
 
 /** What an evaluation hook sees: the network as the sampler does, and where training is. */
@@ -112,6 +128,8 @@ export interface EvaluationPoint {
   denoise: Denoiser;
   /** The training images. */
   dataset: Dataset;
+  /** For long evaluations: report `done` of `total` (images, say) to the progress display. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
@@ -134,8 +152,10 @@ export async function runExperiment(
 
   // One process per run folder (a second one for the same config and seed is refused).
   await using _lock = await acquireRunLock(dir, { log });
-  // Everything that can fail on bad input happens before the run folder is touched.
+  // Everything that can fail on bad input happens before the run folder is touched, and a
+  // complete run is refused before any data is loaded.
   const previous = options.resume ? await resumableManifest(dir) : null;
+  if (!previous && !options.force) await refuseCompleteRun(dir);
   const backend = await initBackend(config.backend);
   const schedule = makeSchedule(config.schedule);
   log(`loading dataset (${config.dataset.kind})...`);
@@ -144,12 +164,7 @@ export async function runExperiment(
     seed: config.seed,
     cacheDir: options.cacheDir,
     experimentFile: loaded.file,
-    onProgress: options.progress
-      ? (done, total) => options.progress!.update("data", done, total)
-      : progressReporter("  loading", {
-        log,
-        terminal: options.log === undefined && Deno.stderr.isTerminal(),
-      }),
+    onProgress: phaseProgress("data", { ...options, log }),
   });
   log(`  ${dataset.source}`);
   await checkEvalInput(config, { dataset, experimentFile: loaded.file });
@@ -191,6 +206,10 @@ export async function runExperiment(
   try {
     workers = await startWorkers(config, backend);
     run.manifest.backend.workers = workers ? config.train.workers : 0;
+    // Threads that compute: this one (one wasm thread) and one per gradient worker.
+    if (backend.name === "wasm" || backend.name === "cpu") {
+      run.manifest.backend.threads = (backend.threads ?? 1) + (workers ? config.train.workers : 0);
+    }
     // The samplers and evaluations see the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
     const denoise = samplingDenoiser(net, workers);
@@ -207,7 +226,15 @@ export async function runExperiment(
     const evaluate = async (
       at: { step: number; epoch: number; final: boolean },
       through: Denoiser = denoise,
-    ) => await hook?.({ config, dir, ...at, denoise: through, dataset });
+    ) =>
+      await hook?.({
+        config,
+        dir,
+        ...at,
+        denoise: through,
+        dataset,
+        onProgress: phaseProgress("evaluate", { ...options, log }),
+      });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
     // Training (Algorithm 1), or the checkpoint of a complete run with the same training part.
@@ -222,12 +249,13 @@ export async function runExperiment(
       const steps = plannedSteps(dataset.count, config.train);
       if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
       log(
-        `training ${steps.total} steps on ${backend.name}` +
+        `training ${plural(steps.total, "step")} on ${backend.name}` +
           ` (${countParameters(config.model).toLocaleString("en-US")} parameters)`,
       );
       const trainLog = await TrainingLog.open(dir, {
         startStep,
         totalSteps: steps.total,
+        epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
         logEvery: config.train.logEvery,
         previous: run.manifest.summary,
         log,
@@ -260,7 +288,11 @@ export async function runExperiment(
               if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
             }
             options.onStep?.(record);
-            options.progress?.update("train", step, steps.total);
+            options.progress?.update("train", step, steps.total, {
+              epoch: epoch + 1,
+              epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
+              loss: trainLog.recentLoss,
+            });
             await yieldToEvents();
           },
         });
@@ -333,6 +365,19 @@ export async function runExperiment(
   return { dir, status: run.manifest.status, manifest: run.manifest };
 }
 
+/**
+ * The `onProgress(done, total)` of a phase: the reporter's, or plain lines (`loading 3000/12000
+ * images, ...`) every few seconds.
+ */
+function phaseProgress(
+  phase: "data" | "evaluate",
+  options: { progress?: ProgressReporter; log: (line: string) => void },
+): (done: number, total: number) => void {
+  const { progress } = options;
+  if (progress) return (done, total) => progress.update(phase, done, total);
+  return progressReporter(phase === "data" ? "  loading" : "  evaluating", { log: options.log });
+}
+
 /** The training images as the training loop takes them: indices and flips to an NHWC batch. */
 function batchSource(dataset: Dataset): BatchSource {
   const labels = dataset.labels;
@@ -346,8 +391,8 @@ function batchSource(dataset: Dataset): BatchSource {
   };
 }
 
-/** The gradient workers `train.workers` asks for, on the backends that run them. */
-async function startWorkers(
+/** The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere). */
+export async function startWorkers(
   config: Experiment,
   backend: BackendInfo,
 ): Promise<GradientWorkers | undefined> {
@@ -365,7 +410,10 @@ async function startWorkers(
  * The network as the samplers see it: tfjs on this thread, or sharded over the gradient workers.
  * A sampler engine choice (ONNX Runtime, ...) picks its denoiser here.
  */
-function samplingDenoiser(net: DenoiseModel, workers: GradientWorkers | undefined): Denoiser {
+export function samplingDenoiser(
+  net: DenoiseModel,
+  workers: GradientWorkers | undefined,
+): Denoiser {
   if (workers) return (xt, t) => workers.predictSharded(net, xt, t);
   return (xt, t) => tf.tidy(() => net.predict(xt, t));
 }
