@@ -176,7 +176,9 @@ export class RunRecord {
     const from = (await readManifest(source))!;
     await Deno.mkdir(join(this.dir, "checkpoint"), { recursive: true });
     for (const rel of Object.keys(from.artifacts)) {
-      if (rel.startsWith("checkpoint/") || rel === "metrics.jsonl") {
+      // model.onnx is not training output: the sampling engine exports it again when needed.
+      const onnx = rel === "checkpoint/model.onnx";
+      if ((rel.startsWith("checkpoint/") && !onnx) || rel === "metrics.jsonl") {
         await Deno.copyFile(join(source, rel), join(this.dir, rel));
       }
     }

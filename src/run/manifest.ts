@@ -36,6 +36,8 @@ export interface Manifest {
   versions: Record<string, string>;
   /** The backend that ran and why it was chosen. */
   backend: Record<string, unknown>;
+  /** What ran the network while sampling (`sampler.engine`) and on which execution provider. */
+  engine?: Record<string, unknown>;
   /** Git commit of the ddpm-lab checkout and whether its tree was dirty (null outside git). */
   git: { commit: string; dirty: boolean } | null;
   /** ISO times. */

@@ -17,6 +17,7 @@ import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
 import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
 import { writeLossPlot } from "../io/plot.ts";
 import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
@@ -200,6 +201,7 @@ export async function runExperiment(
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
+  let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
   try {
     workers = await startWorkers(config, backend);
@@ -209,7 +211,8 @@ export async function runExperiment(
       run.manifest.backend.threads = (backend.threads ?? 1) + (workers ? config.train.workers : 0);
     }
     // The samplers and evaluations see the weight average when the experiment keeps one.
-    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, workers);
+    const net = ema ? withParams(model, ema.params) : model;
+    const denoise = samplingDenoiser(net, workers);
     // The `eval` section (KID, FID, judge: eval.jsonl), unless the caller brings its own hook.
     evaluator = options.evaluate ? null : await RunEvaluator.start(config, {
       experimentFile: loaded.file,
@@ -219,12 +222,16 @@ export async function runExperiment(
       signal: options.signal,
     });
     const hook = options.evaluate ?? evaluator?.hook;
-    const evaluate = async (at: { step: number; epoch: number; final: boolean }) =>
+    // Evaluations during training run on tfjs; the final one on the sampling engine.
+    const evaluate = async (
+      at: { step: number; epoch: number; final: boolean },
+      through: Denoiser = denoise,
+    ) =>
       await hook?.({
         config,
         dir,
         ...at,
-        denoise,
+        denoise: through,
         dataset,
         onProgress: phaseProgress("evaluate", { ...options, log }),
       });
@@ -298,14 +305,29 @@ export async function runExperiment(
       }
     }
 
-    // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some.
+    // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some,
+    // on the engine `sampler.engine` names (ONNX Runtime runs the exported checkpoint).
     run.manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     if (!stopped()) {
+      if (config.sampler.engine === "onnxruntime") {
+        // ONNX Runtime does not use the tfjs gradient workers: free their memory before it
+        // loads (should it fail to load, tfjs samples on this thread).
+        workers?.close();
+        workers = undefined;
+      }
+      engine = await createSamplingEngine(config, {
+        tfjs: samplingDenoiser(net, workers),
+        tfjsBackend: backend.name,
+        checkpointDir: run.checkpointDir,
+        size: dataset.size,
+        log,
+      });
+      run.manifest.engine = engine.info;
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${config.sampler.count} images (${how}${weights})`);
       const sampleStart = performance.now();
-      const sampled = await sampleImages(denoise, schedule, {
+      const sampled = await sampleImages(engine.denoise, schedule, {
         config,
         size: dataset.size,
         log,
@@ -317,11 +339,14 @@ export async function runExperiment(
       run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
       if (sampled) {
         await writeSampleFigures(dir, sampled, { config, size: dataset.size });
-        if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
+        if (!stopped()) {
+          await writeRecoveryFigure(dir, engine.denoise, { config, dataset, schedule, log });
+        }
       }
     }
     if (!stopped() && hook) {
-      Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }));
+      const through = engine?.denoise ?? denoise;
+      Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
     await writeLossPlot(dir);
     await run.end(stopped() ? "interrupted" : "complete");
@@ -329,6 +354,7 @@ export async function runExperiment(
     await run.end("failed", err);
     throw err;
   } finally {
+    await engine?.close();
     workers?.close();
     evaluator?.dispose();
     model.dispose();
