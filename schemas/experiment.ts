@@ -307,8 +307,9 @@ export const SamplerSchema = z.strictObject({
   eta: z.number().min(0).max(1).default(0).describe(
     "ddim only: scale of the step noise (0: deterministic; 1: the posterior variance)",
   ),
-  engine: z.enum(["tfjs", "onnxruntime"]).default("tfjs").describe(
-    "What runs the network while sampling: tfjs (the run's backend), or ONNX Runtime " +
+  // Optional rather than defaulted, so that configs written before it keep their hashes.
+  engine: z.enum(["tfjs", "onnxruntime"]).optional().describe(
+    "What runs the network while sampling (default tfjs): tfjs (the run's backend), or ONNX Runtime " +
       "(onnxruntime-node: the model exported to checkpoint/model.onnx; CUDA or a hardware " +
       "WebGPU adapter when present, else the CPU; falls back to tfjs when it cannot load)",
   ),

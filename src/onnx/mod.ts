@@ -135,7 +135,7 @@ export async function createSamplingEngine(
   config: Experiment,
   options: EngineOptions,
 ): Promise<SamplingEngine> {
-  const requested = config.sampler.engine;
+  const requested = config.sampler.engine ?? "tfjs";
   const tfjs = (reason: string): SamplingEngine => ({
     denoise: options.tfjs,
     info: { requested, name: "tfjs", reason },
