@@ -22,6 +22,9 @@ export function trainingPart(config: Experiment): Record<string, unknown> {
   for (const [key, value] of Object.entries(config)) {
     if (!SAMPLING_ONLY_KEYS.includes(key) && key !== "$schema") out[key] = value;
   }
+  // An evaluation at the end only is like sampling; one every few epochs is part of training's
+  // record (eval.jsonl), which a reused training would lack.
+  if (config.eval && config.eval.every === undefined) delete out.eval;
   return out;
 }
 
