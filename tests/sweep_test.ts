@@ -213,6 +213,30 @@ Deno.test("a local sweep trains once per training config, skips complete points 
   assert.ok(second.index.points.every((p) => p.status === "complete"));
 });
 
+Deno.test("sweep --dry-run lists the points with a time measured here, and writes nothing", async () => {
+  const out = await Deno.makeTempDir();
+  const file = await experimentFile({
+    ...TINY,
+    name: "tiny-dry",
+    sweep: { "schedule.timesteps": [4, 8], "sampler.stepNoise": [true, false] },
+  });
+  const lines: string[] = [];
+  await runSweep(file, {
+    launcher: "local",
+    outRoot: out,
+    dryRun: true,
+    log: (l) => lines.push(l),
+  });
+  const text = lines.join("\n");
+  assert.match(text, /4 points \(0 complete, 0 running elsewhere or queued, 4 to run\)/);
+  // Points 0 and 2 train (T differs); 1 and 3 only sample, from their training.
+  for (const i of [0, 2]) assert.match(text, new RegExp(`point ${i}: \\S+ \\(6 steps × [0-9.]+ s`));
+  assert.match(text, /point 1: \S+ \(sampling only: reuses the training of point 0\)/);
+  assert.match(text, /point 3: \S+ \(sampling only: reuses the training of point 2\)/);
+  assert.match(text, /all points one after another: /);
+  assert.deepEqual([...Deno.readDirSync(out)], []);
+});
+
 Deno.test("a failing point is reported with its log, and the sweep exits 1", async () => {
   const out = await Deno.makeTempDir();
   const file = await experimentFile({

@@ -45,6 +45,8 @@ export interface SweepOptions {
   sets?: string[];
   /** List the points (and the sbatch script) without running or writing anything. */
   dryRun?: boolean;
+  /** With `dryRun`: measure each point's time on this machine (default true). */
+  estimate?: boolean;
   /** Slurm: follow the jobs until they end. (The local launcher always waits.) */
   wait?: boolean;
   /** Slurm: seconds between `squeue` polls (default 2). */
@@ -90,6 +92,36 @@ export function formatPoints(index: SweepIndex, indexPath: string, plan?: Launch
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+/**
+ * The dry run's estimated time of each point to run, measured on this machine as `run --dry-run`
+ * does (a few real steps of each point's model); a point that reuses another's training costs
+ * its sampling only. Loads TensorFlow.js, so only here.
+ */
+async function estimatePoints(sweep: Sweep, plan: LaunchPlan): Promise<string> {
+  if (plan.items.length === 0) return "estimated time: nothing to run";
+  const { estimateRun } = await import("../run/estimate.ts");
+  const { formatDuration } = await import("../run/logs.ts");
+  const lines = ["estimated time on this machine (training + sampling; decoding not counted):"];
+  let total = 0;
+  for (const item of plan.items) {
+    const point = sweep.points.find((p) => p.index === item.index)!;
+    const e = await estimateRun(point.loaded);
+    const sampling = e.sampleSteps * e.secondsPerSampleStep;
+    const seconds = item.after === null ? e.totalSeconds : sampling;
+    total += seconds;
+    lines.push(
+      `  point ${item.index}: ${formatDuration(seconds)}` +
+        (item.after === null
+          ? ` (${e.steps} steps × ${e.secondsPerStep.toFixed(3)} s + sampling ` +
+            `${formatDuration(sampling)})`
+          : ` (sampling only: reuses the training of point ${item.after})`) +
+        (e.skipped ? `; ${e.skipped}` : ""),
+    );
+  }
+  lines.push(`  all points one after another: ${formatDuration(total)}`);
+  return lines.join("\n");
 }
 
 /** The last `error: ...` line of a log (what the CLI printed before exiting), if any. */
@@ -154,6 +186,7 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
   );
   if (options.dryRun) {
     log(formatPoints(index, indexPath, plan));
+    if (options.estimate ?? true) log(await estimatePoints(sweep, plan));
     if (options.launcher === "slurm" && plan.items.length > 0) {
       log(`\n${scriptPath} would be:\n${script}`);
       for (const s of submissions) {
