@@ -14,6 +14,7 @@ import { compressIndices, expandSweep } from "../src/sweep/points.ts";
 import { arraySpec, sbatchScript } from "../src/sweep/slurm.ts";
 import { SlurmSchema, SweepSchema } from "../schemas/experiment.ts";
 import { slurmUnavailable, startSlurmCluster } from "./slurm_cluster.ts";
+import { decodePng } from "../src/io/image.ts";
 
 /** Runs the CLI in this process, returning its exit code and what it printed. */
 async function cli(args: string[]): Promise<{ code: number; out: string }> {
@@ -196,6 +197,13 @@ Deno.test("a local sweep trains once per training config, skips complete points 
   assert.equal(manifests[2]!.summary.finalLoss, manifests[0]!.summary.finalLoss);
   assert.notEqual(manifests[1]!.summary.finalLoss, manifests[0]!.summary.finalLoss);
   assert.deepEqual(manifests[3]!.source.overrides, ["sampler.stepNoise=false", "seed=1"]);
+  // sweep.png: every point's samples under a strip naming it.
+  const figure = await decodePng(await Deno.readFile(join(out, "tiny-sweep", "sweep.png")));
+  const grid = await decodePng(
+    await Deno.readFile(join(out, "tiny-sweep", index.points[0].run, "samples.png")),
+  );
+  assert.ok(figure.height > 4 * grid.height, `${figure.height} vs 4 x ${grid.height}`);
+  assert.ok(lines.some((l) => /samples of every complete point, named: .*sweep\.png/.test(l)));
   // Each point's log holds its run's output.
   const log = await Deno.readTextFile(join(out, "tiny-sweep", index.points[2].log));
   assert.match(log, /reusing the training of/);

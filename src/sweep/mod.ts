@@ -16,6 +16,7 @@ import {
   submitArray,
   waitForJobs,
 } from "./slurm.ts";
+import { writeSweepFigure } from "./figure.ts";
 import { loadSweep, type Sweep } from "./spec.ts";
 import {
   buildIndex,
@@ -205,6 +206,8 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
     : await launchSlurm(context, { script, scriptPath, logDir, submissions });
   await refreshIndex(index, indexPath);
   await writeIndex(index, indexPath);
+  const figure = await writeSweepFigure(index, indexPath);
+  if (figure) log(`samples of every complete point, named: ${shown(figure)}`);
   const started = new Set(plan.items.map((i) => i.index));
   const waited = options.launcher === "local" || options.wait;
   const failed = waited
