@@ -302,7 +302,7 @@ async function main(): Promise<void> {
       const t = tf.fill([args.batch], i) as tf.Tensor1D;
       const eps = workers === undefined
         ? tf.tidy(() => model.predict(x, t))
-        : await workers.predictSharded(model, x, t);
+        : await workers.predictSharded(model, { x, t });
       t.dispose();
       const next = tf.tidy(() =>
         ddpmStep(x, eps, {

@@ -13,7 +13,15 @@ import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
-import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import { guidedDenoiser } from "../diffusion/guidance.ts";
+import {
+  type ConditionInput,
+  countParameters,
+  createModel,
+  type DenoiseModel,
+  modelShape,
+  withParams,
+} from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
@@ -27,8 +35,11 @@ import {
   trainModel,
 } from "../train/mod.ts";
 import { describeRun, experimentFolder } from "./describe.ts";
+import { conditionedAttributes, type LabelPlan, planLabels } from "./conditions.ts";
 import {
+  type SampledImages,
   sampleImages,
+  writeConditionalFigure,
   writeForwardFigure,
   writeRecoveryFigure,
   writeSampleFigures,
@@ -38,6 +49,7 @@ import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
+import { type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
 
 export { describeRun } from "./describe.ts";
 
@@ -71,7 +83,33 @@ export interface RunOptions {
   cacheDir?: string;
   /** The ddpm-lab checkout, for the git state in the manifest. */
   projectDir?: string;
+  /**
+   * Conditional runs: scores the samples of each guidance weight (the attribute judge's
+   * accuracy per attribute, KID...); the numbers go to `guidance.md` and `guidance.json`.
+   */
+  scoreConditional?: ConditionalScorer;
 }
+
+/** What {@link ConditionalScorer} sees: one guidance weight's samples and what they asked for. */
+export interface ConditionalSamples {
+  /** The guidance weight. */
+  w: number;
+  /** The samples, NHWC float in [-1, 1] (clamped by the scorer as for a PNG). */
+  images: Float32Array;
+  /** Number of images. */
+  count: number;
+  /** Image side. */
+  size: number;
+  /** The requested value index of each image, per conditioned attribute name. */
+  requested: Record<string, Int32Array>;
+  /** The training images. */
+  dataset: Dataset;
+}
+
+/** Scores a conditional run's samples: metric name (`accuracy/<attribute>`, `kid`) -> value. */
+export type ConditionalScorer = (
+  samples: ConditionalSamples,
+) => Promise<Record<string, number>>;
 
 /** What a run produced. */
 export interface RunResult {
@@ -146,6 +184,23 @@ export async function runExperiment(
       }),
   });
   log(`  ${dataset.source}`);
+  // A conditional model: its attributes in the dataset, and what to sample (bad names fail here).
+  const conditioning = config.model.conditioning;
+  const conditioned = conditioning
+    ? conditionedAttributes(conditioning, { labels: dataset.labels, file: loaded.file })
+    : undefined;
+  const labelSizes = conditioned?.attributes.map((a) => a.count);
+  const plan = conditioned && dataset.labels
+    ? planLabels(config.sampler.labels, {
+      conditioned,
+      labels: dataset.labels,
+      count: config.sampler.count,
+      columns: config.sampler.gridColumns,
+      seed: config.seed,
+      file: loaded.file,
+    })
+    : undefined;
+  const parameters = countParameters(modelShape(config.model, labelSizes));
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
     ? null
@@ -162,7 +217,7 @@ export async function runExperiment(
     hashes,
     backend,
     summary: {
-      parameters: countParameters(config.model),
+      parameters,
       datasetSize: dataset.count,
       alphaBarT,
       sqrtAlphaBarT,
@@ -175,15 +230,20 @@ export async function runExperiment(
   });
 
   // Model, optimizer, weight average.
-  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
+  const model = createModel(config.model, {
+    rng: deriveRng(config.seed, "model/init"),
+    labelSizes,
+  });
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
   try {
-    workers = await startWorkers(config, backend);
+    workers = await startWorkers(config, { backend, labelSizes });
     run.manifest.backend.workers = workers ? config.train.workers : 0;
-    // The samplers and evaluations see the weight average when the experiment keeps one.
-    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, workers);
+    // The samplers and evaluations see the weight average when the experiment keeps one; a
+    // conditional network without labels uses its null embedding (unconditional).
+    const net = ema ? withParams(model, ema.params) : model;
+    const denoise = samplingDenoiser(net, { workers });
     const evaluate = async (at: { step: number; epoch: number; final: boolean }) =>
       await options.evaluate?.({ config, dir, ...at, denoise, dataset });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
@@ -201,7 +261,7 @@ export async function runExperiment(
       if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
       log(
         `training ${steps.total} steps on ${backend.name}` +
-          ` (${countParameters(config.model).toLocaleString("en-US")} parameters)`,
+          ` (${parameters.toLocaleString("en-US")} parameters)`,
       );
       const trainLog = await TrainingLog.open(dir, {
         startStep,
@@ -222,6 +282,9 @@ export async function runExperiment(
           ema,
           workers,
           data: batchSource(dataset),
+          ...(conditioning && conditioned
+            ? { condition: { columns: conditioned.columns, pUncond: conditioning.pUncond } }
+            : {}),
           startStep,
           shouldStop: stopped,
           onStep: async (record) => {
@@ -257,19 +320,30 @@ export async function runExperiment(
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${config.sampler.count} images (${how}${weights})`);
-      const sampled = await sampleImages(denoise, schedule, {
+      const sampleOptions = {
         config,
         size: dataset.size,
         log,
         signal: options.signal,
         onProgress: options.progress
-          ? (done, total) => options.progress!.update("sample", done, total)
+          ? (done: number, total: number) => options.progress!.update("sample", done, total)
           : undefined,
-      });
-      if (sampled) {
-        await writeSampleFigures(dir, sampled, { config, size: dataset.size });
-        if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
+      };
+      if (plan && conditioned) {
+        const rows = await sampleConditional({ net, workers, denoise, schedule, plan }, {
+          ...sampleOptions,
+          dir,
+          stopped,
+          score: options.scoreConditional,
+          names: conditioned.attributes.map((a) => a.name),
+          dataset,
+        });
+        if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(dir, rows);
+      } else {
+        const sampled = await sampleImages(denoise, schedule, sampleOptions);
+        if (sampled) await writeSampleFigures(dir, sampled, { config, size: dataset.size });
       }
+      if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
     }
     if (!stopped() && options.evaluate) {
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }));
@@ -304,8 +378,9 @@ function batchSource(dataset: Dataset): BatchSource {
 /** The gradient workers `train.workers` asks for, on the backends that run them. */
 async function startWorkers(
   config: Experiment,
-  backend: BackendInfo,
+  options: { backend: BackendInfo; labelSizes?: number[] },
 ): Promise<GradientWorkers | undefined> {
+  const { backend, labelSizes } = options;
   if (config.train.workers === 0 || (backend.name !== "wasm" && backend.name !== "cpu")) {
     return undefined;
   }
@@ -313,14 +388,96 @@ async function startWorkers(
     count: config.train.workers,
     model: config.model,
     backend: backend.name,
+    ...(labelSizes ? { labelSizes } : {}),
   });
+}
+
+/**
+ * A conditional run's sampling: for each guidance weight w of `sampler.guidance` (default
+ * [0]), the plan's labels sampled from the same `sample/noise` stream (so the grids differ only
+ * by w), written as `samples.png` (the first w) and `samples-w<w>.png`, then scored. Returns the
+ * table rows (empty without a scorer), or null when stopped.
+ */
+async function sampleConditional(
+  parts: {
+    net: DenoiseModel;
+    workers: GradientWorkers | undefined;
+    denoise: Denoiser;
+    schedule: ReturnType<typeof makeSchedule>;
+    plan: LabelPlan;
+  },
+  options: Parameters<typeof sampleImages>[2] & {
+    dir: string;
+    stopped: () => boolean;
+    score?: ConditionalScorer;
+    names: string[];
+    dataset: Dataset;
+  },
+): Promise<GuidanceRow[] | null> {
+  const { net, workers, denoise, schedule, plan } = parts;
+  const { config, size, dir } = options;
+  const guidance = config.sampler.guidance ?? [0];
+  const a = options.names.length;
+  const rows: GuidanceRow[] = [];
+  for (const [k, w] of guidance.entries()) {
+    options.log(`  guidance w = ${w}: ${plan.count} images (${plan.rows.length} rows)`);
+    const sampled: SampledImages | null = await sampleImages(denoise, schedule, {
+      ...options,
+      count: plan.count,
+      trajectory: k === 0,
+      batchDenoiser: ({ from, to }) =>
+        guidedDenoiser({
+          conditional: samplingDenoiser(net, {
+            workers,
+            condition: { labels: plan.labels.subarray(from * a, to * a) },
+          }),
+          unconditional: denoise,
+        }, w),
+    });
+    if (!sampled || options.stopped()) return null;
+    const figure = { config, size, plan };
+    if (k === 0) {
+      await writeConditionalFigure(dir, sampled, { ...figure, file: "samples.png" });
+      await writeSampleFigures(dir, sampled, {
+        config,
+        size,
+        trajectoryOnly: true,
+      });
+    }
+    if (guidance.length > 1) {
+      await writeConditionalFigure(dir, sampled, { ...figure, file: `samples-w${w}.png` });
+    }
+    if (options.score) {
+      const requested: Record<string, Int32Array> = {};
+      options.names.forEach((name, j) => {
+        requested[name] = Int32Array.from({ length: plan.count }, (_, i) => plan.labels[i * a + j]);
+      });
+      const metrics = await options.score({
+        w,
+        images: sampled.images,
+        count: plan.count,
+        size,
+        requested,
+        dataset: options.dataset,
+      });
+      options.log(
+        `  w = ${w}: ` + Object.entries(metrics).map(([n, v]) => `${n} ${v.toFixed(3)}`).join(", "),
+      );
+      rows.push({ w, metrics });
+    }
+  }
+  return rows;
 }
 
 /**
  * The network as the samplers see it: tfjs on this thread, or sharded over the gradient workers.
  * A sampler engine choice (ONNX Runtime, ...) picks its denoiser here.
  */
-function samplingDenoiser(net: DenoiseModel, workers: GradientWorkers | undefined): Denoiser {
-  if (workers) return (xt, t) => workers.predictSharded(net, xt, t);
-  return (xt, t) => tf.tidy(() => net.predict(xt, t));
+function samplingDenoiser(
+  net: DenoiseModel,
+  options: { workers: GradientWorkers | undefined; condition?: ConditionInput },
+): Denoiser {
+  const { workers, condition } = options;
+  if (workers) return (x, t) => workers.predictSharded(net, { x, t, condition });
+  return (x, t) => tf.tidy(() => net.predict(x, t, { condition }));
 }
