@@ -337,7 +337,7 @@ export const LabelRequestSchema = z.discriminatedUnion("kind", [
       "These attributes fixed for every image, the others drawn from the dataset",
     ),
     values: z.record(z.string(), labelValue).describe(
-      "attribute -> value, by index or by value name ({\"glasses\": 1, \"hairColor\": \"#b55239\"})",
+      'attribute -> value, by index or by value name ({"glasses": 1, "hairColor": "#b55239"})',
     ),
   }),
   z.strictObject({
