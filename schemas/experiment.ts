@@ -549,6 +549,48 @@ function checkSections(
   }
 }
 
+/**
+ * `sweep`: the runs of a sweep (src/sweep). Every other key is a `--set` path mapped to its
+ * values; points are their grid (or zip), each repeated for every seed. Not part of a run's
+ * resolved config: a point's config is the file's with that point's overrides applied.
+ */
+export const SweepSchema = z.object({
+  mode: z.enum(["grid", "zip"]).default("grid").describe(
+    "grid: every combination of the values (the last path varies fastest); zip: the i-th " +
+      "value of every path together (the lists must have the same length)",
+  ),
+  seeds: z.array(int(0, 2 ** 31 - 1)).min(1).optional().describe(
+    "Run every point once per seed (default: the experiment's seed)",
+  ),
+}).catchall(z.array(z.unknown()).min(1)).describe(
+  'A map from a field path to its values, e.g. {"schedule.timesteps": [100, 200, 300, 500]}; ' +
+    "each point is an ordinary run with those overrides (deno task sweep)",
+);
+
+/** `launcher.slurm`: the resources of each array task when a sweep runs with `--launcher slurm`. */
+export const SlurmSchema = z.strictObject({
+  partition: z.string().min(1).optional().describe("#SBATCH --partition"),
+  gpus: int(0, 64).optional().describe("#SBATCH --gpus (GPUs per point)"),
+  cpus: int(1, 1024).optional().describe("#SBATCH --cpus-per-task"),
+  memory: z.string().regex(/^[0-9]+[KMGT]?$/).optional().describe(
+    "#SBATCH --mem, e.g. 8G",
+  ),
+  time: z.string().regex(/^[0-9:-]+$/).optional().describe(
+    "#SBATCH --time, e.g. 02:00:00 or 1-00:00:00",
+  ),
+  extra: z.array(z.string().min(1)).default([]).describe(
+    'More #SBATCH lines, written as given after "#SBATCH ", e.g. "--account=lab"',
+  ),
+  setup: z.array(z.string()).default([]).describe(
+    'Shell lines run before the point, e.g. "module load cuda"',
+  ),
+});
+
+/** `launcher`: how `deno task sweep` starts its points away from this process. */
+export const LauncherSchema = z.strictObject({
+  slurm: SlurmSchema.optional().describe("sbatch array job resources (--launcher slurm)"),
+});
+
 /** The file as written: every section optional, plus `extends` (a relative path). */
 export const ExperimentFileSchema = z.strictObject({
   $schema: z.string().optional(),
@@ -556,6 +598,8 @@ export const ExperimentFileSchema = z.strictObject({
     "Start from another experiment file (path relative to this one) and override its fields",
   ),
   ...sectionsShape,
+  sweep: SweepSchema.optional(),
+  launcher: LauncherSchema.optional(),
 }).partial();
 
 /** A fully resolved experiment: what a run records in config.json. */
@@ -588,3 +632,7 @@ export type LabelRequest = NonNullable<SamplerConfig["labels"]>;
 export type EmaConfig = NonNullable<OptimizerConfig["ema"]>;
 /** The `recovery` section (absent: no recovery figure). */
 export type RecoveryConfig = NonNullable<Experiment["recovery"]>;
+/** The `sweep` field of an experiment file, defaults applied. */
+export type SweepConfig = z.infer<typeof SweepSchema>;
+/** The `launcher.slurm` field of an experiment file, defaults applied. */
+export type SlurmConfig = z.infer<typeof SlurmSchema>;

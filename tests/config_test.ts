@@ -263,7 +263,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
       join(dir, "exp.json")
     }:3:3: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
       "name, description, seed, backend, dataset, transform, schedule, model, loss, optimizer, " +
-      "train, sampler, recovery)",
+      "train, sampler, recovery, sweep, launcher)",
   );
   const { error: nested, dir: dir2 } = await loadError(
     { "exp.json": { name: "x", dataset: { kind: "avatars", path: "/x" } } },
@@ -650,13 +650,14 @@ Deno.test("a kind change replaces the section, from a file or from --set", async
 
 Deno.test("an unknown kind names itself and lists the known ones", async () => {
   const files = { "exp.json": { name: "x" } };
-  const { error } = await loadError(files, "exp.json", { sets: ["dataset.kind=zip"] });
+  const { error } = await loadError(files, "exp.json", { sets: ["dataset.kind=tar"] });
   assert.equal(
     error.message,
-    '--set dataset.kind=zip: dataset.kind: unknown kind "zip" (expected one of avatars, folder)',
+    '--set dataset.kind=tar: dataset.kind: unknown kind "tar" ' +
+      "(expected one of avatars, folder, zip, cartoonset)",
   );
   const { error: then } = await loadError(files, "exp.json", {
-    sets: ["dataset.kind=zip", "dataset.path=/x"],
+    sets: ["dataset.kind=tar", "dataset.path=/x"],
   });
   assert.equal(then.message, error.message);
 });

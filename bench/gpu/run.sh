@@ -94,7 +94,7 @@ quickstart() { # i
   local i=$1
   shift
   stamp "quickstart on webgpu, run $i"
-  timeout "${QUICK_TIMEOUT:-150}" "$D" run -A --no-config "$app/ddpm.js" run \
+  timeout "${QUICK_TIMEOUT:-300}" "$D" run -A --no-config "$app/ddpm.js" run \
     experiments/quickstart.json --set backend=webgpu --set train.microBatch=32 "$@" \
     --out "$work/outputs-$i" | tail -n 25
   run_dir=$(ls -d "$work/outputs-$i"/quickstart/seed-* 2>/dev/null | head -n 1)

@@ -4,7 +4,8 @@
  * - `wasm` (the default): XNNPACK on WebAssembly, single-threaded SIMD build, with the fast
  *   convolution gradients of {@link registerWasmKernels}; same bits on rerun.
  * - `cpu`: pure JavaScript, slow, deterministic.
- * - `webgpu`: needs a WebGPU adapter from `navigator.gpu`; not bit-deterministic.
+ * - `webgpu`: needs a WebGPU adapter from `navigator.gpu`; bits repeated on an NVIDIA H200 (same
+ *   GPU, driver and tfjs), not on Mesa's software adapter; they differ from wasm's.
  * - `tensorflow`: `@tensorflow/tfjs-node-gpu` or `@tensorflow/tfjs-node` (libtensorflow), loaded
  *   only when installed with its native binding.
  * - `auto`: a hardware WebGPU adapter, else tensorflow when installed, else wasm.
@@ -27,8 +28,13 @@ export interface BackendInfo {
   reason: string;
   /** Threads of the wasm backend. */
   threads?: number;
-  /** The WebGPU adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  /** The WebGPU adapter, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` or `NVIDIA H200`. */
   adapter?: string;
+  /**
+   * The GPU driver, where the system tells it (WebGPU does not): the first line of
+   * `/proc/driver/nvidia/version` for NVIDIA's; the adapter's vendor and device ids otherwise.
+   */
+  driver?: string;
   /** The version of `@tensorflow/tfjs`. */
   tfjsVersion: string;
 }
@@ -42,6 +48,19 @@ const SOFTWARE_ADAPTERS = /llvmpipe|lavapipe|swiftshader|softpipe|software/i;
 interface Adapter {
   description: string;
   software: boolean;
+  driver?: string;
+}
+
+/** The driver line the system gives for the adapter (see {@link BackendInfo.driver}). */
+function driverOf(info: GPUAdapterInfo): string | undefined {
+  try {
+    const line = Deno.readTextFileSync("/proc/driver/nvidia/version").split("\n")[0].trim();
+    if (line !== "") return line;
+  } catch {
+    // not NVIDIA's kernel driver, or no /proc
+  }
+  const hex = (v: string) => /^\d+$/.test(v) ? `0x${Number(v).toString(16)}` : v;
+  return info.vendor ? `vendor ${hex(info.vendor)}, device ${hex(info.device ?? "")}` : undefined;
 }
 
 async function setBackend(name: string, requested: BackendName): Promise<void> {
@@ -105,7 +124,7 @@ async function findAdapter(): Promise<Adapter | undefined> {
   const description = info.description || parts.join(" ") || "unknown adapter";
   const software = SOFTWARE_ADAPTERS.test(parts.join(" ")) ||
     (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
-  return { description, software };
+  return { description, software, driver: driverOf(info) };
 }
 
 async function initWebgpu(
@@ -123,12 +142,14 @@ async function initWebgpu(
   const kind = adapter.software ? "a software (CPU-emulated, slow)" : "a hardware";
   const reason = requested === "auto"
     ? `auto found ${kind} WebGPU adapter.`
-    : `webgpu was requested and ${kind} adapter was found (results are not bit-reproducible).`;
+    : `webgpu was requested and ${kind} adapter was found (bits repeat only on the same GPU ` +
+      `and driver, and were seen to repeat on hardware, not on software adapters).`;
   return {
     requested,
     name: "webgpu",
     reason,
     adapter: adapter.description,
+    driver: adapter.driver,
     tfjsVersion: tf.version.tfjs,
   };
 }

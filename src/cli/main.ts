@@ -1,5 +1,5 @@
 /**
- * The command-line entry point of `deno task run|verify|diff|runs`. Unlike `mod.ts`, which also
+ * The command-line entry point of `deno task run|verify|diff|runs|sweep|report`. Unlike `mod.ts`, which also
  * exports the library, it loads TensorFlow.js only for the commands that train or sample, so
  * `--dry-run`, `diff` and `runs` start fast.
  * @module

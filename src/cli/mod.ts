@@ -10,6 +10,9 @@ import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRuns } from "../run/list.ts";
 import { describeRun } from "../run/describe.ts";
+import { loadSweepPoint } from "../sweep/spec.ts";
+import { REPORT_USAGE, reportCommand } from "./report.ts";
+import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
@@ -19,6 +22,9 @@ usage:
   deno task diff <runA> <runB> [--json] [--out DIR]
                                               config, metrics and artifacts side by side
   deno task runs [outputs]                    list run folders
+  deno task sweep <experiment.json> [options] run the points of the file's sweep
+  deno task report <runs or sweeps...> [--out DIR]
+                                              an HTML page comparing runs
 
 run options:
   --set path=value   override a field, typed by the schema (repeatable),
@@ -31,8 +37,11 @@ run options:
   --force            replace a complete run of the same config and seed
   --resume           continue the interrupted run of this config and seed
   --retrain          train even if a complete run has the same training config
+  --sweep-index I    run point I of the file's sweep (what a sweep's processes run)
   -h, --help         this help
-`;
+
+${SWEEP_USAGE}
+${REPORT_USAGE}`;
 
 function parseSeed(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -71,6 +80,7 @@ async function runCommand(args: string[]): Promise<number> {
       force: { type: "boolean" },
       resume: { type: "boolean" },
       retrain: { type: "boolean" },
+      "sweep-index": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -88,10 +98,18 @@ async function runCommand(args: string[]): Promise<number> {
       expected: "--resume to continue a run, --force to start it over",
     });
   }
-  const loaded = await loadExperiment(positionals[0], {
-    sets: values.set ?? [],
-    seed: parseSeed(values.seed),
-  });
+  const sweepIndex = values["sweep-index"];
+  if (sweepIndex !== undefined && values.seed !== undefined) {
+    throw new UserError("--sweep-index and --seed exclude each other", {
+      expected: "the seeds of a sweep in its sweep.seeds",
+    });
+  }
+  const loaded = sweepIndex === undefined
+    ? await loadExperiment(positionals[0], {
+      sets: values.set ?? [],
+      seed: parseSeed(values.seed),
+    })
+    : await loadSweepPoint(positionals[0], { sets: values.set ?? [], index: Number(sweepIndex) });
   const outRoot = values.out ?? "outputs";
   if (values["dry-run"]) {
     // Only the config and the plain arithmetic of a run: TensorFlow.js is not loaded.
@@ -166,6 +184,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   verify: verifyCommand,
   diff: diffCommand,
   runs: runsCommand,
+  sweep: sweepCommand,
+  report: reportCommand,
 };
 
 /** Runs the command line `args` and returns the process exit code. */

@@ -128,7 +128,9 @@ async function loadChain(file: string): Promise<{ chain: string[]; layers: Layer
     seen.set(real, current);
     chain.push(current);
     const document = await readExperimentFile(current);
-    const { extends: parent, $schema: _schema, ...data } = document.value as JsonObject;
+    // `sweep` and `launcher` say how to run points of the file (src/sweep), not what a run is.
+    const { extends: parent, $schema: _schema, sweep: _sweep, launcher: _launcher, ...data } =
+      document.value as JsonObject;
     resolveDatasetPath(data, dirname(current));
     layers.unshift({ source: current, data, document });
     if (typeof parent !== "string") return { chain, layers };

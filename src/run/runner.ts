@@ -46,6 +46,7 @@ import {
   yieldToEvents,
 } from "./figures.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
+import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -166,6 +167,8 @@ export async function runExperiment(
   }
   const stopped = () => options.signal?.aborted ?? false;
 
+  // One process per run folder (a second one for the same config and seed is refused).
+  await using _lock = await acquireRunLock(dir, { log });
   // Everything that can fail on bad input happens before the run folder is touched.
   const previous = options.resume ? await resumableManifest(dir) : null;
   const backend = await initBackend(config.backend);
@@ -320,6 +323,7 @@ export async function runExperiment(
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${config.sampler.count} images (${how}${weights})`);
+      const sampleStart = performance.now();
       const sampleOptions = {
         config,
         size: dataset.size,
@@ -343,6 +347,7 @@ export async function runExperiment(
         const sampled = await sampleImages(denoise, schedule, sampleOptions);
         if (sampled) await writeSampleFigures(dir, sampled, { config, size: dataset.size });
       }
+      run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
       if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
     }
     if (!stopped() && options.evaluate) {

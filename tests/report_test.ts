@@ -1,0 +1,155 @@
+/**
+ * `deno task report`: the comparisons it computes, and the page of a real tiny sweep loaded in
+ * headless chromium (no console errors, every run's section and picture present, a screenshot
+ * kept in test-artifacts/).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { experimentFile, ROOT, TEST_CACHE, TINY } from "./helpers.ts";
+import { main } from "../src/cli/mod.ts";
+import { runExperiment } from "../src/run/runner.ts";
+import { decodePng } from "../src/io/image.ts";
+import { loadSweep } from "../src/sweep/mod.ts";
+import { buildIndex, readIndex, refreshIndex, writeIndex } from "../src/sweep/sweep_index.ts";
+import { readManifest, writeManifest } from "../src/run/manifest.ts";
+import { differingPaths, metricColumns, runLabels, smoothLoss } from "../src/report/compare.ts";
+import { writeReport } from "../src/report/mod.ts";
+import { findChromium, visitPage } from "./browser.ts";
+
+Deno.test("config differences, run labels, metric columns with their std, smoothed loss", () => {
+  const a = {
+    name: "x",
+    schedule: { timesteps: 100, betaEnd: 0.02 },
+    model: { multipliers: [1, 2] },
+  };
+  const b = {
+    name: "x",
+    schedule: { timesteps: 200, betaEnd: 0.02 },
+    model: { multipliers: [1, 2, 4] },
+  };
+  assert.deepEqual(differingPaths([a, b]), ["model.multipliers", "schedule.timesteps"]);
+  assert.deepEqual(runLabels([a, b], { fallback: String }), [
+    "multipliers=[1,2] timesteps=100",
+    "multipliers=[1,2,4] timesteps=200",
+  ]);
+  assert.deepEqual(runLabels([a, a], { fallback: (i) => `run ${i}` }), ["run 0", "run 1"]);
+  assert.deepEqual(
+    metricColumns([
+      { finalLoss: 0.1, kid_iv3m5: 0.02, kid_iv3m5_std: 0.001, note: "x" },
+      { fidStd: 1, fid: 30 },
+    ]),
+    [{ key: "finalLoss" }, { key: "kid_iv3m5", std: "kid_iv3m5_std" }, {
+      key: "fid",
+      std: "fidStd",
+    }],
+  );
+  const losses = [1, 2, 3, 4, 5, 6].map((loss, i) => ({ step: i + 1, loss }));
+  assert.deepEqual(smoothLoss(losses, { window: 2, points: 3 }), [
+    { step: 2, loss: 1.5 },
+    { step: 4, loss: 3.5 },
+    { step: 6, loss: 5.5 },
+  ]);
+});
+
+/** Runs the points of a tiny sweep in this process (no child processes) and writes its index. */
+async function tinySweep(out: string): Promise<string> {
+  const file = await experimentFile({
+    ...TINY,
+    name: "tiny-report",
+    sampler: { ...TINY.sampler, trajectory: { count: 2, frames: 4, gifFrames: 4 } },
+    sweep: { "schedule.timesteps": [4, 8] },
+  });
+  const sweep = await loadSweep(file);
+  for (const point of sweep.points) {
+    await runExperiment(point.loaded, { outRoot: out, log: () => {}, cacheDir: TEST_CACHE });
+  }
+  const index = buildIndex(sweep, { outRoot: out, launcher: "local" });
+  const path = join(out, "tiny-report", "sweep.json");
+  await writeIndex(await refreshIndex(index, path), path);
+  return path;
+}
+
+const chromium = await findChromium();
+if (!chromium) {
+  console.log("skipping the browser test: chromium is not installed (.ci/run installs it)");
+}
+
+Deno.test("the report of a sweep shows its answer table, and loads in chromium without errors", async () => {
+  const out = await Deno.makeTempDir();
+  const sweepPath = await tinySweep(out);
+  // Evaluation numbers as the eval module records them: KID and FID in the manifest summary,
+  // KID's std only in eval.jsonl.
+  const { index } = (await readIndex(sweepPath))!;
+  for (const [i, point] of index.points.entries()) {
+    const dir = join(out, "tiny-report", point.run);
+    const manifest = (await readManifest(dir))!;
+    Object.assign(manifest.summary, { kid_iv3m5: 0.05 - i * 0.01, fid_iv3m5: 120 - i * 10 });
+    await writeManifest(dir, manifest);
+    const metrics = { kid_iv3m5: 0.05 - i * 0.01, kid_iv3m5_std: 0.004, fid_iv3m5: 120 - i * 10 };
+    await Deno.writeTextFile(
+      join(dir, "eval.jsonl"),
+      `${JSON.stringify({ epoch: 1, step: 3, metrics: { ...metrics, kid_iv3m5_std: 9 } })}\n` +
+        `${JSON.stringify({ epoch: 2, step: 6, final: true, metrics })}\n`,
+    );
+  }
+  const reportDir = join(out, "report");
+  const result = await writeReport([sweepPath], { out: reportDir });
+  assert.equal(result.runs.length, 2);
+  // samples, trajectory GIF and strip, forward for each run
+  assert.equal(result.images.length, 8);
+  const html = await Deno.readTextFile(result.page);
+  assert.match(html, /<table class="answer">/);
+  assert.match(html, /<th>√ᾱ<sub>T<\/sub><\/th><th>training time<\/th><th>sampling time<\/th>/);
+  assert.match(html, /<svg[^>]*class="marks"/, "the loss chart is inline SVG");
+  assert.match(html, /finalLoss against schedule\.timesteps/);
+  assert.match(html, /kid_iv3m5 against schedule\.timesteps/);
+  assert.match(html, /<th>kid_iv3m5 ± std<\/th><th>fid_iv3m5<\/th><th>final loss<\/th>/);
+  assert.match(html, /<td class="num">0\.05000 ± 0\.004000<\/td><td class="num">120<\/td>/);
+  assert.doesNotMatch(html, /<script/);
+  // T = 4 vs 8: the only config difference, highlighted.
+  assert.match(
+    html,
+    /<td><code>schedule\.timesteps<\/code><\/td><td class="diff">4<\/td><td class="diff">8<\/td>/,
+  );
+  // The CLI: bad input exits 2.
+  const { error } = console;
+  const errors: string[] = [];
+  console.error = (...a: unknown[]) => errors.push(a.join(" "));
+  try {
+    assert.equal(await main(["report", join(out, "nothing-here")]), 2);
+  } finally {
+    console.error = error;
+  }
+  assert.match(errors[0], /nothing-here: no such file or folder/);
+
+  if (!chromium) return;
+  const visit = await visitPage(`file://${result.page}`, {
+    chromium,
+    expression: `JSON.stringify({
+      runs: [...document.querySelectorAll("section.run")].map((s) => s.dataset.run),
+      sweeps: [...document.querySelectorAll("section.sweep")].map((s) => s.dataset.sweep),
+      images: [...document.images].map((i) => ({ src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0 })),
+      answerRows: document.querySelectorAll("table.answer tbody tr").length,
+      charts: document.querySelectorAll("svg.marks").length,
+    })`,
+  });
+  await Deno.mkdir(join(ROOT, "test-artifacts"), { recursive: true });
+  const shotPath = join(ROOT, "test-artifacts", "report.png");
+  await Deno.writeFile(shotPath, visit.screenshot);
+  console.log(`  screenshot: ${shotPath}`);
+  assert.deepEqual(visit.errors, []);
+  const page = JSON.parse(visit.value as string);
+  assert.deepEqual(page.runs, result.runs);
+  assert.deepEqual(page.sweeps, ["tiny-report"]);
+  assert.equal(page.answerRows, 2);
+  assert.ok(page.charts >= 3, `charts: ${page.charts}`);
+  // Every picture of every run is on the page and decoded by the browser.
+  for (const image of result.images) {
+    assert.ok(page.images.some((i: { src: string }) => i.src === image), image);
+  }
+  const broken = page.images.filter((i: { ok: boolean }) => !i.ok);
+  assert.deepEqual(broken, []);
+  const png = await decodePng(visit.screenshot);
+  assert.ok(png.width > 1200 && png.width <= 1300, `the window width (${png.width} px)`);
+  assert.ok(png.height > 1500, `a full-page screenshot (${png.height} px)`);
+});
