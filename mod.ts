@@ -17,6 +17,16 @@ export { generate, reverseProcess, sampleDdim, sampleDdpm } from "./src/diffusio
 export { countParameters, createModel, type DenoiseModel } from "./src/model/mod.ts";
 export { Adam, lossValue, trainModel } from "./src/train/mod.ts";
 export { type BackendInfo, initBackend } from "./src/backend/mod.ts";
+export {
+  attributeDistance,
+  compareImageSets,
+  evaluateSamples,
+  fid,
+  judgeAccuracy,
+  kid,
+  loadFeatureNetwork,
+  trainJudge,
+} from "./src/eval/mod.ts";
 export { type Experiment, ExperimentSchema } from "./schemas/experiment.ts";
 
 if (import.meta.main) {

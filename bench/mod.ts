@@ -4,9 +4,13 @@
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data,decode] [--decode-count 12000]
+ *                 [--profile] [--only train,sample,data,decode,eval] [--decode-count 12000]
+ *                 [--eval-samples 1000]
  *                 [--model '{"width": 128}']
  * ```
+ *
+ * `eval` (not run by default: minutes) times the feature extraction of the KID/FID network at 299
+ * and 128 px and the whole evaluation of `--eval-samples` images (bench/eval_bench.ts).
  *
  * `decode` (not run by default: it writes 12,000 PNGs once) times the first decode of a folder
  * and a zip of 64x64 PNGs into the decoded cache, and a cached start.
@@ -25,6 +29,7 @@ import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
 import { GradientWorkers } from "../src/train/parallel/mod.ts";
 import { trainStep } from "../src/train/step.ts";
+import { benchEval } from "./eval_bench.ts";
 import {
   currentRss,
   megabytes,
@@ -38,7 +43,7 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data", "decode"] as const;
+const PHASES = ["train", "sample", "data", "decode", "eval"] as const;
 const DEFAULT_PHASES = ["train", "sample", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
@@ -57,6 +62,8 @@ interface Args {
   workers: number;
   microBatch?: number;
   torch: string[];
+  /** Samples of the whole-eval measurement (`eval` phase). */
+  evalSamples: number;
   /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
   model?: Record<string, unknown>;
 }
@@ -77,6 +84,7 @@ function parse(argv: string[]): Args {
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
       torch: { type: "string", multiple: true, default: [] },
+      "eval-samples": { type: "string", default: "1000" },
       model: { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -86,7 +94,8 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data,decode] [--decode-count 12000]\n" +
+        "                [--only train,sample,data,decode,eval] [--decode-count 12000]\n" +
+        "                [--eval-samples 1000]\n" +
         "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
         "                [--torch baseline.json ...]\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
@@ -130,6 +139,7 @@ function parse(argv: string[]): Args {
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
+    evalSamples: int("eval-samples", values["eval-samples"], 2),
     model: values.model === undefined ? undefined : parseModel(values.model),
   };
 }
@@ -380,6 +390,10 @@ async function main(): Promise<void> {
       );
     }
     result.decode = timings;
+  }
+
+  if (args.only.includes("eval")) {
+    result.eval = await benchEval({ samples: args.evalSamples, log: (l) => console.log(l) });
   }
 
   result.peakRss = peakRss();

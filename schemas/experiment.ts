@@ -6,7 +6,7 @@
  * One section maps to one module: `dataset` and `transform` -> src/data, `schedule` ->
  * src/diffusion/schedule.ts, `model` -> src/model, `loss` and `optimizer` and `train` ->
  * src/train, `sampler` -> src/diffusion/sampler.ts and ddim.ts, `recovery` ->
- * src/diffusion/recovery.ts.
+ * src/diffusion/recovery.ts, `eval` -> src/eval.
  * @module
  */
 import { z } from "zod";
@@ -388,6 +388,19 @@ export const SamplerSchema = z.strictObject({
       "w eps(x, null) (w = 0: the conditional model alone; diffusers' scale is 1 + w); one " +
       "samples grid per w, samples-w<w>.png (default [0])",
   ),
+  measure: z.strictObject({
+    resize: int(75, 1024).default(128).describe(
+      "Side the images are resized to before the KID feature network (299: its native size)",
+    ),
+    kidSubsets: int(1, 10000).default(100),
+    kidSubsetSize: int(2, 100000).default(1000),
+    judgeSteps: int(1, 100000).default(2000).describe(
+      "Training steps of the attribute judge (cached by dataset content)",
+    ),
+  }).optional().describe(
+    "Conditional models: for each guidance weight, the attribute judge's accuracy on each " +
+      "conditioned attribute and KID against the dataset (guidance.md, guidance.json)",
+  ),
 });
 
 /** `recovery`: noise real images to t, then run the reverse process back (seed 002). */
@@ -398,6 +411,38 @@ export const RecoverySchema = z.strictObject({
       "σ² = β and with σ² = β̃ (same noise draws)",
   ),
   stepNoise: z.boolean().default(true).describe("Add σ_t z in the reverse steps"),
+});
+
+/** `eval`: sample-quality numbers (KID, FID, attribute judge) during and after training. */
+export const EvalSchema = z.strictObject({
+  every: int(1).optional().describe(
+    "Evaluate every N epochs during training (eval.jsonl); absent: only at the end",
+  ),
+  samples: int(2, 50000).default(256).describe(
+    "Images sampled per evaluation (with the sampler section); the reference set is as many " +
+      "training images, and the real-vs-real floor two disjoint sets of that size",
+  ),
+  metrics: z.array(z.enum(["kid", "fid", "judge"])).min(1).default(["kid", "fid"]).describe(
+    "kid: kernel inception distance (mean ± std over subsets); fid: Fréchet distance at equal " +
+      "N; judge: total variation between the attribute distributions that a classifier trained " +
+      "on the real images predicts for samples and for real images (labelled datasets only)",
+  ),
+  resize: int(75, 1024).default(299).describe(
+    "Side the images are resized to (bilinear) before the feature network; 299 is its native " +
+      "size, 128 is about 10 times faster (recorded with the numbers)",
+  ),
+  features: z.string().min(1).optional().describe(
+    "A tfjs model.json (layers or graph model) to use as the feature network instead of the " +
+      "nsfwjs InceptionV3 at mixed5 (metrics are then named kid/fid instead of kid_iv3m5/fid_iv3m5)",
+  ),
+  kidSubsets: int(1, 10000).default(100).describe("KID: number of random subsets"),
+  kidSubsetSize: int(2, 100000).default(1000).describe(
+    "KID: subset size, capped at the set sizes (the standard deviation is 0 when the subset " +
+      "is the whole set)",
+  ),
+  floor: z.boolean().default(true).describe(
+    "Also compute the metrics between two disjoint sets of training images (what 'good' means)",
+  ),
 });
 
 const sectionsShape = {
@@ -423,6 +468,9 @@ const sectionsShape = {
   sampler: SamplerSchema.prefault({}),
   recovery: RecoverySchema.optional().describe(
     "Recovery figure (recovery.png): columns original | x_t | reverse with β | reverse with β̃",
+  ),
+  eval: EvalSchema.optional().describe(
+    "Sample-quality metrics: eval.jsonl during training, the manifest summary at the end",
   ),
 };
 
@@ -528,7 +576,7 @@ function checkSections(
     if (t > T) issue(["recovery", "t", i], `must be <= schedule.timesteps (${T})`);
   });
   const cond = model.conditioning;
-  for (const field of ["labels", "guidance"] as const) {
+  for (const field of ["labels", "guidance", "measure"] as const) {
     if (sampler[field] !== undefined && !cond) {
       issue(["sampler", field], "only a conditional model takes it (set model.conditioning)");
     }
@@ -630,6 +678,8 @@ export type ConditioningConfig = NonNullable<ModelConfig["conditioning"]>;
 export type LabelRequest = NonNullable<SamplerConfig["labels"]>;
 /** The `optimizer.ema` field. */
 export type EmaConfig = NonNullable<OptimizerConfig["ema"]>;
+/** The `eval` section (absent: no metrics). */
+export type EvalConfig = NonNullable<Experiment["eval"]>;
 /** The `recovery` section (absent: no recovery figure). */
 export type RecoveryConfig = NonNullable<Experiment["recovery"]>;
 /** The `sweep` field of an experiment file, defaults applied. */

@@ -263,7 +263,7 @@ Deno.test("unknown keys: top level and nested, with the valid keys", async () =>
       join(dir, "exp.json")
     }:3:3: epochs: unknown key 'epochs' (expected one of $schema, extends, ` +
       "name, description, seed, backend, dataset, transform, schedule, model, loss, optimizer, " +
-      "train, sampler, recovery, sweep, launcher)",
+      "train, sampler, recovery, eval, sweep, launcher)",
   );
   const { error: nested, dir: dir2 } = await loadError(
     { "exp.json": { name: "x", dataset: { kind: "avatars", path: "/x" } } },

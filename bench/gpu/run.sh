@@ -55,6 +55,7 @@ if [ -n "${TINY:-}" ]; then
   quick=(--set dataset.count=64 --set train.maxSteps=4 --set schedule.timesteps=10 --set sampler.count=8
     --set sampler.batchSize=8)
   device=cpu
+  : "${QUICK_TIMEOUT:=900}" # llvmpipe on 2 cores: minutes per tiny run
 elif [ -n "${SHORT:-}" ]; then
   small=32 small_batch=32 reps=(--reps 5 --warmup 2)
   torch_iters=(--train-iters 12 --sample-iters 20 --warmup 3)

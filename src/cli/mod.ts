@@ -1,5 +1,5 @@
 /**
- * The command line. Commands: `run`, `verify`, `diff`, `runs`. Exit codes: 0 done (diff:
+ * The command line. Commands: `run`, `verify`, `diff`, `runs`, `fid`, `eval`, `judge`. Exit codes: 0 done (diff:
  * identical; verify: all match), 1 the run failed (diff: the runs differ; verify: a mismatch),
  * 2 bad input, 130 interrupted.
  * @module
@@ -25,6 +25,15 @@ usage:
   deno task sweep <experiment.json> [options] run the points of the file's sweep
   deno task report <runs or sweeps...> [--out DIR]
                                               an HTML page comparing runs
+  deno task fid <folderA|run> [<folderB|run>] [--json] [--resize N]
+                                              KID and FID of two image sets (a run: its
+                                              samples.png; one run alone: against its dataset)
+  deno task eval <run> [--samples N] [--set sampler.x=v] [--json]
+                                              sample N images from a trained run, evaluate
+                                              them against its dataset, write eval.json
+  deno task judge <experiment.json> [--set ...]
+                                              train (or load) the attribute judge of a
+                                              labelled dataset; held-out accuracy per attribute
 
 run options:
   --set path=value   override a field, typed by the schema (repeatable),
@@ -179,6 +188,122 @@ async function runsCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+function positiveInt(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new UserError(`${flag} ${text}: not a positive integer`, { expected: "an integer >= 1" });
+  }
+  return n;
+}
+
+async function fidCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      json: { type: "boolean" },
+      resize: { type: "string" },
+      features: { type: "string" },
+      "kid-subsets": { type: "string" },
+      "kid-subset-size": { type: "string" },
+    },
+  });
+  const log = values.json ? () => {} : (l: string) => console.log(l);
+  const { fidCommand } = await import("../run/evaluate.ts");
+  const { formatEvaluation } = await import("../eval/mod.ts");
+  const result = await fidCommand(positionals, {
+    resize: positiveInt("--resize", values.resize),
+    features: values.features,
+    kidSubsets: positiveInt("--kid-subsets", values["kid-subsets"]),
+    kidSubsetSize: positiveInt("--kid-subset-size", values["kid-subset-size"]),
+    log,
+  });
+  if (values.json) console.log(JSON.stringify(result, null, 2));
+  else console.log(formatEvaluation(result));
+  return 0;
+}
+
+async function evalCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      samples: { type: "string" },
+      set: { type: "string", multiple: true },
+      json: { type: "boolean" },
+    },
+  });
+  if (positionals.length !== 1) {
+    throw new UserError(`expected one run folder, got ${positionals.length}`, {
+      expected: "deno task eval <run> [--samples N] [--set sampler.x=v]",
+    });
+  }
+  const { evaluateRun } = await import("../run/evaluate.ts");
+  const { formatEvaluation } = await import("../eval/mod.ts");
+  const result = await evaluateRun(positionals[0], {
+    samples: positiveInt("--samples", values.samples),
+    sets: values.set ?? [],
+    log: values.json ? () => {} : (l) => console.log(l),
+  });
+  if (values.json) console.log(JSON.stringify(result, null, 2));
+  else console.log(`${formatEvaluation(result)}\nwrote ${result.file} (${result.wallSeconds} s)`);
+  return 0;
+}
+
+async function judgeCmd(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { set: { type: "string", multiple: true }, json: { type: "boolean" } },
+  });
+  if (positionals.length !== 1) {
+    throw new UserError(`expected one experiment file, got ${positionals.length}`, {
+      expected: "deno task judge <experiment.json> [--set path=value]",
+    });
+  }
+  const loaded = await loadExperiment(positionals[0], { sets: values.set ?? [] });
+  const { config } = loaded;
+  const { initBackend } = await import("../backend/mod.ts");
+  const { loadDataset } = await import("../data/mod.ts");
+  const { labelledFromDataset, trainJudge } = await import("../eval/mod.ts");
+  await initBackend(config.backend);
+  const log = values.json ? () => {} : (l: string) => console.log(l);
+  log(`loading dataset (${config.dataset.kind})...`);
+  const dataset = await loadDataset(config.dataset, {
+    transform: config.transform,
+    seed: config.seed,
+    experimentFile: loaded.file,
+  });
+  const judge = await trainJudge(labelledFromDataset(dataset), { seed: config.seed, log });
+  const rows = judge.attributes.map((a) => ({
+    attribute: a.name,
+    values: a.count,
+    accuracy: judge.accuracy[a.name],
+    chance: judge.chance[a.name],
+  }));
+  if (values.json) {
+    console.log(
+      JSON.stringify({ heldOut: judge.heldOutCount, cached: judge.cached, rows }, null, 2),
+    );
+  } else {
+    console.log(
+      `held-out accuracy on ${judge.heldOutCount} real images` +
+        `${judge.cached ? " (cached judge)" : ""}; chance = most frequent value`,
+    );
+    console.log(`  ${"attribute".padEnd(18)} values  accuracy  chance`);
+    for (const r of rows) {
+      console.log(
+        `  ${r.attribute.padEnd(18)} ${String(r.values).padStart(6)}  ${
+          r.accuracy.toFixed(3).padStart(8)
+        }  ${r.chance.toFixed(3).padStart(6)}`,
+      );
+    }
+  }
+  judge.dispose();
+  return 0;
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: runCommand,
   verify: verifyCommand,
@@ -186,6 +311,9 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   runs: runsCommand,
   sweep: sweepCommand,
   report: reportCommand,
+  fid: fidCmd,
+  eval: evalCmd,
+  judge: judgeCmd,
 };
 
 /** Runs the command line `args` and returns the process exit code. */

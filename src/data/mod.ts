@@ -11,7 +11,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { dirname, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DatasetConfig, TransformConfig } from "../../schemas/experiment.ts";
 import { avatarPlan, loadAvatars } from "./avatars.ts";
@@ -248,7 +248,15 @@ async function loadFileDataset(
         skipped: decoded.skipped,
         contentHash,
       };
-      await writeDecodedCache(cacheDir, { ...entry, key });
+      // The same content elsewhere hits this entry: skipped files are kept relative to the source.
+      const portable = decoded.skipped.map((s) =>
+        isAbsolute(s.file) ? { ...s, file: relative(source.location, s.file) } : s
+      );
+      await writeDecodedCache(cacheDir, { ...entry, skipped: portable, key });
+    } else if (dataset.kind !== "zip") {
+      entry.skipped = entry.skipped.map((s) =>
+        isAbsolute(s.file) ? s : { ...s, file: join(source.location, s.file) }
+      );
     }
     const skipped = entry.skipped.length > 0 ? `, ${entry.skipped.length} bad files skipped` : "";
     return {

@@ -69,6 +69,16 @@ async function loadRun(dir: string): Promise<{ manifest: Manifest; config: unkno
   return { manifest, config };
 }
 
+/** The summary numbers of a run's eval.json (written by `deno task eval`), if any. */
+async function evalSummary(dir: string): Promise<Record<string, number>> {
+  try {
+    const e = JSON.parse(await Deno.readTextFile(join(dir, "eval.json")));
+    return e.summary ?? {};
+  } catch {
+    return {};
+  }
+}
+
 function wallSeconds(m: Manifest): number | null {
   if (!m.endedAt) return null;
   return +((Date.parse(m.endedAt) - Date.parse(m.startedAt)) / 1000).toFixed(1);
@@ -167,6 +177,12 @@ export async function diffRuns(
     .map((name) => ({ name, a: numeric(ma.summary[name]), b: numeric(mb.summary[name]) }))
     .filter((r) => r.a !== null || r.b !== null);
   metrics.push({ name: "wallSeconds", a: wallSeconds(ma), b: wallSeconds(mb) });
+  // `deno task eval` results (eval.json, not an artifact of the run)
+  const ea = await evalSummary(a);
+  const eb = await evalSummary(b);
+  for (const name of [...new Set([...Object.keys(ea), ...Object.keys(eb)])]) {
+    metrics.push({ name: `eval.json ${name}`, a: ea[name] ?? null, b: eb[name] ?? null });
+  }
 
   if (options.out) await Deno.mkdir(options.out, { recursive: true });
   const artifacts: ArtifactRow[] = [];
@@ -209,14 +225,14 @@ export function formatRunDiff(d: RunDiff): string {
   const lines = [`A: ${d.a}`, `B: ${d.b}`, "", "config:"];
   if (d.config.length === 0) lines.push("  (identical)");
   for (const c of d.config) lines.push(`  ${c.path}: ${show(c.a)} -> ${show(c.b)}`);
-  lines.push("", "metrics:                 A            B       change");
+  lines.push("", "metrics:                     A            B       change");
   for (const m of d.metrics) {
     const change = m.a !== null && m.b !== null && Number.isFinite(m.a) && Number.isFinite(m.b)
       ? `${m.b - m.a >= 0 ? "+" : ""}${fmt(m.b - m.a)}` +
         (m.a !== 0 ? ` (${(100 * (m.b - m.a) / Math.abs(m.a)).toFixed(1)}%)` : "")
       : "";
     lines.push(
-      `  ${m.name.padEnd(18)} ${fmt(m.a).padStart(12)} ${fmt(m.b).padStart(12)}   ${change}`,
+      `  ${m.name.padEnd(22)} ${fmt(m.a).padStart(12)} ${fmt(m.b).padStart(12)}   ${change}`,
     );
   }
   lines.push("", "artifacts:");

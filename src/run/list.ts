@@ -37,11 +37,32 @@ export async function listRuns(root: string): Promise<RunEntry[]> {
   return entries;
 }
 
-/** The runs as an aligned text table: name, seed, hash, status, steps, final loss, date. */
+/**
+ * The runs as an aligned text table: name, seed, hash, status, steps, final loss, the
+ * sample-quality metrics any of them has, date.
+ */
 export function formatRunTable(entries: RunEntry[]): string {
-  const rows = [["name", "seed", "hash", "status", "steps", "final loss", "started", "folder"]];
+  // sample-quality metrics (kid_iv3m5, fid_iv3m5, judge_tv...) of any run get a column
+  const quality = [
+    ...new Set(entries.flatMap(({ manifest: m }) => Object.keys(m.summary))),
+  ].filter((k) => /^(kid|fid)(_[a-z0-9]+)?$/.test(k) || k === "judge_tv").sort();
+  const rows = [[
+    "name",
+    "seed",
+    "hash",
+    "status",
+    "steps",
+    "final loss",
+    ...quality,
+    "started",
+    "folder",
+  ]];
   for (const { dir, manifest: m } of entries) {
     const loss = m.summary.finalLoss;
+    const q = quality.map((k) => {
+      const v = m.summary[k];
+      return typeof v === "number" ? v.toPrecision(4) : "-";
+    });
     rows.push([
       m.name,
       String(m.seed),
@@ -49,6 +70,7 @@ export function formatRunTable(entries: RunEntry[]): string {
       m.status + (m.reusedTraining ? " (reused)" : ""),
       String(m.summary.steps ?? "-"),
       typeof loss === "number" ? loss.toFixed(4) : "-",
+      ...q,
       m.startedAt.slice(0, 16).replace("T", " "),
       dir,
     ]);

@@ -53,7 +53,7 @@ export interface Manifest {
 }
 
 /** Artifacts whose bytes depend on wall-clock time, kept out of `artifacts`. */
-export const VOLATILE_ARTIFACTS: readonly string[] = ["timings.jsonl"];
+export const VOLATILE_ARTIFACTS: readonly string[] = ["timings.jsonl", "eval_timings.jsonl"];
 
 /** Git commit and dirty flag of the checkout at `dir`, or null when git or the repo is missing. */
 export async function gitState(dir: string): Promise<{ commit: string; dirty: boolean } | null> {

@@ -14,6 +14,8 @@ import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
 import { guidedDenoiser } from "../diffusion/guidance.ts";
+import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
+import { writeLossPlot } from "../io/plot.ts";
 import {
   type ConditionInput,
   countParameters,
@@ -50,9 +52,11 @@ import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
-import { type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
+import { type ConditionalScorer, type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
+import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
 
 export { describeRun } from "./describe.ts";
+export type { ConditionalSamples, ConditionalScorer } from "./guidance_table.ts";
 
 /** Options of {@link runExperiment}. */
 export interface RunOptions {
@@ -90,27 +94,6 @@ export interface RunOptions {
    */
   scoreConditional?: ConditionalScorer;
 }
-
-/** What {@link ConditionalScorer} sees: one guidance weight's samples and what they asked for. */
-export interface ConditionalSamples {
-  /** The guidance weight. */
-  w: number;
-  /** The samples, NHWC float in [-1, 1] (clamped by the scorer as for a PNG). */
-  images: Float32Array;
-  /** Number of images. */
-  count: number;
-  /** Image side. */
-  size: number;
-  /** The requested value index of each image, per conditioned attribute name. */
-  requested: Record<string, Int32Array>;
-  /** The training images. */
-  dataset: Dataset;
-}
-
-/** Scores a conditional run's samples: metric name (`accuracy/<attribute>`, `kid`) -> value. */
-export type ConditionalScorer = (
-  samples: ConditionalSamples,
-) => Promise<Record<string, number>>;
 
 /** What a run produced. */
 export interface RunResult {
@@ -187,6 +170,7 @@ export async function runExperiment(
       }),
   });
   log(`  ${dataset.source}`);
+  await checkEvalInput(config, { dataset, experimentFile: loaded.file });
   // A conditional model: its attributes in the dataset, and what to sample (bad names fail here).
   const conditioning = config.model.conditioning;
   const conditioned = conditioning
@@ -240,6 +224,8 @@ export async function runExperiment(
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
+  let evaluator: RunEvaluator | null = null;
+  let measure: ConditionalMeasure | null = null;
   try {
     workers = await startWorkers(config, { backend, labelSizes });
     run.manifest.backend.workers = workers ? config.train.workers : 0;
@@ -247,8 +233,17 @@ export async function runExperiment(
     // conditional network without labels uses its null embedding (unconditional).
     const net = ema ? withParams(model, ema.params) : model;
     const denoise = samplingDenoiser(net, { workers });
+    // The `eval` section (KID, FID, judge: eval.jsonl), unless the caller brings its own hook.
+    evaluator = options.evaluate ? null : await RunEvaluator.start(config, {
+      experimentFile: loaded.file,
+      dataset,
+      backend: backend.name,
+      log,
+      signal: options.signal,
+    });
+    const hook = options.evaluate ?? evaluator?.hook;
     const evaluate = async (at: { step: number; epoch: number; final: boolean }) =>
-      await options.evaluate?.({ config, dir, ...at, denoise, dataset });
+      await hook?.({ config, dir, ...at, denoise, dataset });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
     // Training (Algorithm 1), or the checkpoint of a complete run with the same training part.
@@ -299,7 +294,7 @@ export async function runExperiment(
             ) {
               await run.checkpoint(parts, { step, epoch });
             }
-            if (endOfEpoch && options.evaluate) {
+            if (endOfEpoch && hook) {
               const numbers = await evaluate({ step, epoch, final: false });
               if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
             }
@@ -334,11 +329,15 @@ export async function runExperiment(
           : undefined,
       };
       if (plan && conditioned) {
+        // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
+        measure = options.scoreConditional
+          ? null
+          : await conditionalScorer(config, { dataset, backend: backend.name, log });
         const rows = await sampleConditional({ net, workers, denoise, schedule, plan }, {
           ...sampleOptions,
           dir,
           stopped,
-          score: options.scoreConditional,
+          score: options.scoreConditional ?? measure?.score,
           names: conditioned.attributes.map((a) => a.name),
           dataset,
         });
@@ -350,15 +349,18 @@ export async function runExperiment(
       run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
       if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
     }
-    if (!stopped() && options.evaluate) {
+    if (!stopped() && hook) {
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }));
     }
+    await writeLossPlot(dir);
     await run.end(stopped() ? "interrupted" : "complete");
   } catch (err) {
     await run.end("failed", err);
     throw err;
   } finally {
     workers?.close();
+    evaluator?.dispose();
+    measure?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();

@@ -1,0 +1,16 @@
+import { initBackend } from "./src/backend/mod.ts";
+import { loadFeatureNetwork } from "./src/eval/features.ts";
+await initBackend("wasm");
+let t = performance.now();
+const net = await loadFeatureNetwork({ resize: 299 });
+console.log("load", performance.now() - t, net.info);
+const size = 32, n = 8;
+const px = new Uint8Array(n * size * size * 3);
+for (let i = 0; i < px.length; i++) px[i] = (i * 7 + (i >> 5)) % 256;
+t = performance.now();
+const f = await net.extract(px, { count: n, size, batchSize: 8 });
+console.log("extract", (performance.now() - t) / n, "ms/img", f.slice(0, 5), f.slice(768, 773));
+const net2 = await loadFeatureNetwork({ resize: 128 });
+t = performance.now();
+const f2 = await net2.extract(px, { count: n, size, batchSize: 8 });
+console.log("extract128", (performance.now() - t) / n, "ms/img", f2.slice(0, 5));

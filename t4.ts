@@ -1,0 +1,10 @@
+import { EigenvalueDecomposition, Matrix } from "ml-matrix";
+const d = 768;
+const a = Matrix.rand(d, d);
+const s = a.mmul(a.transpose());
+let t = performance.now();
+const e = new EigenvalueDecomposition(s, { assumeSymmetric: true });
+console.log("evd", performance.now() - t, e.realEigenvalues.slice(0, 3));
+t = performance.now();
+s.mmul(s);
+console.log("mmul", performance.now() - t);
