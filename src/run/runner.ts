@@ -317,7 +317,7 @@ export async function runExperiment(
     if (!stopped()) {
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
-      log(`sampling ${config.sampler.count} images (${how}${weights})`);
+      log(`sampling ${plan?.count ?? config.sampler.count} images (${how}${weights})`);
       const sampleStart = performance.now();
       const sampleOptions = {
         config,
