@@ -64,7 +64,12 @@ export async function conditionalScorer(
         backend: ctx.backend,
       },
     );
-    return { ...out, ...kid.metrics };
+    // KID's spread over subsets is left out: with fewer samples than kidSubsetSize every
+    // subset is the whole set and the spread is 0.
+    for (const [name, value] of Object.entries(kid.metrics)) {
+      if (!name.endsWith("_std")) out[name] = value;
+    }
+    return out;
   };
   return {
     score,
