@@ -1,11 +1,13 @@
 /**
- * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step and
- * the data pipeline, and reports GFLOP/s, peak RSS and the backend. A tool, not a test.
+ * `deno task bench`: times one training step of the course U-Net, one DDPM sampling step per
+ * sampling engine (tfjs on the backend, and ONNX Runtime) and the data pipeline, and reports
+ * GFLOP/s, peak RSS and the backend. `--only eval` adds the wall time of sampling 1,000 images
+ * with DDIM in 50 steps per engine (what an evaluation costs). A tool, not a test.
  *
  * ```sh
  * deno task bench [--backend wasm] [--size 32] [--batch 32] [--reps 10] [--json FILE]
- *                 [--profile] [--only train,sample,data,decode,eval] [--decode-count 12000]
- *                 [--eval-samples 1000]
+ *                 [--profile] [--only train,sample,onnx,data,ddim,decode,eval] [--ddim-count 1000]
+ *                 [--decode-count 12000] [--eval-samples 1000]
  *                 [--model '{"width": 128}']
  * ```
  *
@@ -21,9 +23,18 @@ import { ModelSchema, OptimizerSchema, ScheduleSchema } from "../schemas/experim
 import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
 import { benchDecode } from "./decode_bench.ts";
-import { ddpmStep } from "../src/diffusion/sampler.ts";
+import { generate } from "../src/diffusion/generate.ts";
+import { ddpmStep, type Denoiser } from "../src/diffusion/sampler.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
-import { countParameters, createModel } from "../src/model/mod.ts";
+import { countParameters, createModel, exportParams } from "../src/model/mod.ts";
+import {
+  buildUnetOnnx,
+  type ExecutionProvider,
+  loadOnnxRuntime,
+  openModel,
+  ortDenoiser,
+  type OrtModel,
+} from "../src/onnx/mod.ts";
 import { deriveRng } from "../src/rng.ts";
 import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
@@ -43,8 +54,9 @@ import {
 /** GFLOP of one training step / one forward pass of the course U-Net at 32x32, batch 32. */
 const TRAIN_GFLOP_32 = 30;
 const FORWARD_GFLOP_32 = 10;
-const PHASES = ["train", "sample", "data", "decode", "eval"] as const;
-const DEFAULT_PHASES = ["train", "sample", "data"];
+const PHASES = ["train", "sample", "onnx", "data", "ddim", "decode", "eval"] as const;
+/** Phases run when --only is not given (ddim and eval take minutes). */
+const DEFAULT_PHASES = ["train", "sample", "onnx", "data"];
 /** Examples per forward/backward pass: keeps 2 threads at 32x32, batch 32 under 1 GB. */
 const DEFAULT_MICRO_BATCH = 8;
 type Phase = typeof PHASES[number];
@@ -62,6 +74,10 @@ interface Args {
   workers: number;
   microBatch?: number;
   torch: string[];
+  providers?: ExecutionProvider[];
+  ortThreads?: number;
+  ddimCount: number;
+  ddimEngines: string[];
   /** Samples of the whole-eval measurement (`eval` phase). */
   evalSamples: number;
   /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
@@ -80,6 +96,10 @@ function parse(argv: string[]): Args {
       json: { type: "string" },
       profile: { type: "boolean", default: false },
       only: { type: "string", default: DEFAULT_PHASES.join(",") },
+      providers: { type: "string" },
+      "ort-threads": { type: "string" },
+      "ddim-count": { type: "string", default: "1000" },
+      "ddim-engines": { type: "string", default: "tfjs,onnxruntime" },
       "decode-count": { type: "string", default: "12000" },
       workers: { type: "string", default: "auto" },
       "micro-batch": { type: "string", default: String(DEFAULT_MICRO_BATCH) },
@@ -94,10 +114,16 @@ function parse(argv: string[]): Args {
     console.log(
       "deno task bench [--backend auto|tensorflow|webgpu|wasm|cpu] [--size 32] [--batch 32]\n" +
         "                [--reps 10] [--warmup 2] [--json FILE] [--profile]\n" +
-        "                [--only train,sample,data,decode,eval] [--decode-count 12000]\n" +
+        "                [--only train,sample,onnx,data,ddim,decode,eval] [--decode-count 12000]\n" +
         "                [--eval-samples 1000]\n" +
         "                [--workers N|auto] [--micro-batch M] [--model JSON]\n" +
-        "                [--torch baseline.json ...]\n" +
+        "                [--torch baseline.json ...] [--providers cuda,webgpu,cpu] [--ddim-count N]\n" +
+        "--only: phases (default train,sample,onnx,data); onnx: the sampling step through ONNX\n" +
+        "        Runtime; ddim: wall time of N DDIM-50 samples per engine (minutes)\n" +
+        "--ort-threads: ONNX Runtime intra-op threads (default: every core)\n" +
+        "--ddim-engines: engines the ddim phase times (default tfjs,onnxruntime)\n" +
+        "--providers: ONNX Runtime execution providers to try in order (default: cuda when\n" +
+        "             installed, webgpu on a hardware adapter, cpu)\n" +
         "--workers: worker threads besides the main thread sharing each batch (data parallel);\n" +
         "           auto: with wasm one per further core (at most 3), else none\n" +
         `--micro-batch: at most M examples per forward/backward pass (default ${DEFAULT_MICRO_BATCH}, ` +
@@ -139,6 +165,12 @@ function parse(argv: string[]): Args {
       : int("workers", values.workers, 0),
     microBatch: int("micro-batch", values["micro-batch"], 0) || undefined,
     torch: values.torch,
+    providers: values.providers?.split(",").map((p) => p.trim() as ExecutionProvider),
+    ortThreads: values["ort-threads"] === undefined
+      ? undefined
+      : int("ort-threads", values["ort-threads"], 1),
+    ddimCount: int("ddim-count", values["ddim-count"], 1),
+    ddimEngines: values["ddim-engines"].split(",").map((e) => e.trim()),
     evalSamples: int("eval-samples", values["eval-samples"], 2),
     model: values.model === undefined ? undefined : parseModel(values.model),
   };
@@ -207,6 +239,13 @@ async function compareWithTorch(
     out.sampleRatio = sample / torchSample;
     console.log(`  sampling step ratio ${out.sampleRatio.toFixed(2)} (target <= 2)`);
   }
+  const onnx = ours("onnx");
+  if (onnx !== undefined) {
+    out.onnxSampleRatio = onnx / torchSample;
+    console.log(
+      `  sampling step ratio, onnxruntime ${out.onnxSampleRatio.toFixed(2)} (target <= 0.8)`,
+    );
+  }
   return out;
 }
 
@@ -245,7 +284,10 @@ async function main(): Promise<void> {
       `${args.reps} repetitions`,
   );
 
-  const workers = args.workers > 0
+  // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
+  const tfjsPhases = args.only.some((p) => p === "train" || p === "sample") ||
+    (args.only.includes("ddim") && args.ddimEngines.includes("tfjs"));
+  const workers = args.workers > 0 && tfjsPhases
     ? await GradientWorkers.start({
       count: args.workers,
       model: modelConfig,
@@ -253,7 +295,8 @@ async function main(): Promise<void> {
     })
     : undefined;
   console.log(
-    `threads computing each batch: ${1 + args.workers} (main + ${args.workers} worker(s))` +
+    `tfjs threads computing each batch: ${1 + (workers ? args.workers : 0)} (main + ` +
+      `${workers ? args.workers : 0} worker(s))` +
       (args.microBatch ? `, micro-batches of at most ${args.microBatch}` : ""),
   );
   const schedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 200 }));
@@ -301,8 +344,9 @@ async function main(): Promise<void> {
     optimizer.dispose();
   }
 
-  if (args.only.includes("sample")) {
-    const rng = deriveRng(0, "bench/sample");
+  /** One DDPM sampling step at batch `args.batch` through `denoise`, on a running x. */
+  const samplingStep = (denoise: Denoiser, stream: string) => {
+    const rng = deriveRng(0, stream);
     let x = tf.tensor4d(rng.normal(pixels), [args.batch, ...shape]);
     let index = schedule.timesteps - 1;
     const step = async (): Promise<void> => {
@@ -310,9 +354,8 @@ async function main(): Promise<void> {
       index = index === 0 ? schedule.timesteps - 1 : index - 1;
       const z = rng.normal(pixels);
       const t = tf.fill([args.batch], i) as tf.Tensor1D;
-      const eps = workers === undefined
-        ? tf.tidy(() => model.predict(x, t))
-        : await workers.predictSharded(model, { x, t });
+      const raw = await denoise(x, t);
+      const eps = raw instanceof Float32Array ? tf.tensor4d(raw, x.shape) : raw;
       t.dispose();
       const next = tf.tidy(() =>
         ddpmStep(x, eps, {
@@ -327,6 +370,14 @@ async function main(): Promise<void> {
       x.dispose();
       x = next;
     };
+    return { step, dispose: () => x.dispose() };
+  };
+  const tfjsDenoise: Denoiser = workers === undefined
+    ? (x, t) => tf.tidy(() => model.predict(x, t))
+    : (x, t) => workers.predictSharded(model, { x, t });
+
+  if (args.only.includes("sample")) {
+    const { step, dispose } = samplingStep(tfjsDenoise, "bench/sample");
     const resetOk = resetPeakRss();
     const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
     const gflop = FORWARD_GFLOP_32 * scale;
@@ -339,7 +390,52 @@ async function main(): Promise<void> {
       console.log("  kernels (ms):", kernels);
       (result.sample as Record<string, unknown>).kernels = kernels;
     }
-    x.dispose();
+    dispose();
+  }
+
+  let session: OrtModel | undefined;
+  if (args.only.includes("onnx") || args.only.includes("ddim")) {
+    const ort = await loadOnnxRuntime();
+    const exportStart = performance.now();
+    const bytes = buildUnetOnnx(modelConfig, await exportParams(model), { size: args.size });
+    const exportSeconds = (performance.now() - exportStart) / 1000;
+    const openStart = performance.now();
+    session = await openModel(ort, bytes, { providers: args.providers, threads: args.ortThreads });
+    const openSeconds = (performance.now() - openStart) / 1000;
+    console.log(
+      `onnxruntime ${ort.env.versions.node} on ${session.provider}, ${session.threads} thread(s): ` +
+        `export ${(exportSeconds * 1000).toFixed(0)} ms (${megabytes(bytes.length)}), session ` +
+        `${(openSeconds * 1000).toFixed(0)} ms`,
+    );
+    result.onnxRuntime = {
+      version: ort.env.versions.node,
+      provider: session.provider,
+      threads: session.threads,
+      exportSeconds,
+      openSeconds,
+      modelBytes: bytes.length,
+    };
+  }
+  if (args.only.includes("onnx") && session) {
+    const { step, dispose } = samplingStep(ortDenoiser(session), "bench/sample");
+    const rssBefore = currentRss();
+    const resetOk = resetPeakRss();
+    const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });
+    const gflop = FORWARD_GFLOP_32 * scale;
+    const peak = peakRss();
+    console.log(line(`sampling step, onnxruntime (${session.provider})`, timing, gflop));
+    console.log(
+      `  peak RSS while sampling ${megabytes(peak)}${resetOk ? "" : " (process peak)"} ` +
+        `(${megabytes(peak - rssBefore)} over the RSS before this phase)`,
+    );
+    result.onnx = {
+      ...timing,
+      gflop,
+      gflops: gflop / timing.median,
+      peakRss: peak,
+      rssBefore,
+    };
+    dispose();
   }
 
   if (args.only.includes("data")) {
@@ -379,6 +475,45 @@ async function main(): Promise<void> {
     };
   }
 
+  if (args.only.includes("ddim")) {
+    // What an evaluation costs: ddimCount samples, DDIM in 50 of T = 1000 steps, per engine.
+    const ddimSchedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 1000 }));
+    const sampler = {
+      kind: "ddim",
+      steps: 50,
+      eta: 0,
+      variance: "posterior",
+      initialNoise: "gaussian",
+      stepNoise: true,
+    } as const;
+    const engines: [string, Denoiser][] = [];
+    if (args.ddimEngines.includes("tfjs")) engines.push(["tfjs", tfjsDenoise]);
+    if (session && args.ddimEngines.includes("onnxruntime")) {
+      engines.push([`onnxruntime (${session.provider})`, ortDenoiser(session)]);
+    }
+    const evals: Record<string, unknown> = {};
+    for (const [name, denoise] of engines) {
+      const rng = deriveRng(0, "bench/ddim");
+      const resetOk = resetPeakRss();
+      const start = performance.now();
+      for (let done = 0; done < args.ddimCount; done += args.batch) {
+        const n = Math.min(args.batch, args.ddimCount - done);
+        const x = await generate(denoise, ddimSchedule, { shape: [n, ...shape], sampler, rng });
+        await x.data();
+        x.dispose();
+      }
+      const seconds = (performance.now() - start) / 1000;
+      const peak = peakRss();
+      console.log(
+        `${args.ddimCount} samples, DDIM 50 steps, ${name}: ${seconds.toFixed(1)} s; peak RSS ` +
+          `${megabytes(peak)}${resetOk ? "" : " (process peak)"}`,
+      );
+      evals[name] = { seconds, peakRss: peak, count: args.ddimCount, steps: 50 };
+    }
+    result.ddim = evals;
+  }
+
+  await session?.release();
   if (args.only.includes("decode")) {
     const cacheRoot = new URL("../.cache", import.meta.url).pathname;
     const timings = await benchDecode({ count: args.decodeCount, size: args.size, cacheRoot });
@@ -397,7 +532,7 @@ async function main(): Promise<void> {
   }
 
   result.peakRss = peakRss();
-  result.workers = args.workers;
+  result.workers = workers ? args.workers : 0;
   result.microBatch = args.microBatch;
   workers?.close();
   model.dispose();

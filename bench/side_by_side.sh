@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # PyTorch baseline, `deno task bench`, PyTorch baseline again, on the same machine one after the
-# other; prints our times as ratios to the mean of the two PyTorch runs (bench/RESULTS.md).
+# other; prints our times (tfjs, and the sampling step through onnxruntime) as ratios to the
+# mean of the two PyTorch runs (bench/RESULTS.md).
 #
 #   bench/side_by_side.sh [extra `deno task bench` flags]
+#   TORCH_ARGS="--train-iters 2" bench/side_by_side.sh --only sample,onnx   # sampling only
 #
 # PyTorch is Debian's python3-torch with OpenBLAS unpacked under $OPENBLAS_DIR (default
 # /tmp/ddpm-openblas; never installed system-wide), as ../shared/reference/README.md says.
@@ -17,7 +19,7 @@ if [ ! -e "$openblas/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ]; 
 fi
 torch() {
   OPENBLAS_NUM_THREADS=1 LD_LIBRARY_PATH="$openblas/usr/lib/x86_64-linux-gnu/openblas-pthread" \
-    /usr/bin/python3 "$baseline" --size 32 --threads 2 --json "$1" > /dev/null
+    /usr/bin/python3 "$baseline" --size 32 --threads 2 ${TORCH_ARGS:-} --json "$1" > /dev/null
 }
 echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
 torch "$out/torch-1.json"
@@ -36,6 +38,11 @@ const row = (label, k, phase) => {
 };
 row('train step', 'train_step', 'train');
 row('sampling step', 'sample_step', 'sample');
-console.log('peak RSS ' + (ours.train?.peakRss / 2 ** 20).toFixed(0) + ' MB while training');
+row('sampling step, onnxruntime', 'sample_step', 'onnx');
+if (ours.train) console.log('peak RSS ' + (ours.train.peakRss / 2 ** 20).toFixed(0) + ' MB while training');
+if (ours.onnx) {
+  console.log('peak RSS ' + (ours.onnx.peakRss / 2 ** 20).toFixed(0) + ' MB while sampling with ' +
+    'onnxruntime (the process, tfjs and its workers included)');
+}
 "
 echo "results in $out"

@@ -374,6 +374,11 @@ export const SamplerSchema = z.strictObject({
   eta: z.number().min(0).max(1).default(0).describe(
     "ddim only: scale of the step noise (0: deterministic; 1: the posterior variance)",
   ),
+  engine: z.enum(["tfjs", "onnxruntime"]).default("tfjs").describe(
+    "What runs the network while sampling: tfjs (the run's backend), or ONNX Runtime " +
+      "(onnxruntime-node: the model exported to checkpoint/model.onnx; CUDA or a hardware " +
+      "WebGPU adapter when present, else the CPU; falls back to tfjs when it cannot load)",
+  ),
   count: int(1, 4096).default(32).describe("Number of images to sample"),
   batchSize: int(1, 4096).default(32).describe("Images denoised at once"),
   gridColumns: int(1, 256).default(8).describe("Images per row of samples.png"),
@@ -580,6 +585,12 @@ function checkSections(
     if (sampler[field] !== undefined && !cond) {
       issue(["sampler", field], "only a conditional model takes it (set model.conditioning)");
     }
+  }
+  if (cond && sampler.engine === "onnxruntime") {
+    issue(
+      ["sampler", "engine"],
+      "a conditional model samples with tfjs (its ONNX export has no labels)",
+    );
   }
   const cross = cond?.crossAttention;
   if (cross && cross.levels !== "all") {

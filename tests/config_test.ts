@@ -114,6 +114,7 @@ Deno.test("defaults are filled in and $schema is dropped", async () => {
       stepNoise: true,
       clipX0: false,
       eta: 0,
+      engine: "tfjs",
       count: 32,
       batchSize: 32,
       gridColumns: 8,

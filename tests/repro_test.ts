@@ -131,7 +131,10 @@ Deno.test("diff shows the config change, the metrics and image differences", asy
   assert.equal(samples.status, "differs");
   assert.ok(samples.image && samples.image.psnr > 0 && samples.image.meanAbsDiff > 0);
   const png = await decodePng(await Deno.readFile(samples.composite!));
-  assert.deepEqual([png.width, png.height], [3 * 22 + 2 * 4, 22], "A | B | heat map");
+  // A | B | heat map (3 x 22 px and two 4 px gaps), the panel names above (15 px), the heat
+  // map's scale below (15 px, the note may widen the image).
+  assert.equal(png.height, 15 + 22 + 15);
+  assert.ok(png.width >= 3 * 22 + 2 * 4, "A | B | heat map");
   // Two runs of the same config and seed in different roots are identical.
   const a2 = await run(file);
   const same = await diffRuns(a.dir, a2.dir);
@@ -140,7 +143,10 @@ Deno.test("diff shows the config change, the metrics and image differences", asy
   await assert.rejects(() => diffRuns(a.dir, composites), /not a run folder/);
   const table = formatRunTable(await listRuns(out));
   assert.match(table, /^name\s+seed\s+hash\s+status/);
-  assert.equal(table.split("\n").length, 3);
+  // A header, a row per run, then a blank line and the note that names the loss.
+  assert.equal(table.split("\n").length, 5);
+  assert.match(table, /\s-\s+\S+$/m, "a run without overrides");
+  assert.match(table, /schedule\.timesteps=16/, "the other run's override");
   assert.match(table, /tiny\s+0\s+[0-9a-f]{8}\s+complete\s+3\s+\d\.\d{4}/);
 });
 

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
+import type { ProgressDetail } from "../src/run/runner.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { sha256File } from "../src/io/files.ts";
 import { decodePng } from "../src/io/image.ts";
@@ -50,9 +51,10 @@ Deno.test("a tiny run writes a complete, self-describing run folder", async () =
   // samples.png: 4 images of 8x8 in 2 columns, padding 2 -> 22 x 22.
   const samples = await decodePng(await Deno.readFile(join(result.dir, "samples.png")));
   assert.deepEqual([samples.width, samples.height], [22, 22]);
-  // forward.png: 64 noised copies, 8 per row -> 8 * 10 + 2 = 82.
+  // forward.png: 64 noised copies, 8 per row -> 8 * 10 + 2 = 82, and under each row of images
+  // a 17 px strip with their t (11 px text).
   const forward = await decodePng(await Deno.readFile(join(result.dir, "forward.png")));
-  assert.deepEqual([forward.width, forward.height], [82, 82]);
+  assert.deepEqual([forward.width, forward.height], [82, 82 + 8 * 17]);
   // The checkpoint loads back into a model of the recorded config.
   const model = createModel(config.model, { rng: deriveRng(99, "other") });
   const weights = decodeSafetensors(
@@ -165,7 +167,7 @@ Deno.test("--set with a wrong type names the flag; --dry-run reports the numbers
   assert.equal(dry.code, 0, dry.stderr);
   assert.match(dry.stdout, /model parameters\s+73,875/);
   assert.match(dry.stdout, /sqrt\(alpha_bar_T\) 0\.603/);
-  assert.match(dry.stdout, /training steps\s+6 \(3 per epoch\)/);
+  assert.match(dry.stdout, /training steps\s+6 \(3 per epoch, 2 epochs\)/);
   assert.match(dry.stdout, /dataset size\s+24 images/);
   assert.match(dry.stdout, /seed-3-/);
   assert.ok(await isEmptyDir(out), "a dry run creates nothing");
@@ -196,6 +198,7 @@ Deno.test("seams: an evaluation hook after each epoch and at the end; a progress
   const file = await experimentFile(TINY);
   const points: string[] = [];
   const phases = new Map<string, number[]>();
+  const details: ProgressDetail[] = [];
   const result = await runFile(file, {
     evaluate: async (point) => {
       const x = tf.randomNormal([1, 8, 8, 3]) as tf.Tensor4D;
@@ -204,11 +207,13 @@ Deno.test("seams: an evaluation hook after each epoch and at the end; a progress
       const shape = out instanceof Float32Array ? [out.length] : out.shape;
       tf.dispose([x, t, out as tf.Tensor]);
       points.push(`${point.step}/${point.epoch}/${point.final}/${shape.join("x")}`);
+      point.onProgress?.(1, 2);
       return { score: point.step };
     },
     progress: {
-      update: (phase, done, total) => {
+      update: (phase, done, total, detail) => {
         phases.set(phase, [...(phases.get(phase) ?? []), done, total]);
+        if (phase === "train") details.push(detail!);
       },
     },
   });
@@ -224,4 +229,15 @@ Deno.test("seams: an evaluation hook after each epoch and at the end; a progress
   assert.ok(manifest.artifacts["evaluations.jsonl"]);
   assert.deepEqual(phases.get("train"), [1, 6, 2, 6, 3, 6, 4, 6, 5, 6, 6, 6]);
   assert.deepEqual(phases.get("sample")?.slice(-2), [8, 8]);
+  assert.deepEqual(phases.get("evaluate"), [1, 2, 1, 2, 1, 2]);
+  // The training bar's detail: epoch/epochs and the loss of the manifest (mean of the steps).
+  assert.deepEqual(details.map((d) => `${d.epoch}/${d.epochs}`), [
+    "1/2",
+    "1/2",
+    "1/2",
+    "2/2",
+    "2/2",
+    "2/2",
+  ]);
+  assert.equal(details[5].loss, manifest.summary.lossMean50);
 });

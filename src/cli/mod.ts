@@ -1,16 +1,19 @@
 /**
- * The command line. Commands: `run`, `verify`, `diff`, `runs`, `fid`, `eval`, `judge`. Exit codes: 0 done (diff:
+ * The command line. Commands: `run`, `sample`, `verify`, `diff`, `runs`, `fid`, `eval`, `judge`.
+ * Exit codes: 0 done (diff:
  * identical; verify: all match), 1 the run failed (diff: the runs differ; verify: a mismatch),
  * 2 bad input, 130 interrupted.
  * @module
  */
 import { parseArgs } from "node:util";
-import { loadExperiment } from "../config/mod.ts";
+import { type LoadedExperiment, loadExperiment } from "../config/mod.ts";
 import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
-import { formatRunTable, listRuns } from "../run/list.ts";
-import { describeRun } from "../run/describe.ts";
+import { formatRunTable, listRunsAt } from "../run/list.ts";
+import { describeRun, experimentFolder } from "../run/describe.ts";
+import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
 import { loadSweepPoint } from "../sweep/spec.ts";
+import { TerminalProgress } from "./progress.ts";
 import { REPORT_USAGE, reportCommand } from "./report.ts";
 import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
 
@@ -21,7 +24,10 @@ usage:
   deno task verify <run-folder>               re-run a run's config and compare every artifact
   deno task diff <runA> <runB> [--json] [--out DIR]
                                               config, metrics and artifacts side by side
-  deno task runs [outputs]                    list run folders
+  deno task sample <run> [--seed N] [--count N] [--set sampler.path=value]
+                                              sample a trained run again, into
+                                              <run>/samples/seed-<N>-<hash>/ (no training)
+  deno task runs [outputs]                    list run folders: status, steps, loss, overrides
   deno task sweep <experiment.json> [options] run the points of the file's sweep
   deno task report <runs or sweeps...> [--out DIR]
                                               an HTML page comparing runs
@@ -42,9 +48,11 @@ run options:
   --seed N           override the experiment seed
   --out DIR          put run folders under DIR (default: outputs)
   --dry-run          print the resolved config, dataset size, parameter count,
-                     alpha_bar_T and the number of training steps, then exit
+                     alpha_bar_T, the number of training steps and the wall time
+                     estimated from a few measured steps on this machine, then exit
   --force            replace a complete run of the same config and seed
-  --resume           continue the interrupted run of this config and seed
+  --resume           continue the interrupted run of this config and seed (alone:
+                     the one interrupted run of this file, whatever its overrides)
   --retrain          train even if a complete run has the same training config
   --sweep-index I    run point I of the file's sweep (what a sweep's processes run)
   -h, --help         this help
@@ -113,7 +121,7 @@ async function runCommand(args: string[]): Promise<number> {
       expected: "the seeds of a sweep in its sweep.seeds",
     });
   }
-  const loaded = sweepIndex === undefined
+  let loaded = sweepIndex === undefined
     ? await loadExperiment(positionals[0], {
       sets: values.set ?? [],
       seed: parseSeed(values.seed),
@@ -121,14 +129,30 @@ async function runCommand(args: string[]): Promise<number> {
     : await loadSweepPoint(positionals[0], { sets: values.set ?? [], index: Number(sweepIndex) });
   const outRoot = values.out ?? "outputs";
   if (values["dry-run"]) {
-    // Only the config and the plain arithmetic of a run: TensorFlow.js is not loaded.
     console.log(await describeRun(loaded, outRoot));
+    console.log(await estimateLine(loaded));
     return 0;
   }
-  // Loaded on demand, so that --dry-run, diff and runs never load TensorFlow.js.
+  if (values.resume) {
+    // --resume without the run's overrides: the one interrupted run of this file, if any.
+    const found = await findInterruptedRun(experimentFolder(loaded.config, outRoot), {
+      file: loaded.file,
+      name: loaded.config.name,
+      outRoot,
+    });
+    if (found) {
+      const overrides = found.manifest.source.overrides;
+      console.log(
+        `resuming ${found.dir}` + (overrides.length ? ` (overrides: ${overrides.join(" ")})` : ""),
+      );
+      loaded = await loadExperiment(found.manifest.source.file, { sets: overrides });
+    }
+  }
+  // Loaded on demand, so that diff and runs never load TensorFlow.js.
   const { runExperiment } = await import("../run/runner.ts");
   const controller = new AbortController();
   const release = abortOnSignals(controller);
+  const bars = Deno.stdout.isTerminal() ? new TerminalProgress() : undefined;
   try {
     const result = await runExperiment(loaded, {
       outRoot,
@@ -136,9 +160,59 @@ async function runCommand(args: string[]): Promise<number> {
       resume: values.resume ?? false,
       retrain: values.retrain ?? false,
       signal: controller.signal,
+      progress: bars,
+      log: bars?.log,
     });
-    return result.status === "interrupted" ? 130 : 0;
+    bars?.stop();
+    if (result.status !== "interrupted") return 0;
+    console.log(
+      `resume with: ${resumeCommand(loaded.file, { overrides: loaded.overrides, outRoot })}`,
+    );
+    return 130;
   } finally {
+    bars?.stop();
+    release();
+  }
+}
+
+/** The dry run's estimated wall time, measured with a few real steps on this machine. */
+async function estimateLine(loaded: LoadedExperiment): Promise<string> {
+  const { estimateRun, formatEstimate } = await import("../run/estimate.ts");
+  return formatEstimate(await estimateRun(loaded));
+}
+
+async function sampleCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      set: { type: "string", multiple: true },
+      seed: { type: "string" },
+      count: { type: "string" },
+    },
+  });
+  if (positionals.length !== 1) {
+    throw new UserError(`expected one run folder, got ${positionals.length}`, {
+      expected: "deno task sample <run> [--seed N] [--count N] [--set sampler.path=value]",
+    });
+  }
+  const count = positiveInt("--count", values.count);
+  const { resampleRun } = await import("../run/resample.ts");
+  const controller = new AbortController();
+  const release = abortOnSignals(controller);
+  const bars = Deno.stdout.isTerminal() ? new TerminalProgress() : undefined;
+  try {
+    const result = await resampleRun(positionals[0], {
+      sets: values.set ?? [],
+      seed: parseSeed(values.seed),
+      count,
+      signal: controller.signal,
+      progress: bars,
+      log: bars?.log,
+    });
+    return result.dir === null ? 130 : 0;
+  } finally {
+    bars?.stop();
     release();
   }
 }
@@ -183,7 +257,7 @@ async function diffCommand(args: string[]): Promise<number> {
 async function runsCommand(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
   const root = positionals[0] ?? "outputs";
-  const entries = await listRuns(root);
+  const entries = await listRunsAt(root);
   console.log(entries.length === 0 ? `no runs under ${root}` : formatRunTable(entries));
   return 0;
 }
@@ -306,6 +380,7 @@ async function judgeCmd(args: string[]): Promise<number> {
 
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: runCommand,
+  sample: sampleCommand,
   verify: verifyCommand,
   diff: diffCommand,
   runs: runsCommand,

@@ -34,10 +34,15 @@ function describeModel(model: Experiment["model"], size: number): string {
     `middle attention ${model.middleAttention}, dropout ${model.dropout}, predicts ${model.prediction}`;
 }
 
+/** `1 step`, `2 steps`: a count and its noun, plural unless the count is 1. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function describeOptimizer(o: Experiment["optimizer"]): string {
   return [
     `${o.kind}, lr ${o.lr}, beta1 ${o.beta1}, beta2 ${o.beta2}, epsilon ${o.epsilon}`,
-    ...(o.warmupSteps > 0 ? [`warmup ${o.warmupSteps} steps`] : []),
+    ...(o.warmupSteps > 0 ? [`warmup ${plural(o.warmupSteps, "step")}`] : []),
     ...(o.lrDecay === "cosine" ? [`cosine decay to ${o.minLr}`] : []),
     ...(o.clipGradNorm === undefined ? [] : [`gradients clipped at norm ${o.clipGradNorm}`]),
     ...(o.ema ? [`EMA ${o.ema.decay} from step ${o.ema.startStep}`] : []),
@@ -50,11 +55,11 @@ function describeOptimizer(o: Experiment["optimizer"]): string {
  */
 export function describeSampler(s: Experiment["sampler"], timesteps: number): string {
   const head = s.kind === "ddim"
-    ? `ddim, ${s.steps ?? timesteps} of ${timesteps} steps, eta ${s.eta}`
-    : `ddpm, ${timesteps} steps, ${s.variance} variance, ` +
+    ? `ddim, ${s.steps ?? timesteps} of ${plural(timesteps, "step")}, eta ${s.eta}`
+    : `ddpm, ${plural(timesteps, "step")}, ${s.variance} variance, ` +
       `${s.stepNoise ? "with" : "without"} step noise`;
   return `${head}, ${s.initialNoise} x_T${s.clipX0 ? ", x0 clipped to [-1, 1]" : ""}, ` +
-    `${s.count} images in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
+    `${plural(s.count, "image")} in batches of ${s.batchSize}, ${s.gridColumns} per grid row` +
     (s.trajectory ? `, trajectory of ${s.trajectory.count}` : "");
 }
 
@@ -81,12 +86,12 @@ export function formatConfigSummary(config: Experiment): string {
     [
       "train",
       [
-        `${train.epochs} epochs`,
+        plural(train.epochs, "epoch"),
         `batch ${train.batchSize}`,
         train.shuffle ? "shuffled" : "in order",
         train.dropLast ? "drop last batch" : "keep last batch",
-        ...(train.maxSteps === undefined ? [] : [`at most ${train.maxSteps} steps`]),
-        `log every ${train.logEvery} steps`,
+        ...(train.maxSteps === undefined ? [] : [`at most ${plural(train.maxSteps, "step")}`]),
+        train.logEvery === 1 ? "log every step" : `log every ${train.logEvery} steps`,
       ].join(", "),
     ],
     ["sampler", describeSampler(sampler, schedule.timesteps)],

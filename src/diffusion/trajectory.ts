@@ -69,6 +69,11 @@ export class TrajectoryRecorder {
     this.#states.set(t, data.slice(0, Math.min(this.#count, x.shape[0]) * per));
   };
 
+  /** The t of each state of the strip, in plan order. */
+  get stripTimesteps(): readonly number[] {
+    return this.#plan.strip;
+  }
+
   /** The kept states of the strip, in plan order ([count, H, W, C] values each). */
   strip(): Float32Array[] {
     return this.#plan.strip.map((t) => this.#state(t));

@@ -259,7 +259,8 @@ export async function evaluateSamples(
       split: "training set",
       datasetHash: ref.datasetHash,
       floorCount: ref.floorCount,
-      featuresCached: ref.cached,
+      // Whether the features came from the cache is left out: it would make eval.jsonl differ
+      // between two identical runs.
     },
     backend: options.backend,
   };

@@ -6,6 +6,7 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import { configHash, formatConfigSummary, type LoadedExperiment } from "../config/mod.ts";
+import { plural } from "../config/summary.ts";
 import { countImages } from "../data/mod.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
 import { countParameters } from "../model/unet.ts";
@@ -34,11 +35,12 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
     hash: trainingHash(config),
     exclude: dir,
   });
+  const epochs = Math.ceil(steps.total / Math.max(1, steps.perEpoch));
   const parameters = countParameters(config.model);
   return [
     formatConfigSummary(config),
     "",
-    `dataset size      ${count} images`,
+    `dataset size      ${plural(count, "image")}`,
     `model parameters  ${parameters.toLocaleString("en-US")}` +
     (config.model.conditioning
       ? " without the conditioning path (its size depends on the dataset's label values)"
@@ -47,7 +49,7 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
       sqrtAlphaBarT.toPrecision(4)
     }` +
     (sqrtAlphaBarT > 0.1 ? "   (x_T still holds visible signal of x_0)" : ""),
-    `training steps    ${steps.total} (${steps.perEpoch} per epoch)` +
+    `training steps    ${steps.total} (${steps.perEpoch} per epoch, ${plural(epochs, "epoch")})` +
     (reusable ? `; would reuse the training of ${reusable.dir}` : ""),
     `run folder        ${dir}`,
   ].join("\n");

@@ -8,6 +8,7 @@ import diff from "microdiff";
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { decodePng, type RasterImage, writePng } from "../io/image.ts";
+import { captionComposite } from "./captions.ts";
 import { type ArtifactStatus, compareArtifacts, type Manifest, readManifest } from "./manifest.ts";
 
 /** One differing config path. */
@@ -110,13 +111,14 @@ function hot(t: number): [number, number, number] {
 }
 
 /**
- * A | B (| heat map of the per-pixel mean |A - B| over channels, full scale at 64 of 255) side
- * by side with a 4-pixel white gap, as RGB; the heat map only when the sizes match.
+ * A | B (| heat map of the per-pixel mean |A - B| over channels, full scale (white) at the
+ * largest difference, `scale`, at least 1 of 255) side by side with a 4-pixel white gap, as RGB;
+ * the heat map only when the sizes match.
  */
 export function composite(
   a: Required<RasterImage>,
   b: Required<RasterImage>,
-): { width: number; height: number; data: Uint8Array } {
+): { width: number; height: number; data: Uint8Array; scale?: number } {
   const gap = 4;
   const same = a.width === b.width && a.height === b.height;
   const panels = same ? 3 : 2;
@@ -135,20 +137,24 @@ export function composite(
   };
   blit(a, 0);
   blit(b, a.width + gap);
-  if (same) {
-    const x0 = 2 * (a.width + gap);
-    for (let y = 0; y < a.height; y++) {
-      for (let x = 0; x < a.width; x++) {
-        let d = 0;
-        for (let c = 0; c < 3; c++) {
-          const i = (y * a.width + x) * a.channels + Math.min(c, a.channels - 1);
-          d += Math.abs(a.data[i] - b.data[i]) / 3;
-        }
-        data.set(hot(d / 64), (y * width + x0 + x) * 3);
-      }
+  if (!same) return { width, height, data };
+  const x0 = 2 * (a.width + gap);
+  const diffs = new Float32Array(a.width * a.height);
+  for (let p = 0; p < diffs.length; p++) {
+    let d = 0;
+    for (let c = 0; c < 3; c++) {
+      const i = p * a.channels + Math.min(c, a.channels - 1);
+      d += Math.abs(a.data[i] - b.data[i]) / 3;
+    }
+    diffs[p] = d;
+  }
+  const scale = Math.max(1, Math.ceil(diffs.reduce((m, d) => Math.max(m, d), 0)));
+  for (let y = 0; y < a.height; y++) {
+    for (let x = 0; x < a.width; x++) {
+      data.set(hot(diffs[y * a.width + x] / scale), (y * width + x0 + x) * 3);
     }
   }
-  return { width, height, data };
+  return { width, height, data, scale };
 }
 
 /** Compares run folders `a` and `b`; writes image composites under `options.out` when given. */
@@ -197,7 +203,13 @@ export async function diffRuns(
         : null;
       if (options.out) {
         row.composite = join(options.out, path.replaceAll("/", "_").replace(/\.png$/, "-diff.png"));
-        await writePng(row.composite, composite(ia, ib));
+        const image = composite(ia, ib);
+        const panels = [{ x: 0, name: "A" }, { x: ia.width + 4, name: "B" }];
+        if (image.scale !== undefined) panels.push({ x: 2 * (ia.width + 4), name: "|A−B|" });
+        await writePng(
+          row.composite,
+          await captionComposite(image, { panels, scale: image.scale }),
+        );
       }
     }
     artifacts.push(row);

@@ -1,7 +1,7 @@
 /**
  * The pictures of a run folder: `forward.png` (the notebook's forward process), `samples.png`
  * with `trajectory.png` and `trajectory.gif` (the sampler's output and its reverse process), and
- * `recovery.png` (seed 002). Each function samples or noises with the run's named random
+ * `recovery.png` (seed 002), captioned (./captions.ts) except the sample grid. Each function samples or noises with the run's named random
  * stream and writes its files atomically.
  * @module
  */
@@ -19,7 +19,9 @@ import { writeFileAtomic } from "../io/files.ts";
 import { captionRows } from "../io/caption.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import type { LabelPlan } from "./conditions.ts";
+import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
+import { captionForward, captionRecovery, captionTrajectory } from "./captions.ts";
 import { tf } from "../tf.ts";
 
 /** Lets pending signals (Ctrl-C) through between steps. */
@@ -40,7 +42,10 @@ function writeGrid(
   );
 }
 
-/** forward.png: image 0 noised at 64 evenly spaced t, 8 per row (the `figures/forward` stream). */
+/**
+ * forward.png: image 0 noised at 64 evenly spaced t, 8 per row (the `figures/forward` stream),
+ * each t written under its image.
+ */
 export async function writeForwardFigure(
   dir: string,
   options: { dataset: Dataset; schedule: Schedule; seed: number },
@@ -57,7 +62,11 @@ export async function writeForwardFigure(
   );
   const images = (await out.data()) as Float32Array;
   out.dispose();
-  await writeGrid(join(dir, "forward.png"), images, { count: n, size: dataset.size, columns: 8 });
+  const size = dataset.size;
+  const grid = makeGrid(images, { count: n, height: size, width: size, channels: 3, columns: 8 });
+  const cells = { size, columns: 8, rows: n / 8 };
+  const t = Array.from(steps, (k) => k + 1); // index k noises to x_{k+1}
+  await writePng(join(dir, "forward.png"), await captionForward(grid, { cells, t }));
 }
 
 /** What {@linkcode sampleImages} needs besides the network and the schedule. */
@@ -70,7 +79,7 @@ export interface SampleImagesOptions {
   log: (line: string) => void;
   /** Stops after the current batch when aborted. */
   signal?: AbortSignal;
-  /** Called after every step of every batch with the steps done and the steps of a batch. */
+  /** Called after every step of every batch with the steps done and to do, over all batches. */
   onProgress?: (done: number, total: number) => void;
   /** Number of images (default `sampler.count`). */
   count?: number;
@@ -112,6 +121,7 @@ export async function sampleImages(
     })
     : null;
   const out = new Float32Array(count * size * size * c);
+  const batches = Math.ceil(count / sampler.batchSize);
   for (let start = 0; start < count; start += sampler.batchSize) {
     const n = Math.min(sampler.batchSize, count - start);
     const started = performance.now();
@@ -125,8 +135,10 @@ export async function sampleImages(
       onStart: record,
       onStep: async (t, state, { step, steps }) => {
         if (record) await record(t, state);
-        options.onProgress?.(step, steps);
-        if (step % Math.max(1, Math.floor(steps / 4)) === 0) {
+        const batch = start / sampler.batchSize;
+        options.onProgress?.(batch * steps + step, batches * steps);
+        // Four lines a batch, unless a progress display shows every step.
+        if (!options.onProgress && step % Math.max(1, Math.floor(steps / 4)) === 0) {
           options.log(
             `  sampling images ${start + 1}-${start + n}: step ${step}/${steps} (t=${t})`,
           );
@@ -163,7 +175,10 @@ export async function writeSampleFigures(
   }
   if (!sampled.trajectory || !trajectory) return;
   const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
-  await writePng(join(dir, "trajectory.png"), trajectoryStrip(sampled.trajectory.strip(), layout));
+  const t = sampled.trajectory.stripTimesteps;
+  const strip = trajectoryStrip(sampled.trajectory.strip(), layout);
+  const cells = { size, columns: t.length, rows: trajectory.count };
+  await writePng(join(dir, "trajectory.png"), await captionTrajectory(strip, { cells, t }));
   if (trajectory.gifFrames > 0) {
     const gif = await trajectoryGif(sampled.trajectory.gif(), {
       ...layout,
@@ -223,7 +238,9 @@ export async function writeRecoveryFigure(
   const { count, t, stepNoise } = config.recovery;
   const n = Math.min(count, dataset.count);
   const size = dataset.size;
-  options.log(`recovery: ${n} images noised to t = ${t.join(", ")}, denoised with beta and beta~`);
+  options.log(
+    `recovery: ${plural(n, "image")} noised to t = ${t.join(", ")}, denoised with beta and beta~`,
+  );
   const indices = Int32Array.from({ length: n }, (_, i) => i);
   const x0 = tf.tensor4d(makeBatch(dataset, indices), [n, size, size, 3]);
   const rows = await recover(denoise, options.schedule, {
@@ -236,9 +253,14 @@ export async function writeRecoveryFigure(
     onStep: yieldToEvents,
   });
   x0.dispose();
-  await writeGrid(join(dir, "recovery.png"), recoveryGridImages(rows, { count: n }), {
+  const grid = makeGrid(recoveryGridImages(rows, { count: n }), {
     count: rows.length * n * 4,
-    size,
+    height: size,
+    width: size,
+    channels: 3,
     columns: 4,
   });
+  const rowT = rows.flatMap((row) => Array.from({ length: n }, () => row.t));
+  const cells = { size, columns: 4, rows: rowT.length };
+  await writePng(join(dir, "recovery.png"), await captionRecovery(grid, { cells, rowT }));
 }

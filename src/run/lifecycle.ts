@@ -176,13 +176,15 @@ export class RunRecord {
     const from = (await readManifest(source))!;
     await Deno.mkdir(join(this.dir, "checkpoint"), { recursive: true });
     for (const rel of Object.keys(from.artifacts)) {
-      if (rel.startsWith("checkpoint/") || rel === "metrics.jsonl") {
+      // model.onnx is not training output: the sampling engine exports it again when needed.
+      const onnx = rel === "checkpoint/model.onnx";
+      if ((rel.startsWith("checkpoint/") && !onnx) || rel === "metrics.jsonl") {
         await Deno.copyFile(join(source, rel), join(this.dir, rel));
       }
     }
     const state = await loadCheckpoint(this.checkpointDir, parts);
     this.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
-    for (const key of ["steps", "finalLoss", "minLoss", "trainSeconds"]) {
+    for (const key of ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds"]) {
       this.manifest.summary[key] = from.summary[key] ?? null;
     }
     return state;

@@ -3,6 +3,8 @@
  * @module
  */
 import { join } from "node:path";
+import { UserError } from "../errors.ts";
+import { LOSS_NAME } from "./logs.ts";
 import { type Manifest, readManifest } from "./manifest.ts";
 
 /** One run folder and its manifest. */
@@ -38,8 +40,22 @@ export async function listRuns(root: string): Promise<RunEntry[]> {
 }
 
 /**
- * The runs as an aligned text table: name, seed, hash, status, steps, final loss, the
- * sample-quality metrics any of them has, date.
+ * {@linkcode listRuns}, for the command line: a `root` that does not exist or is not a folder is
+ * a {@linkcode UserError}.
+ */
+export async function listRunsAt(root: string): Promise<RunEntry[]> {
+  const info = await Deno.stat(root).catch(() => null);
+  if (!info?.isDirectory) {
+    throw new UserError(`${root}: ${info ? "not a folder" : "no such folder"}`, {
+      expected: "an outputs folder holding run folders (default: outputs)",
+    });
+  }
+  return await listRuns(root);
+}
+
+/**
+ * The runs as an aligned text table: name, seed, hash, status, steps, loss (the mean of the last
+ * steps, as the progress lines show it), date, overrides and folder; a note names the loss.
  */
 export function formatRunTable(entries: RunEntry[]): string {
   // sample-quality metrics (kid_iv3m5, fid_iv3m5, judge_tv...) of any run get a column
@@ -52,13 +68,15 @@ export function formatRunTable(entries: RunEntry[]): string {
     "hash",
     "status",
     "steps",
-    "final loss",
+    "loss*",
     ...quality,
     "started",
+    "overrides",
     "folder",
   ]];
   for (const { dir, manifest: m } of entries) {
-    const loss = m.summary.finalLoss;
+    const loss = m.summary.lossMean50;
+    const overrides = m.source.overrides.filter((o) => !o.startsWith("seed="));
     const q = quality.map((k) => {
       const v = m.summary[k];
       return typeof v === "number" ? v.toPrecision(4) : "-";
@@ -72,9 +90,12 @@ export function formatRunTable(entries: RunEntry[]): string {
       typeof loss === "number" ? loss.toFixed(4) : "-",
       ...q,
       m.startedAt.slice(0, 16).replace("T", " "),
+      overrides.length ? overrides.join(" ") : "-",
       dir,
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+  const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd());
+  return [...table, "", `* loss: training loss, ${LOSS_NAME} (lossMean50 in manifest.json)`]
+    .join("\n");
 }

@@ -8,8 +8,19 @@
 import { join } from "node:path";
 import type { StepRecord } from "../train/mod.ts";
 
+/** Steps in the window of the loss that progress lines, the manifest and `runs` show. */
+export const LOSS_WINDOW = 50;
+
+/** What that loss is, in words, wherever it is shown. */
+export const LOSS_NAME = `mean of last ${LOSS_WINDOW} steps`;
+
 /** The loss numbers a training log adds to the manifest summary. */
 export interface LossSummary {
+  /**
+   * The training loss of the last {@linkcode LOSS_WINDOW} steps, averaged (fewer when fewer
+   * ran; steps before a resume count): the loss shown in progress lines and by `runs`.
+   */
+  lossMean50: number | null;
   /** Loss of the last step, or null when no step ran. */
   finalLoss: number | null;
   /** Smallest loss of any step (including the steps before a resume), or null. */
@@ -24,6 +35,8 @@ export interface TrainingLogOptions {
   startStep: number;
   /** Steps of the whole run. */
   totalSteps: number;
+  /** Epochs of the whole run, for the progress lines. */
+  epochs?: number;
   /** Print and time every N steps (`train.logEvery`). */
   logEvery: number;
   /** The summary of the run so far (a resumed run's minimum loss and training time). */
@@ -39,22 +52,37 @@ export class TrainingLog {
   #options: TrainingLogOptions;
   #encoder = new TextEncoder();
   #start = performance.now();
-  #window = { start: performance.now(), loss: 0, steps: 0 };
+  #window = { start: performance.now(), steps: 0 };
+  #recent: number[];
   #last: StepRecord | null = null;
   #minLoss: number;
 
-  private constructor(metrics: Deno.FsFile, timings: Deno.FsFile, options: TrainingLogOptions) {
-    this.#metrics = metrics;
-    this.#timings = timings;
+  private constructor(
+    files: { metrics: Deno.FsFile; timings: Deno.FsFile; recent: number[] },
+    options: TrainingLogOptions,
+  ) {
+    this.#metrics = files.metrics;
+    this.#timings = files.timings;
+    this.#recent = files.recent;
     this.#options = options;
     this.#minLoss = Number(options.previous.minLoss ?? Infinity);
   }
 
   /** Opens the logs of the run folder `dir`, keeping the lines of steps <= `startStep`. */
   static async open(dir: string, options: TrainingLogOptions): Promise<TrainingLog> {
-    const metrics = await openLog(join(dir, "metrics.jsonl"), options.startStep);
+    const metricsPath = join(dir, "metrics.jsonl");
+    const kept = options.startStep > 0 ? await keptLines(metricsPath, options.startStep) : "";
+    const recent = kept.split("\n").filter((l) => l !== "").slice(-LOSS_WINDOW)
+      .map((l) => Number(JSON.parse(l).loss));
+    const metrics = await openLog(metricsPath, options.startStep);
     const timings = await openLog(join(dir, "timings.jsonl"), options.startStep);
-    return new TrainingLog(metrics, timings, options);
+    return new TrainingLog({ metrics, timings, recent }, options);
+  }
+
+  /** The mean loss of the last {@linkcode LOSS_WINDOW} steps, or null before the first step. */
+  get recentLoss(): number | null {
+    if (this.#recent.length === 0) return null;
+    return this.#recent.reduce((a, b) => a + b, 0) / this.#recent.length;
   }
 
   /** The last step recorded, or null. */
@@ -68,26 +96,30 @@ export class TrainingLog {
     const { totalSteps, logEvery } = this.#options;
     this.#last = record;
     this.#minLoss = Math.min(this.#minLoss, loss);
-    this.#window.loss += loss;
+    this.#recent.push(loss);
+    if (this.#recent.length > LOSS_WINDOW) this.#recent.shift();
     this.#window.steps++;
     await this.#write(this.#metrics, { step, epoch, loss });
     if (step % logEvery !== 0 && step !== totalSteps) return;
     const now = performance.now();
     const perStep = (now - this.#window.start) / 1000 / this.#window.steps;
     await this.#write(this.#timings, { step, seconds: +((now - this.#start) / 1000).toFixed(3) });
-    const meanLoss = (this.#window.loss / this.#window.steps).toFixed(4);
+    const epochs = this.#options.epochs;
     this.#options.log(
-      `step ${step}/${totalSteps} [epoch ${epoch}] loss ${meanLoss}  ${perStep.toFixed(2)} s/step` +
-        `  eta ${formatDuration(perStep * (totalSteps - step))}`,
+      `step ${step}/${totalSteps}  epoch ${epoch + 1}${epochs ? `/${epochs}` : ""}` +
+        `  loss ${this.recentLoss!.toFixed(4)} (${LOSS_NAME})  ${perStep.toFixed(2)} s/step` +
+        `  ETA ${formatDuration(perStep * (totalSteps - step))}`,
     );
-    this.#window = { start: now, loss: 0, steps: 0 };
+    this.#window = { start: now, steps: 0 };
   }
 
   /** The loss numbers and training time for the manifest summary. */
   summary(): LossSummary {
     const previous = this.#options.previous;
     const finalLoss = this.#last?.loss ?? previous.finalLoss ?? null;
+    const recent = this.recentLoss ?? previous.lossMean50 ?? null;
     return {
+      lossMean50: typeof recent === "number" ? recent : null,
       finalLoss: typeof finalLoss === "number" ? finalLoss : null,
       minLoss: Number.isFinite(this.#minLoss) ? this.#minLoss : null,
       trainSeconds: +(Number(previous.trainSeconds ?? 0) +

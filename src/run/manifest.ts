@@ -36,6 +36,8 @@ export interface Manifest {
   versions: Record<string, string>;
   /** The backend that ran and why it was chosen. */
   backend: Record<string, unknown>;
+  /** What ran the network while sampling (`sampler.engine`) and on which execution provider. */
+  engine?: Record<string, unknown>;
   /** Git commit of the ddpm-lab checkout and whether its tree was dirty (null outside git). */
   git: { commit: string; dirty: boolean } | null;
   /** ISO times. */
@@ -85,14 +87,18 @@ export function softwareVersions(libraries: Record<string, string> = {}): Record
   };
 }
 
-/** sha256 of every file of the run folder except manifest.json, split by volatility. */
+/**
+ * sha256 of every file of the run folder except manifest.json and `samples/`, split by
+ * volatility.
+ */
 export async function hashArtifacts(
   runDir: string,
 ): Promise<Pick<Manifest, "artifacts" | "volatileArtifacts">> {
   const artifacts: Record<string, string> = {};
   const volatileArtifacts: Record<string, string> = {};
   for (const rel of await listFilesRecursive(runDir)) {
-    if (rel === "manifest.json") continue;
+    // samples/: re-samplings of a trained run (`deno task sample`), not part of the run.
+    if (rel === "manifest.json" || rel.startsWith("samples/")) continue;
     const target = VOLATILE_ARTIFACTS.includes(rel) ? volatileArtifacts : artifacts;
     target[rel] = await sha256File(join(runDir, rel));
   }

@@ -8,6 +8,7 @@
 import type { Experiment } from "../../schemas/experiment.ts";
 import { type BackendInfo, initBackend } from "../backend/mod.ts";
 import { configHash, describeSampler, type LoadedExperiment } from "../config/mod.ts";
+import { plural } from "../config/summary.ts";
 import { batchLabels, type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
 import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
@@ -24,6 +25,7 @@ import {
   modelShape,
   withParams,
 } from "../model/mod.ts";
+import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
@@ -47,6 +49,7 @@ import {
   writeSampleFigures,
   yieldToEvents,
 } from "./figures.ts";
+import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
@@ -105,13 +108,27 @@ export interface RunResult {
   manifest?: Manifest;
 }
 
+/** The long phases of a run. */
+export type ProgressPhase = "data" | "train" | "sample" | "evaluate";
+
+/** What a training progress bar shows besides the count. */
+export interface ProgressDetail {
+  /** Epoch of the last step, 1-based. */
+  epoch?: number;
+  /** Epochs of the run. */
+  epochs?: number;
+  /** The training loss averaged over the last `LOSS_WINDOW` steps (./logs.ts). */
+  loss?: number | null;
+}
+
 /** Where a run is, for a progress bar: `done` of `total` steps of a phase. */
 export interface ProgressReporter {
   /**
-   * Called as the images are rendered or decoded (`data`), after each training step (`train`),
-   * and after each sampling step of every batch (`sample`).
+   * Called as the images are rendered or decoded (`data`, images), after each training step
+   * (`train`, steps, with the epoch and the loss), after each sampling step (`sample`, the steps
+   * of all batches) and as an evaluation hook reports (`evaluate`).
    */
-  update(phase: "data" | "train" | "sample", done: number, total: number): void;
+  update(phase: ProgressPhase, done: number, total: number, detail?: ProgressDetail): void;
 }
 
 /** What an evaluation hook sees: the network as the sampler does, and where training is. */
@@ -130,6 +147,8 @@ export interface EvaluationPoint {
   denoise: Denoiser;
   /** The training images. */
   dataset: Dataset;
+  /** For long evaluations: report `done` of `total` (images, say) to the progress display. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /**
@@ -152,8 +171,10 @@ export async function runExperiment(
 
   // One process per run folder (a second one for the same config and seed is refused).
   await using _lock = await acquireRunLock(dir, { log });
-  // Everything that can fail on bad input happens before the run folder is touched.
+  // Everything that can fail on bad input happens before the run folder is touched, and a
+  // complete run is refused before any data is loaded.
   const previous = options.resume ? await resumableManifest(dir) : null;
+  if (!previous && !options.force) await refuseCompleteRun(dir);
   const backend = await initBackend(config.backend);
   const schedule = makeSchedule(config.schedule);
   log(`loading dataset (${config.dataset.kind})...`);
@@ -162,12 +183,7 @@ export async function runExperiment(
     seed: config.seed,
     cacheDir: options.cacheDir,
     experimentFile: loaded.file,
-    onProgress: options.progress
-      ? (done, total) => options.progress!.update("data", done, total)
-      : progressReporter("  loading", {
-        log,
-        terminal: options.log === undefined && Deno.stderr.isTerminal(),
-      }),
+    onProgress: phaseProgress("data", { ...options, log }),
   });
   log(`  ${dataset.source}`);
   await checkEvalInput(config, { dataset, experimentFile: loaded.file });
@@ -224,11 +240,16 @@ export async function runExperiment(
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
+  let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
   let measure: ConditionalMeasure | null = null;
   try {
     workers = await startWorkers(config, { backend, labelSizes });
     run.manifest.backend.workers = workers ? config.train.workers : 0;
+    // Threads that compute: this one (one wasm thread) and one per gradient worker.
+    if (backend.name === "wasm" || backend.name === "cpu") {
+      run.manifest.backend.threads = (backend.threads ?? 1) + (workers ? config.train.workers : 0);
+    }
     // The samplers and evaluations see the weight average when the experiment keeps one; a
     // conditional network without labels uses its null embedding (unconditional).
     const net = ema ? withParams(model, ema.params) : model;
@@ -242,8 +263,19 @@ export async function runExperiment(
       signal: options.signal,
     });
     const hook = options.evaluate ?? evaluator?.hook;
-    const evaluate = async (at: { step: number; epoch: number; final: boolean }) =>
-      await hook?.({ config, dir, ...at, denoise, dataset });
+    // Evaluations during training run on tfjs; the final one on the sampling engine.
+    const evaluate = async (
+      at: { step: number; epoch: number; final: boolean },
+      through: Denoiser = denoise,
+    ) =>
+      await hook?.({
+        config,
+        dir,
+        ...at,
+        denoise: through,
+        dataset,
+        onProgress: phaseProgress("evaluate", { ...options, log }),
+      });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
     // Training (Algorithm 1), or the checkpoint of a complete run with the same training part.
@@ -258,12 +290,13 @@ export async function runExperiment(
       const steps = plannedSteps(dataset.count, config.train);
       if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
       log(
-        `training ${steps.total} steps on ${backend.name}` +
+        `training ${plural(steps.total, "step")} on ${backend.name}` +
           ` (${parameters.toLocaleString("en-US")} parameters)`,
       );
       const trainLog = await TrainingLog.open(dir, {
         startStep,
         totalSteps: steps.total,
+        epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
         logEvery: config.train.logEvery,
         previous: run.manifest.summary,
         log,
@@ -299,7 +332,11 @@ export async function runExperiment(
               if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
             }
             options.onStep?.(record);
-            options.progress?.update("train", step, steps.total);
+            options.progress?.update("train", step, steps.total, {
+              epoch: epoch + 1,
+              epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
+              loss: trainLog.recentLoss,
+            });
             await yieldToEvents();
           },
         });
@@ -312,9 +349,24 @@ export async function runExperiment(
       }
     }
 
-    // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some.
+    // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some,
+    // on the engine `sampler.engine` names (ONNX Runtime runs the exported checkpoint).
     run.manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
     if (!stopped()) {
+      if (config.sampler.engine === "onnxruntime") {
+        // ONNX Runtime does not use the tfjs gradient workers: free their memory before it
+        // loads (should it fail to load, tfjs samples on this thread).
+        workers?.close();
+        workers = undefined;
+      }
+      engine = await createSamplingEngine(config, {
+        tfjs: samplingDenoiser(net, { workers }),
+        tfjsBackend: backend.name,
+        checkpointDir: run.checkpointDir,
+        size: dataset.size,
+        log,
+      });
+      run.manifest.engine = engine.info;
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
       log(`sampling ${plan?.count ?? config.sampler.count} images (${how}${weights})`);
@@ -343,14 +395,17 @@ export async function runExperiment(
         });
         if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(dir, rows);
       } else {
-        const sampled = await sampleImages(denoise, schedule, sampleOptions);
+        const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
         if (sampled) await writeSampleFigures(dir, sampled, { config, size: dataset.size });
       }
       run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
-      if (!stopped()) await writeRecoveryFigure(dir, denoise, { config, dataset, schedule, log });
+      if (!stopped()) {
+        await writeRecoveryFigure(dir, engine.denoise, { config, dataset, schedule, log });
+      }
     }
     if (!stopped() && hook) {
-      Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }));
+      const through = engine?.denoise ?? denoise;
+      Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
     await writeLossPlot(dir);
     await run.end(stopped() ? "interrupted" : "complete");
@@ -358,6 +413,7 @@ export async function runExperiment(
     await run.end("failed", err);
     throw err;
   } finally {
+    await engine?.close();
     workers?.close();
     evaluator?.dispose();
     measure?.dispose();
@@ -367,6 +423,19 @@ export async function runExperiment(
   }
   log(`${run.manifest.status}: ${dir}`);
   return { dir, status: run.manifest.status, manifest: run.manifest };
+}
+
+/**
+ * The `onProgress(done, total)` of a phase: the reporter's, or plain lines (`loading 3000/12000
+ * images, ...`) every few seconds.
+ */
+function phaseProgress(
+  phase: "data" | "evaluate",
+  options: { progress?: ProgressReporter; log: (line: string) => void },
+): (done: number, total: number) => void {
+  const { progress } = options;
+  if (progress) return (done, total) => progress.update(phase, done, total);
+  return progressReporter(phase === "data" ? "  loading" : "  evaluating", { log: options.log });
 }
 
 /** The training images as the training loop takes them: indices and flips to an NHWC batch. */
@@ -382,8 +451,8 @@ function batchSource(dataset: Dataset): BatchSource {
   };
 }
 
-/** The gradient workers `train.workers` asks for, on the backends that run them. */
-async function startWorkers(
+/** The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere). */
+export async function startWorkers(
   config: Experiment,
   options: { backend: BackendInfo; labelSizes?: number[] },
 ): Promise<GradientWorkers | undefined> {
@@ -480,7 +549,7 @@ async function sampleConditional(
  * The network as the samplers see it: tfjs on this thread, or sharded over the gradient workers.
  * A sampler engine choice (ONNX Runtime, ...) picks its denoiser here.
  */
-function samplingDenoiser(
+export function samplingDenoiser(
   net: DenoiseModel,
   options: { workers: GradientWorkers | undefined; condition?: ConditionInput },
 ): Denoiser {

@@ -1,0 +1,141 @@
+/**
+ * `deno task sample <run>`: samples a trained run again, without training, into
+ * `<run>/samples/seed-<seed>-<hash8>/` (hash8: of the sampler section and the seed), with the
+ * run's checkpoint (its EMA weights when it kept some) and the sampling loop the run used. Only
+ * the seed and the `sampler` section may change; the run folder's own files are left as they
+ * are, and `samples/` is not one of its artifacts.
+ * @module
+ */
+import { join } from "node:path";
+import type { Experiment } from "../../schemas/experiment.ts";
+import { initBackend } from "../backend/mod.ts";
+import { canonicalJson, describeSampler, loadExperiment } from "../config/mod.ts";
+import { makeSchedule } from "../diffusion/schedule.ts";
+import { UserError } from "../errors.ts";
+import { sha256Hex, writeFileAtomic } from "../io/files.ts";
+import { createModel, withParams } from "../model/mod.ts";
+import { deriveRng } from "../rng.ts";
+import { loadCheckpoint } from "../train/checkpoint.ts";
+import { Ema } from "../train/mod.ts";
+import { sampleImages, writeSampleFigures } from "./figures.ts";
+import { readManifest, verifyArtifacts } from "./manifest.ts";
+import { type ProgressReporter, samplingDenoiser, startWorkers } from "./runner.ts";
+
+/** Options of {@linkcode resampleRun}. */
+export interface ResampleOptions {
+  /** `sampler.…=value` overrides, as `--set` takes them. */
+  sets?: string[];
+  /** Seed of the sampling noise (default: the run's). */
+  seed?: number;
+  /** Number of images (`sampler.count`). */
+  count?: number;
+  /** Where progress lines go (default console.log). */
+  log?: (line: string) => void;
+  /** Progress bars (sampling steps). */
+  progress?: ProgressReporter;
+  /** Stops after the current sampling batch when aborted (nothing is written). */
+  signal?: AbortSignal;
+}
+
+/** Where {@linkcode resampleRun} wrote, and with what. */
+export interface ResampleResult {
+  /** The sub-folder written (`<run>/samples/seed-<seed>-<hash8>`), or null when aborted. */
+  dir: string | null;
+  /** The config sampled with (the run's, with the seed and sampler changes). */
+  config: Experiment;
+}
+
+/** The sampler section and seed of a re-sampling, as the sub-folder's name hashes them. */
+function samplingFolder(run: string, config: Experiment): string {
+  const hash = sha256Hex(canonicalJson({ seed: config.seed, sampler: config.sampler }));
+  return join(run, "samples", `seed-${config.seed}-${hash.slice(0, 8)}`);
+}
+
+/** Samples the trained run in `run` again (see the module documentation). */
+export async function resampleRun(
+  run: string,
+  options: ResampleOptions = {},
+): Promise<ResampleResult> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const manifest = await readManifest(run);
+  if (manifest === null) {
+    throw new UserError(`${run} is not a run folder (no readable manifest.json)`, {
+      expected: "a folder written by `deno task run`, e.g. outputs/<name>/seed-<seed>-<hash>",
+    });
+  }
+  const sets = [...(options.sets ?? [])];
+  for (const set of sets) {
+    if (!/^sampler(\.|=)/.test(set)) {
+      throw new UserError(`--set ${set}: only the sampler can change without retraining`, {
+        expected: "--set sampler.<field>=<value> (a new experiment for anything else)",
+      });
+    }
+  }
+  if (options.count !== undefined) sets.push(`sampler.count=${options.count}`);
+  // The run's resolved config, validated again with the changes (errors name config.json).
+  const loaded = await loadExperiment(join(run, "config.json"), { sets, seed: options.seed });
+  const { config } = loaded;
+  const problems = await verifyArtifacts(run, { manifest, prefix: "checkpoint/" });
+  const hasCheckpoint = Object.keys(manifest.artifacts).some((p) => p.startsWith("checkpoint/"));
+  if (!hasCheckpoint || problems.length > 0) {
+    throw new UserError(
+      `${run}: ${hasCheckpoint ? "its checkpoint does not match its manifest" : "no checkpoint"}` +
+        (problems.length ? `:\n  ${problems.join("\n  ")}` : ""),
+      { expected: "a trained run with an intact checkpoint/" },
+    );
+  }
+  if (manifest.status !== "complete") {
+    log(`note: the run is ${manifest.status}; sampling its last checkpoint`);
+  }
+
+  if (config.model.conditioning) {
+    throw new UserError(`${run}: a conditional model (model.conditioning)`, {
+      expected: "an unconditional run; sample a conditional one with `deno task run` and a " +
+        "changed sampler section (the training cache reuses its training)",
+    });
+  }
+  const backend = await initBackend(config.backend);
+  const schedule = makeSchedule(config.schedule);
+  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
+  const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
+  const workers = await startWorkers(config, { backend });
+  try {
+    const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
+    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, { workers });
+    const how = describeSampler(config.sampler, schedule.timesteps);
+    log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
+    const started = performance.now();
+    const sampled = await sampleImages(denoise, schedule, {
+      config,
+      size: config.transform.size,
+      log,
+      signal: options.signal,
+      onProgress: options.progress
+        ? (done, total) => options.progress!.update("sample", done, total)
+        : undefined,
+    });
+    if (!sampled) return { dir: null, config };
+    const dir = samplingFolder(run, config);
+    await Deno.mkdir(dir, { recursive: true });
+    await writeSampleFigures(dir, sampled, { config, size: config.transform.size });
+    const record = {
+      run,
+      configHash: manifest.configHash,
+      step: state.step,
+      seed: config.seed,
+      overrides: loaded.overrides,
+      sampler: config.sampler,
+      backend: backend.name,
+      weights: ema ? "ema" : "model",
+      seconds: +((performance.now() - started) / 1000).toFixed(1),
+      createdAt: new Date().toISOString(),
+    };
+    await writeFileAtomic(join(dir, "sample.json"), JSON.stringify(record, null, 2) + "\n");
+    log(`samples: ${dir}`);
+    return { dir, config };
+  } finally {
+    workers?.close();
+    model.dispose();
+    ema?.dispose();
+  }
+}
