@@ -374,7 +374,7 @@ async function main(): Promise<void> {
   };
   const tfjsDenoise: Denoiser = workers === undefined
     ? (x, t) => tf.tidy(() => model.predict(x, t))
-    : (x, t) => workers.predictSharded(model, x, t);
+    : (x, t) => workers.predictSharded(model, { x, t });
 
   if (args.only.includes("sample")) {
     const { step, dispose } = samplingStep(tfjsDenoise, "bench/sample");

@@ -177,6 +177,45 @@ export const AttentionSchema = z.strictObject({
   dimHead: int(1, 1024).default(32).describe("Width of each head"),
 });
 
+/** `model.conditioning.crossAttention`: multi-head cross-attention to the label tokens. */
+export const CrossAttentionSchema = z.strictObject({
+  levels: z.union([z.literal("all"), z.array(int(0, 7)).max(8)]).default("all").describe(
+    "Levels with cross-attention after their last residual block, down and up ('all' or indices)",
+  ),
+  middle: z.boolean().default(true).describe("Cross-attention between the middle blocks too"),
+  heads: int(1, 64).default(4),
+  dimHead: int(1, 1024).default(32),
+});
+
+/** `model.conditioning`: labels in, the projection tau, where the embedding enters the U-Net. */
+export const ConditioningSchema = z.strictObject({
+  attributes: z.array(z.string().min(1)).min(1).max(64).describe(
+    "Dataset label attributes the model is conditioned on (avatars: `hair`, `hairColor`...; " +
+      "Cartoon Set: the CSV names; folders: `class`), in this order",
+  ),
+  encoding: z.enum(["onehot", "integer"]).default("onehot").describe(
+    "onehot: the concatenated one-hot vectors (seed 004's choice); integer: the raw indices, one " +
+      "number per attribute (its first attempt)",
+  ),
+  layers: int(1, 8).default(2).describe(
+    "Linear layers of the projection tau (GELU between them)",
+  ),
+  width: int(1, 4096).default(64).describe("Width of every token tau outputs"),
+  tokens: int(1, 64).default(4).describe(
+    "Tokens tau outputs (its last layer has tokens x width outputs): the keys of cross-attention",
+  ),
+  time: z.boolean().default(true).describe(
+    "Add a linear projection of the label embedding to the time embedding",
+  ),
+  crossAttention: CrossAttentionSchema.optional().describe(
+    "Multi-head cross-attention from the image features to the label tokens",
+  ),
+  pUncond: z.number().min(0).max(1).default(0.1).describe(
+    "Training: probability that an example's labels are replaced by the learned null " +
+      "embedding (classifier-free guidance; stream train/uncond/step-<k>)",
+  ),
+});
+
 /** `model`: the denoising network. */
 export const ModelSchema = z.strictObject({
   kind: z.literal("unet").default("unet"),
@@ -199,6 +238,9 @@ export const ModelSchema = z.strictObject({
   prediction: z.enum(["eps", "x0", "v"]).default("eps").describe(
     "What the network predicts and is trained on: the noise ε (DDPM), x_0, or " +
       "v = √ᾱ_t ε - √(1 - ᾱ_t) x_0 (Salimans & Ho)",
+  ),
+  conditioning: ConditioningSchema.optional().describe(
+    "A conditional model (seed 004): labels, their projection tau, where they enter, pUncond",
   ),
 });
 
@@ -283,6 +325,31 @@ export const TrajectorySchema = z.strictObject({
   gifDelayMs: int(10, 10000).default(80).describe("Time each GIF frame is shown"),
 });
 
+const labelValue = z.union([int(0), z.string().min(1)]);
+
+/** `sampler.labels`: what a conditional model generates. */
+export const LabelRequestSchema = z.discriminatedUnion("kind", [
+  z.strictObject({
+    kind: z.literal("dataset").describe("Each image's labels drawn from the dataset's images"),
+  }),
+  z.strictObject({
+    kind: z.literal("fixed").describe(
+      "These attributes fixed for every image, the others drawn from the dataset",
+    ),
+    values: z.record(z.string(), labelValue).describe(
+      'attribute -> value, by index or by value name ({"glasses": 1, "hairColor": "#b55239"})',
+    ),
+  }),
+  z.strictObject({
+    kind: z.literal("grid").describe(
+      "One row per value of `attribute` (gridColumns images each; sampler.count is ignored), " +
+        "the other attributes drawn from the dataset, or fixed by `values`",
+    ),
+    attribute: z.string().min(1),
+    values: z.record(z.string(), labelValue).optional(),
+  }),
+]);
+
 /** `sampler`: how images are generated after training. */
 export const SamplerSchema = z.strictObject({
   kind: z.enum(["ddpm", "ddim"]).default("ddpm").describe(
@@ -318,6 +385,27 @@ export const SamplerSchema = z.strictObject({
   gridColumns: int(1, 256).default(8).describe("Images per row of samples.png"),
   trajectory: TrajectorySchema.optional().describe(
     "Save the reverse process of a few samples (trajectory.png, trajectory.gif)",
+  ),
+  labels: LabelRequestSchema.optional().describe(
+    "Conditional models: what to generate (absent: labels drawn from the dataset)",
+  ),
+  guidance: z.array(z.number().min(0).max(100)).min(1).max(16).optional().describe(
+    "Conditional models: classifier-free guidance weights w, eps = (1 + w) eps(x, c) - " +
+      "w eps(x, null) (w = 0: the conditional model alone; diffusers' scale is 1 + w); one " +
+      "samples grid per w, samples-w<w>.png (default [0])",
+  ),
+  measure: z.strictObject({
+    resize: int(75, 1024).default(128).describe(
+      "Side the images are resized to before the KID feature network (299: its native size)",
+    ),
+    kidSubsets: int(1, 10000).default(100),
+    kidSubsetSize: int(2, 100000).default(1000),
+    judgeSteps: int(1, 100000).default(2000).describe(
+      "Training steps of the attribute judge (cached by dataset content)",
+    ),
+  }).optional().describe(
+    "Conditional models: for each guidance weight, the attribute judge's accuracy on each " +
+      "conditioned attribute and KID against the dataset (guidance.md, guidance.json)",
   ),
 });
 
@@ -493,6 +581,32 @@ function checkSections(
   recovery?.t.forEach((t, i) => {
     if (t > T) issue(["recovery", "t", i], `must be <= schedule.timesteps (${T})`);
   });
+  const cond = model.conditioning;
+  for (const field of ["labels", "guidance", "measure"] as const) {
+    if (sampler[field] !== undefined && !cond) {
+      issue(["sampler", field], "only a conditional model takes it (set model.conditioning)");
+    }
+  }
+  if (cond && sampler.engine === "onnxruntime") {
+    issue(
+      ["sampler", "engine"],
+      "a conditional model samples with tfjs (its ONNX export has no labels)",
+    );
+  }
+  const cross = cond?.crossAttention;
+  if (cross && cross.levels !== "all") {
+    cross.levels.forEach((level, i) => {
+      if (level >= levels) {
+        issue(
+          ["model", "conditioning", "crossAttention", "levels", i],
+          `level ${level} does not exist (the U-Net has levels 0..${levels - 1})`,
+        );
+      }
+    });
+  }
+  if (cond && new Set(cond.attributes).size !== cond.attributes.length) {
+    issue(["model", "conditioning", "attributes"], "an attribute is listed twice");
+  }
 }
 
 /**
@@ -570,6 +684,10 @@ export type SamplerConfig = Experiment["sampler"];
 export type TrajectoryConfig = NonNullable<SamplerConfig["trajectory"]>;
 /** The `model.attention` field. */
 export type AttentionConfig = ModelConfig["attention"];
+/** The `model.conditioning` field (absent: an unconditional model). */
+export type ConditioningConfig = NonNullable<ModelConfig["conditioning"]>;
+/** The `sampler.labels` field. */
+export type LabelRequest = NonNullable<SamplerConfig["labels"]>;
 /** The `optimizer.ema` field. */
 export type EmaConfig = NonNullable<OptimizerConfig["ema"]>;
 /** The `eval` section (absent: no metrics). */

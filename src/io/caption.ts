@@ -124,3 +124,60 @@ export function fittingFontSize(labels: readonly string[], width: number): numbe
   }
   return 6;
 }
+
+/** Nearest-neighbour integer upscaling of an RGB(A) raster. */
+export function upscale(image: RasterImage, factor: number): RasterImage {
+  if (factor === 1) return image;
+  const c = image.channels ?? 3;
+  const width = image.width * factor;
+  const height = image.height * factor;
+  const data = new Uint8Array(width * height * c);
+  for (let y = 0; y < height; y++) {
+    const sy = Math.floor(y / factor);
+    for (let x = 0; x < width; x++) {
+      const from = (sy * image.width + Math.floor(x / factor)) * c;
+      data.set(image.data.subarray(from, from + c), (y * width + x) * c);
+    }
+  }
+  return { width, height, data, channels: image.channels };
+}
+
+/** Options of {@link captionRows}. */
+export interface RowCaptionOptions {
+  /** One caption per row of the grid. */
+  rows: string[];
+  /** Height of one grid cell (image side + padding) before scaling. */
+  cell: number;
+  /** Padding above the first row (the grid's padding). */
+  padding: number;
+  /** Integer upscaling of the grid (nearest neighbour); default 1. */
+  scale?: number;
+  /** Width of the caption strip in pixels; default what the longest caption needs. */
+  stripWidth?: number;
+}
+
+/**
+ * The grid (RGB) scaled by `scale` with a white strip on its left holding each row's caption
+ * in black, vertically centred on the row (a conditional sampler's "what each row asked for").
+ */
+export function captionRows(grid: RasterImage, options: RowCaptionOptions): Promise<RasterImage> {
+  const scale = options.scale ?? 1;
+  const big = upscale(grid, scale);
+  const cell = options.cell * scale;
+  const top = options.padding * scale;
+  const size = Math.max(9, Math.min(14, Math.floor(cell * 0.4)));
+  const strip = options.stripWidth ??
+    Math.max(1, ...options.rows.map((r) => textWidth(r, size))) + 12;
+  return captionImage(big, {
+    margins: { left: strip },
+    background: [255, 255, 255],
+    color: "#000000",
+    captions: options.rows.map((text, r) => ({
+      text,
+      x: 6,
+      y: Math.round(top + r * cell + cell / 2 + size * 0.35),
+      anchor: "start",
+      size,
+    })),
+  });
+}

@@ -8,11 +8,40 @@ import type { NamedArray } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
 import { tf, variableFrom } from "../tf.ts";
 import * as layers from "./layers.ts";
+import type { ConditionInput, ConditionShape } from "./conditioning.ts";
 import type { ParamSpec } from "./params.ts";
-import { Unet } from "./unet.ts";
+import { Unet, type UnetShape } from "./unet.ts";
 
 export type { ParamSpec } from "./params.ts";
+export type { ConditionInput, ConditionShape } from "./conditioning.ts";
+export { encodedWidth, encodeLabels } from "./conditioning.ts";
 export { countParameters, levelResolutions, Unet } from "./unet.ts";
+
+/**
+ * The network `config` describes. A conditional config (`conditioning`) needs the number of
+ * values of each conditioned attribute (`labelSizes`, in `conditioning.attributes` order), which
+ * the dataset knows; without `conditioning` the result is the unconditional network.
+ */
+export function modelShape(config: ModelConfig, labelSizes?: readonly number[]): UnetShape {
+  const c = config.conditioning;
+  if (!c) return config;
+  if (!labelSizes || labelSizes.length !== c.attributes.length) {
+    throw new Error(
+      `model.conditioning: the sizes of ${c.attributes.length} attributes are needed ` +
+        `(got ${labelSizes?.length ?? "none"})`,
+    );
+  }
+  const condition: ConditionShape = {
+    sizes: [...labelSizes],
+    encoding: c.encoding,
+    layers: c.layers,
+    width: c.width,
+    tokens: c.tokens,
+    time: c.time,
+    ...(c.crossAttention ? { crossAttention: c.crossAttention } : {}),
+  };
+  return { ...config, condition };
+}
 
 /** Options of a forward pass. */
 export interface PredictOptions {
@@ -21,6 +50,8 @@ export interface PredictOptions {
    * stream). Without it dropout is off, as in sampling.
    */
   dropoutRng?: Rng;
+  /** A conditional network's labels (and dropped examples); absent: the null embedding. */
+  condition?: ConditionInput;
 }
 
 /** A denoising network with named, trainable parameters. */
@@ -48,10 +79,14 @@ function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
 
 /**
  * Builds the model of `config` with PyTorch's default initialisation, every value drawn in
- * state-dict order from `options.rng` (the run's `model/init` stream).
+ * state-dict order from `options.rng` (the run's `model/init` stream). A conditional config
+ * needs `labelSizes` (see {@link modelShape}).
  */
-export function createModel(config: ModelConfig, options: { rng: Rng }): DenoiseModel {
-  const net = new Unet(config);
+export function createModel(
+  config: ModelConfig,
+  options: { rng: Rng; labelSizes?: readonly number[] },
+): DenoiseModel {
+  const net = new Unet(modelShape(config, options.labelSizes));
   const params = new Map<string, tf.Variable>();
   for (const spec of net.params) {
     params.set(spec.name, variableFrom(tf.tensor(initialValues(spec, options.rng), spec.shape)));
@@ -84,7 +119,13 @@ function wrap(net: Unet, params: Map<string, tf.Variable>): DenoiseModel {
     net,
     params,
     predict: (x, t, options) =>
-      net.forward(x, t, { p: lookup, tf, layers, dropoutRng: options?.dropoutRng }),
+      net.forward(x, t, {
+        p: lookup,
+        tf,
+        layers,
+        dropoutRng: options?.dropoutRng,
+        condition: options?.condition,
+      }),
     dispose: () => params.forEach((v) => v.dispose()),
   };
 }

@@ -15,22 +15,13 @@
  * without loading tfjs.
  * @module
  */
-import type { Rng } from "../rng.ts";
 import type { tf } from "../tf.ts";
+import { type ConditionShape, CrossAttention, Tau } from "./conditioning.ts";
+import type { ForwardContext } from "./context.ts";
 import type * as Layers from "./layers.ts";
 import { countSpecs, type ParamInit, ParamScope, type ParamSpec } from "./params.ts";
 
-/** What a forward pass reads: the parameters, the ops, and (training) the dropout generator. */
-export interface ForwardContext {
-  /** The parameter tensors by state-dict name. */
-  p: Layers.ParamLookup;
-  /** TensorFlow.js. */
-  tf: typeof tf;
-  /** The layer functions of ./layers.ts. */
-  layers: typeof Layers;
-  /** Training only: the generator of the dropout masks; without it dropout is off. */
-  dropoutRng?: Rng;
-}
+export type { ForwardContext } from "./context.ts";
 
 /** An attention block type. */
 export type AttentionKind = "linear" | "full" | "none";
@@ -58,6 +49,20 @@ export interface UnetShape {
   middleAttention?: AttentionKind;
   /** Dropout rate inside residual blocks during training (default 0). */
   dropout?: number;
+  /**
+   * A conditional network (./conditioning.ts): its modules are declared after all the others,
+   * so the unconditional part has the same names, order and initial values as without it.
+   */
+  condition?: ConditionShape;
+}
+
+/** The conditioning modules of a conditional U-Net. */
+interface ConditionModules {
+  tau: Tau;
+  timeProj: Linear | null;
+  downs: (CrossAttention | null)[];
+  mid: CrossAttention | null;
+  ups: (CrossAttention | null)[];
 }
 
 const uniform = (fanIn: number): ParamInit => ({ kind: "uniform", fanIn });
@@ -249,6 +254,7 @@ export class Unet {
   readonly #mid: [ResBlock, AttentionBlock | null, ResBlock];
   readonly #finalRes: ResBlock;
   readonly #finalConv: Conv;
+  readonly #cond: ConditionModules | null;
 
   /** Declares the modules of `Unet(width, multipliers, channels)` and its options. */
   constructor(shape: UnetShape) {
@@ -308,6 +314,28 @@ export class Unet {
     ];
     this.#finalRes = new ResBlock(root.at("final_res_block"), { dimIn: 2 * d, dimOut: d }, block);
     this.#finalConv = new Conv(root.at("final_conv"), { k: 1, cin: d, cout: shape.channels });
+    this.#cond = null;
+    const c = shape.condition;
+    if (c) {
+      const tokens = c.tokens * c.width;
+      const cross = c.crossAttention;
+      const crossAt = (scope: ParamScope, level: number | "mid", dim: number) =>
+        cross &&
+          (level === "mid" ? cross.middle : cross.levels === "all" || cross.levels.includes(level))
+          ? new CrossAttention(scope, dim, { width: c.width, ...cross })
+          : null;
+      const tau = new Tau(root, c);
+      const timeProj = c.time ? new Linear(root.at("cond_proj"), tokens, timeDim) : null;
+      this.#cond = {
+        tau,
+        timeProj,
+        downs: pairs.map(([a], i) => crossAt(root.at(`cross_attn.downs.${i}`), i, a)),
+        mid: crossAt(root.at("cross_attn.mid"), "mid", m),
+        ups: [...pairs].reverse().map(([, b], i) =>
+          crossAt(root.at(`cross_attn.ups.${i}`), last - i, b)
+        ),
+      };
+    }
     this.params = root.specs;
   }
 
@@ -328,27 +356,36 @@ export class Unet {
     x = this.#initConv.forward(x, ctx);
     const r = x;
     const [mlp1, mlp3] = this.#timeMlp;
-    const temb = mlp3.forward(
+    let temb = mlp3.forward(
       L.gelu(mlp1.forward(L.sinusoidalEmbedding(t, this.#width), ctx)),
       ctx,
     );
+    const cond = this.#cond;
+    if (!cond && ctx.condition) throw new Error("labels given to an unconditional network");
+    const emb = cond ? cond.tau.forward(ctx.condition, x.shape[0], ctx) : null;
+    if (cond?.timeProj && emb) temb = tf.add(temb, cond.timeProj.forward(emb, ctx));
+    const crossAttend = (h: tf.Tensor4D, block: CrossAttention | null | undefined) =>
+      block && emb ? block.forward(h, emb, ctx) : h;
     const skips: tf.Tensor4D[] = [];
-    for (const level of this.#downs) {
+    this.#downs.forEach((level, i) => {
       level.blocks.forEach((block, j) => {
         x = block.forward(x, temb, ctx);
-        if (j === level.blocks.length - 1) x = attend(x, level.attention);
+        if (j === level.blocks.length - 1) {
+          x = crossAttend(attend(x, level.attention), cond?.downs[i]);
+        }
         skips.push(x);
       });
       x = level.change.forward(x, ctx);
-    }
+    });
     const [mid1, midAttention, mid2] = this.#mid;
-    x = mid2.forward(attend(mid1.forward(x, temb, ctx), midAttention), temb, ctx);
-    for (const level of this.#ups) {
+    x = crossAttend(attend(mid1.forward(x, temb, ctx), midAttention), cond?.mid);
+    x = mid2.forward(x, temb, ctx);
+    this.#ups.forEach((level, i) => {
       for (const block of level.blocks) {
         x = block.forward(tf.concat([x, skips.pop()!], 3), temb, ctx);
       }
-      x = level.change.forward(attend(x, level.attention), ctx);
-    }
+      x = level.change.forward(crossAttend(attend(x, level.attention), cond?.ups[i]), ctx);
+    });
     x = this.#finalRes.forward(tf.concat([x, r], 3), temb, ctx);
     return this.#finalConv.forward(x, ctx);
   }

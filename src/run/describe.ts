@@ -41,7 +41,10 @@ export async function describeRun(loaded: LoadedExperiment, outRoot: string): Pr
     formatConfigSummary(config),
     "",
     `dataset size      ${plural(count, "image")}`,
-    `model parameters  ${parameters.toLocaleString("en-US")}`,
+    `model parameters  ${parameters.toLocaleString("en-US")}` +
+    (config.model.conditioning
+      ? " without the conditioning path (its size depends on the dataset's label values)"
+      : ""),
     `alpha_bar_T       ${alphaBarT.toPrecision(4)}   sqrt(alpha_bar_T) ${
       sqrtAlphaBarT.toPrecision(4)
     }` +

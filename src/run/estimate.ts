@@ -78,7 +78,11 @@ async function probeForward(
 
 /** Measures a few training steps and a sampling step of the experiment on this machine. */
 export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate> {
-  const { config } = loaded;
+  // A conditional model is timed without its conditioning path (its size needs the labels).
+  const config = {
+    ...loaded.config,
+    model: { ...loaded.config.model, conditioning: undefined },
+  };
   const backend = await initBackend(config.backend);
   const size = config.transform.size;
   const c = config.model.channels;
@@ -120,7 +124,7 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
       batchSize;
     let secondsPerStep = 3 * batchForward.seconds;
     if (!skipped) {
-      workers = await startWorkers(config, backend);
+      workers = await startWorkers(config, { backend });
       const data: BatchSource = {
         count: batchSize * (1 + TIMED_STEPS),
         shape: [size, size, c],

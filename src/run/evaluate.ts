@@ -26,6 +26,7 @@ import { writeFileAtomic } from "../io/files.ts";
 import { createModel, withParams } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
+import { conditionedAttributes } from "./conditions.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
 import { GradientWorkers } from "../train/parallel/mod.ts";
@@ -95,7 +96,15 @@ export async function evaluateRun(
     seed: config.seed,
     experimentFile: manifest.source.file,
   });
-  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
+  // A conditional model (evaluated unconditionally, with its null label) needs its label sizes.
+  const conditioning = config.model.conditioning;
+  const labelSizes = conditioning
+    ? conditionedAttributes(conditioning, { labels: dataset.labels }).attributes.map((a) => a.count)
+    : undefined;
+  const model = createModel(config.model, {
+    rng: deriveRng(config.seed, "model/init"),
+    labelSizes,
+  });
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
   let evaluator: RunEvaluator | null = null;
@@ -106,12 +115,13 @@ export async function evaluateRun(
         count: config.train.workers,
         model: config.model,
         backend: backend.name,
+        ...(labelSizes ? { labelSizes } : {}),
       });
     }
     const net = ema ? withParams(model, ema.params) : model;
     const shared = workers;
     const denoise: Denoiser = shared
-      ? (xt, t) => shared.predictSharded(net, xt, t)
+      ? (x, t) => shared.predictSharded(net, { x, t })
       : (xt, t) => tf.tidy(() => net.predict(xt, t));
     evaluator = await RunEvaluator.start(config, {
       experimentFile: manifest.source.file,

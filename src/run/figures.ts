@@ -16,7 +16,9 @@ import type { Schedule } from "../diffusion/schedule.ts";
 import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { writeFileAtomic } from "../io/files.ts";
+import { captionRows } from "../io/caption.ts";
 import { makeGrid, writePng } from "../io/image.ts";
+import type { LabelPlan } from "./conditions.ts";
 import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
 import { captionForward, captionRecovery, captionTrajectory } from "./captions.ts";
@@ -79,6 +81,15 @@ export interface SampleImagesOptions {
   signal?: AbortSignal;
   /** Called after every step of every batch with the steps done and to do, over all batches. */
   onProgress?: (done: number, total: number) => void;
+  /** Number of images (default `sampler.count`). */
+  count?: number;
+  /**
+   * The denoiser of images `from` to `to` (exclusive), for one batch: a conditional model's
+   * labels of those images (default: `denoise` for every batch).
+   */
+  batchDenoiser?: (range: { from: number; to: number }) => Denoiser;
+  /** Record the trajectory (when `sampler.trajectory` asks for it; default true). */
+  trajectory?: boolean;
 }
 
 /** The sampled images [count, size, size, C] and the recorded reverse process of the first batch. */
@@ -103,18 +114,20 @@ export async function sampleImages(
   const { size } = options;
   const c = model.channels;
   const T = schedule.timesteps;
-  const trajectory = sampler.trajectory
+  const count = options.count ?? sampler.count;
+  const trajectory = sampler.trajectory && options.trajectory !== false
     ? new TrajectoryRecorder(trajectoryPlan(visitedTimesteps(sampler, T), sampler.trajectory), {
       count: sampler.trajectory.count,
     })
     : null;
-  const out = new Float32Array(sampler.count * size * size * c);
-  const batches = Math.ceil(sampler.count / sampler.batchSize);
-  for (let start = 0; start < sampler.count; start += sampler.batchSize) {
-    const n = Math.min(sampler.batchSize, sampler.count - start);
+  const out = new Float32Array(count * size * size * c);
+  const batches = Math.ceil(count / sampler.batchSize);
+  for (let start = 0; start < count; start += sampler.batchSize) {
+    const n = Math.min(sampler.batchSize, count - start);
     const started = performance.now();
     const record = start === 0 && trajectory ? trajectory.record : undefined;
-    const x = await generate(denoise, schedule, {
+    const batchDenoise = options.batchDenoiser?.({ from: start, to: start + n }) ?? denoise;
+    const x = await generate(batchDenoise, schedule, {
       shape: [n, size, size, c],
       sampler,
       prediction: model.prediction,
@@ -137,20 +150,29 @@ export async function sampleImages(
     x.dispose();
     if (options.signal?.aborted) return null;
     const seconds = (performance.now() - started) / 1000;
-    options.log(`  sampled ${start + n}/${sampler.count} (${seconds.toFixed(1)} s)`);
+    options.log(`  sampled ${start + n}/${count} (${seconds.toFixed(1)} s)`);
   }
   return { images: out, trajectory };
 }
 
-/** samples.png, and with `sampler.trajectory` trajectory.png and trajectory.gif. */
+/**
+ * samples.png, and with `sampler.trajectory` trajectory.png and trajectory.gif
+ * (`trajectoryOnly`: only those two, for a conditional run whose samples.png has captions).
+ */
 export async function writeSampleFigures(
   dir: string,
   sampled: SampledImages,
-  options: { config: Experiment; size: number },
+  options: { config: Experiment; size: number; trajectoryOnly?: boolean },
 ): Promise<void> {
   const { size } = options;
   const { count, gridColumns, trajectory } = options.config.sampler;
-  await writeGrid(join(dir, "samples.png"), sampled.images, { count, size, columns: gridColumns });
+  if (!options.trajectoryOnly) {
+    await writeGrid(join(dir, "samples.png"), sampled.images, {
+      count,
+      size,
+      columns: gridColumns,
+    });
+  }
   if (!sampled.trajectory || !trajectory) return;
   const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
   const t = sampled.trajectory.stripTimesteps;
@@ -164,6 +186,37 @@ export async function writeSampleFigures(
     });
     await writeFileAtomic(join(dir, "trajectory.gif"), gif);
   }
+}
+
+/**
+ * A conditional run's grid: `samples.png` (or `samples-w<w>.png` for guidance weight w) with a
+ * caption strip saying what each row asked for (the grid scaled up to at least 64 px cells),
+ * and `samples-labels.json`, every image's requested labels in grid order.
+ */
+export async function writeConditionalFigure(
+  dir: string,
+  sampled: SampledImages,
+  options: { config: Experiment; size: number; plan: LabelPlan; file: string },
+): Promise<void> {
+  const { size, plan } = options;
+  const columns = options.config.sampler.gridColumns;
+  const padding = 2;
+  const grid = makeGrid(sampled.images, {
+    count: plan.count,
+    height: size,
+    width: size,
+    channels: 3,
+    columns,
+  });
+  const captioned = await captionRows(grid, {
+    rows: plan.rows,
+    cell: size + padding,
+    padding,
+    scale: Math.max(1, Math.floor(64 / size)),
+  });
+  await writePng(join(dir, options.file), captioned);
+  const legend = { rows: plan.rows, columns, images: plan.legend };
+  await writeFileAtomic(join(dir, "samples-labels.json"), JSON.stringify(legend, null, 1) + "\n");
 }
 
 /**

@@ -88,14 +88,20 @@ export async function resampleRun(
     log(`note: the run is ${manifest.status}; sampling its last checkpoint`);
   }
 
+  if (config.model.conditioning) {
+    throw new UserError(`${run}: a conditional model (model.conditioning)`, {
+      expected: "an unconditional run; sample a conditional one with `deno task run` and a " +
+        "changed sampler section (the training cache reuses its training)",
+    });
+  }
   const backend = await initBackend(config.backend);
   const schedule = makeSchedule(config.schedule);
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
-  const workers = await startWorkers(config, backend);
+  const workers = await startWorkers(config, { backend });
   try {
     const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
-    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, workers);
+    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, { workers });
     const how = describeSampler(config.sampler, schedule.timesteps);
     log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
     const started = performance.now();

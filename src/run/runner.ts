@@ -14,9 +14,17 @@ import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
+import { guidedDenoiser } from "../diffusion/guidance.ts";
 import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";
 import { writeLossPlot } from "../io/plot.ts";
-import { countParameters, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import {
+  type ConditionInput,
+  countParameters,
+  createModel,
+  type DenoiseModel,
+  modelShape,
+  withParams,
+} from "../model/mod.ts";
 import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
@@ -31,8 +39,11 @@ import {
   trainModel,
 } from "../train/mod.ts";
 import { describeRun, experimentFolder } from "./describe.ts";
+import { conditionedAttributes, type LabelPlan, planLabels } from "./conditions.ts";
 import {
+  type SampledImages,
   sampleImages,
+  writeConditionalFigure,
   writeForwardFigure,
   writeRecoveryFigure,
   writeSampleFigures,
@@ -44,8 +55,11 @@ import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
+import { type ConditionalScorer, type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
+import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
 
 export { describeRun } from "./describe.ts";
+export type { ConditionalSamples, ConditionalScorer } from "./guidance_table.ts";
 
 /** Options of {@link runExperiment}. */
 export interface RunOptions {
@@ -77,6 +91,11 @@ export interface RunOptions {
   cacheDir?: string;
   /** The ddpm-lab checkout, for the git state in the manifest. */
   projectDir?: string;
+  /**
+   * Conditional runs: scores the samples of each guidance weight (the attribute judge's
+   * accuracy per attribute, KID...); the numbers go to `guidance.md` and `guidance.json`.
+   */
+  scoreConditional?: ConditionalScorer;
 }
 
 /** What a run produced. */
@@ -168,6 +187,23 @@ export async function runExperiment(
   });
   log(`  ${dataset.source}`);
   await checkEvalInput(config, { dataset, experimentFile: loaded.file });
+  // A conditional model: its attributes in the dataset, and what to sample (bad names fail here).
+  const conditioning = config.model.conditioning;
+  const conditioned = conditioning
+    ? conditionedAttributes(conditioning, { labels: dataset.labels, file: loaded.file })
+    : undefined;
+  const labelSizes = conditioned?.attributes.map((a) => a.count);
+  const plan = conditioned && dataset.labels
+    ? planLabels(config.sampler.labels, {
+      conditioned,
+      labels: dataset.labels,
+      count: config.sampler.count,
+      columns: config.sampler.gridColumns,
+      seed: config.seed,
+      file: loaded.file,
+    })
+    : undefined;
+  const parameters = countParameters(modelShape(config.model, labelSizes));
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
     ? null
@@ -184,7 +220,7 @@ export async function runExperiment(
     hashes,
     backend,
     summary: {
-      parameters: countParameters(config.model),
+      parameters,
       datasetSize: dataset.count,
       alphaBarT,
       sqrtAlphaBarT,
@@ -197,22 +233,27 @@ export async function runExperiment(
   });
 
   // Model, optimizer, weight average.
-  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
+  const model = createModel(config.model, {
+    rng: deriveRng(config.seed, "model/init"),
+    labelSizes,
+  });
   const optimizer = new Adam(model.params, config.optimizer);
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
   let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
+  let measure: ConditionalMeasure | null = null;
   try {
-    workers = await startWorkers(config, backend);
+    workers = await startWorkers(config, { backend, labelSizes });
     run.manifest.backend.workers = workers ? config.train.workers : 0;
     // Threads that compute: this one (one wasm thread) and one per gradient worker.
     if (backend.name === "wasm" || backend.name === "cpu") {
       run.manifest.backend.threads = (backend.threads ?? 1) + (workers ? config.train.workers : 0);
     }
-    // The samplers and evaluations see the weight average when the experiment keeps one.
+    // The samplers and evaluations see the weight average when the experiment keeps one; a
+    // conditional network without labels uses its null embedding (unconditional).
     const net = ema ? withParams(model, ema.params) : model;
-    const denoise = samplingDenoiser(net, workers);
+    const denoise = samplingDenoiser(net, { workers });
     // The `eval` section (KID, FID, judge: eval.jsonl), unless the caller brings its own hook.
     evaluator = options.evaluate ? null : await RunEvaluator.start(config, {
       experimentFile: loaded.file,
@@ -250,7 +291,7 @@ export async function runExperiment(
       if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
       log(
         `training ${plural(steps.total, "step")} on ${backend.name}` +
-          ` (${countParameters(config.model).toLocaleString("en-US")} parameters)`,
+          ` (${parameters.toLocaleString("en-US")} parameters)`,
       );
       const trainLog = await TrainingLog.open(dir, {
         startStep,
@@ -272,6 +313,9 @@ export async function runExperiment(
           ema,
           workers,
           data: batchSource(dataset),
+          ...(conditioning && conditioned
+            ? { condition: { columns: conditioned.columns, pUncond: conditioning.pUncond } }
+            : {}),
           startStep,
           shouldStop: stopped,
           onStep: async (record) => {
@@ -316,7 +360,7 @@ export async function runExperiment(
         workers = undefined;
       }
       engine = await createSamplingEngine(config, {
-        tfjs: samplingDenoiser(net, workers),
+        tfjs: samplingDenoiser(net, { workers }),
         tfjsBackend: backend.name,
         checkpointDir: run.checkpointDir,
         size: dataset.size,
@@ -325,23 +369,38 @@ export async function runExperiment(
       run.manifest.engine = engine.info;
       const weights = ema ? ", EMA weights" : "";
       const how = describeSampler(config.sampler, schedule.timesteps);
-      log(`sampling ${config.sampler.count} images (${how}${weights})`);
+      log(`sampling ${plan?.count ?? config.sampler.count} images (${how}${weights})`);
       const sampleStart = performance.now();
-      const sampled = await sampleImages(engine.denoise, schedule, {
+      const sampleOptions = {
         config,
         size: dataset.size,
         log,
         signal: options.signal,
         onProgress: options.progress
-          ? (done, total) => options.progress!.update("sample", done, total)
+          ? (done: number, total: number) => options.progress!.update("sample", done, total)
           : undefined,
-      });
+      };
+      if (plan && conditioned) {
+        // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
+        measure = options.scoreConditional
+          ? null
+          : await conditionalScorer(config, { dataset, backend: backend.name, log });
+        const rows = await sampleConditional({ net, workers, denoise, schedule, plan }, {
+          ...sampleOptions,
+          dir,
+          stopped,
+          score: options.scoreConditional ?? measure?.score,
+          names: conditioned.attributes.map((a) => a.name),
+          dataset,
+        });
+        if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(dir, rows);
+      } else {
+        const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
+        if (sampled) await writeSampleFigures(dir, sampled, { config, size: dataset.size });
+      }
       run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
-      if (sampled) {
-        await writeSampleFigures(dir, sampled, { config, size: dataset.size });
-        if (!stopped()) {
-          await writeRecoveryFigure(dir, engine.denoise, { config, dataset, schedule, log });
-        }
+      if (!stopped()) {
+        await writeRecoveryFigure(dir, engine.denoise, { config, dataset, schedule, log });
       }
     }
     if (!stopped() && hook) {
@@ -357,6 +416,7 @@ export async function runExperiment(
     await engine?.close();
     workers?.close();
     evaluator?.dispose();
+    measure?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
@@ -394,8 +454,9 @@ function batchSource(dataset: Dataset): BatchSource {
 /** The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere). */
 export async function startWorkers(
   config: Experiment,
-  backend: BackendInfo,
+  options: { backend: BackendInfo; labelSizes?: number[] },
 ): Promise<GradientWorkers | undefined> {
+  const { backend, labelSizes } = options;
   if (config.train.workers === 0 || (backend.name !== "wasm" && backend.name !== "cpu")) {
     return undefined;
   }
@@ -403,7 +464,85 @@ export async function startWorkers(
     count: config.train.workers,
     model: config.model,
     backend: backend.name,
+    ...(labelSizes ? { labelSizes } : {}),
   });
+}
+
+/**
+ * A conditional run's sampling: for each guidance weight w of `sampler.guidance` (default
+ * [0]), the plan's labels sampled from the same `sample/noise` stream (so the grids differ only
+ * by w), written as `samples.png` (the first w) and `samples-w<w>.png`, then scored. Returns the
+ * table rows (empty without a scorer), or null when stopped.
+ */
+async function sampleConditional(
+  parts: {
+    net: DenoiseModel;
+    workers: GradientWorkers | undefined;
+    denoise: Denoiser;
+    schedule: ReturnType<typeof makeSchedule>;
+    plan: LabelPlan;
+  },
+  options: Parameters<typeof sampleImages>[2] & {
+    dir: string;
+    stopped: () => boolean;
+    score?: ConditionalScorer;
+    names: string[];
+    dataset: Dataset;
+  },
+): Promise<GuidanceRow[] | null> {
+  const { net, workers, denoise, schedule, plan } = parts;
+  const { config, size, dir } = options;
+  const guidance = config.sampler.guidance ?? [0];
+  const a = options.names.length;
+  const rows: GuidanceRow[] = [];
+  for (const [k, w] of guidance.entries()) {
+    options.log(`  guidance w = ${w}: ${plan.count} images (${plan.rows.length} rows)`);
+    const sampled: SampledImages | null = await sampleImages(denoise, schedule, {
+      ...options,
+      count: plan.count,
+      trajectory: k === 0,
+      batchDenoiser: ({ from, to }) =>
+        guidedDenoiser({
+          conditional: samplingDenoiser(net, {
+            workers,
+            condition: { labels: plan.labels.subarray(from * a, to * a) },
+          }),
+          unconditional: denoise,
+        }, w),
+    });
+    if (!sampled || options.stopped()) return null;
+    const figure = { config, size, plan };
+    if (k === 0) {
+      await writeConditionalFigure(dir, sampled, { ...figure, file: "samples.png" });
+      await writeSampleFigures(dir, sampled, {
+        config,
+        size,
+        trajectoryOnly: true,
+      });
+    }
+    if (guidance.length > 1) {
+      await writeConditionalFigure(dir, sampled, { ...figure, file: `samples-w${w}.png` });
+    }
+    if (options.score) {
+      const requested: Record<string, Int32Array> = {};
+      options.names.forEach((name, j) => {
+        requested[name] = Int32Array.from({ length: plan.count }, (_, i) => plan.labels[i * a + j]);
+      });
+      const metrics = await options.score({
+        w,
+        images: sampled.images,
+        count: plan.count,
+        size,
+        requested,
+        dataset: options.dataset,
+      });
+      options.log(
+        `  w = ${w}: ` + Object.entries(metrics).map(([n, v]) => `${n} ${v.toFixed(3)}`).join(", "),
+      );
+      rows.push({ w, metrics });
+    }
+  }
+  return rows;
 }
 
 /**
@@ -412,8 +551,9 @@ export async function startWorkers(
  */
 export function samplingDenoiser(
   net: DenoiseModel,
-  workers: GradientWorkers | undefined,
+  options: { workers: GradientWorkers | undefined; condition?: ConditionInput },
 ): Denoiser {
-  if (workers) return (xt, t) => workers.predictSharded(net, xt, t);
-  return (xt, t) => tf.tidy(() => net.predict(xt, t));
+  const { workers, condition } = options;
+  if (workers) return (x, t) => workers.predictSharded(net, { x, t, condition });
+  return (x, t) => tf.tidy(() => net.predict(x, t, { condition }));
 }

@@ -11,7 +11,7 @@ import type {
   TrainConfig,
 } from "../../schemas/experiment.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
-import type { DenoiseModel } from "../model/mod.ts";
+import type { ConditionInput, DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { UserError } from "../errors.ts";
 import type { Ema } from "./ema.ts";
@@ -84,6 +84,11 @@ export interface TrainOptions {
   ema?: Ema | null;
   /** Data-parallel gradient workers (the main thread computes one more shard). */
   workers?: GradientWorkers;
+  /**
+   * A conditional model: which of `data.labels`' columns it sees (in `model.conditioning`
+   * order) and the probability that an example's labels are dropped (`pUncond`).
+   */
+  condition?: { columns: number[]; pUncond: number };
 }
 
 /** The result of a training run. */
@@ -106,6 +111,29 @@ export function stepDraws(
     options.batch * options.size,
   );
   return { steps, noise };
+}
+
+/**
+ * The labels of step `step` (1-based) for a conditional model: the chosen `columns` of the
+ * batch's labels, row-major [n, A], and which examples get the null embedding: example i is
+ * dropped when the i-th uniform draw of stream `train/uncond/step-<step>` is below `pUncond`.
+ */
+export function stepCondition(
+  labels: Int32Array[],
+  options: { seed: number; step: number; columns: number[]; pUncond: number },
+): ConditionInput {
+  const { columns } = options;
+  const n = labels[0]?.length ?? 0;
+  const a = columns.length;
+  const out = new Int32Array(n * a);
+  columns.forEach((column, j) => {
+    const values = labels[column];
+    for (let i = 0; i < n; i++) out[i * a + j] = values[i];
+  });
+  const rng = deriveRng(options.seed, `train/uncond/step-${options.step}`);
+  const drop = new Uint8Array(n);
+  for (let i = 0; i < n; i++) drop[i] = rng.uniform() < options.pUncond ? 1 : 0;
+  return { labels: out, drop };
 }
 
 /** Trains `model` in place for the planned number of steps. */
@@ -138,7 +166,13 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
         timesteps: options.schedule.timesteps,
       });
       const opt = options.optimizerConfig;
-      const loss = await trainStep(model, { x0, ...draws, shape: data.shape }, {
+      const cond = options.condition;
+      if (cond && !data.labels) throw new Error("a conditional model needs labelled data");
+      const condition = cond && data.labels
+        ? stepCondition(data.labels(indices), { seed, step, ...cond })
+        : undefined;
+      const batch = { x0, ...draws, shape: data.shape, ...(condition ? { condition } : {}) };
+      const loss = await trainStep(model, batch, {
         schedule: options.schedule,
         loss: options.loss,
         optimizer: options.optimizer,

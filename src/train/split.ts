@@ -4,6 +4,7 @@
  * decides the summation order, so a run is byte-identical only for the same cut.
  * @module
  */
+import type { ConditionInput } from "../model/conditioning.ts";
 
 /** A half-open range [from, to) of example indices. */
 export type Range = readonly [from: number, to: number];
@@ -24,4 +25,20 @@ export function microBatchRanges(n: number, size: number): Range[] {
   const ranges: Range[] = [];
   for (let from = 0; from < n; from += step) ranges.push([from, Math.min(n, from + step)]);
   return ranges;
+}
+
+/**
+ * The labels and drop flags of examples `from` to `to` (exclusive) of a condition of `rows`
+ * examples, sharing memory.
+ */
+export function sliceCondition(
+  condition: ConditionInput,
+  range: { from: number; to: number; rows: number },
+): ConditionInput {
+  const { from, to, rows } = range;
+  const a = rows > 0 ? condition.labels.length / rows : 0;
+  return {
+    labels: condition.labels.subarray(from * a, to * a),
+    ...(condition.drop ? { drop: condition.drop.subarray(from, to) } : {}),
+  };
 }

@@ -20,7 +20,7 @@ import { deriveRng } from "../rng.ts";
 import { clipByGlobalNorm } from "./clip.ts";
 import type { DenoiseModel } from "../model/mod.ts";
 import { tf } from "../tf.ts";
-import { microBatchRanges, shardRanges } from "./split.ts";
+import { microBatchRanges, shardRanges, sliceCondition } from "./split.ts";
 import { lossValue } from "./loss.ts";
 import type { Adam } from "./optimizer.ts";
 import type { GradientWorkers } from "./parallel/mod.ts";
@@ -51,6 +51,9 @@ export function sliceBatch(batch: StepBatch, from: number, to: number): StepBatc
     steps: batch.steps.subarray(from, to),
     shape: batch.shape,
     offset: (batch.offset ?? 0) + from,
+    ...(batch.condition
+      ? { condition: sliceCondition(batch.condition, { from, to, rows: batch.steps.length }) }
+      : {}),
   };
 }
 
@@ -80,7 +83,11 @@ export function batchGradients(
     ? deriveRng(options.dropout.seed, `${options.dropout.stream}/from-${batch.offset ?? 0}`)
     : undefined;
   const { value, grads } = variableGradsLowMemory(() => {
-    const loss = lossValue(model.predict(xt, t, { dropoutRng }), target, options.loss);
+    const loss = lossValue(
+      model.predict(xt, t, { dropoutRng, condition: batch.condition }),
+      target,
+      options.loss,
+    );
     return options.weight === 1 ? loss : tf.mul(loss, options.weight);
   }, vars);
   const byName: Record<string, tf.Tensor> = {};

@@ -12,9 +12,9 @@
  */
 import type { ModelConfig } from "../../../schemas/experiment.ts";
 import type { BackendName } from "../../backend/mod.ts";
-import type { DenoiseModel } from "../../model/mod.ts";
+import type { ConditionInput, DenoiseModel } from "../../model/mod.ts";
 import { tf } from "../../tf.ts";
-import { shardRanges } from "../split.ts";
+import { shardRanges, sliceCondition } from "../split.ts";
 import type {
   GradientTask,
   StepBatch,
@@ -31,6 +31,8 @@ export interface GradientWorkersOptions {
   model: ModelConfig;
   /** Backend of the workers: `wasm` (the default) or `cpu`. */
   backend?: BackendName;
+  /** A conditional model's attribute sizes (see `modelShape` in src/model). */
+  labelSizes?: number[];
 }
 
 /** One shard for a worker: its examples and how to weight them. */
@@ -142,7 +144,14 @@ export class GradientWorkers {
     const workers = Array.from({ length: count }, () => new WorkerHandle());
     try {
       const replies = await Promise.all(
-        workers.map((w) => w.request({ kind: "init", backend, model: options.model })),
+        workers.map((w) =>
+          w.request({
+            kind: "init",
+            backend,
+            model: options.model,
+            ...(options.labelSizes ? { labelSizes: options.labelSizes } : {}),
+          })
+        ),
       );
       const ready = replies.map((r) => expect(r, "ready"));
       return new GradientWorkers(
@@ -234,7 +243,12 @@ export class GradientWorkers {
    */
   predict(
     params: Map<string, tf.Variable>,
-    jobs: { x: Float32Array; t: Float32Array; shape: [number, number, number] }[],
+    jobs: {
+      x: Float32Array;
+      t: Float32Array;
+      shape: [number, number, number];
+      condition?: ConditionInput;
+    }[],
   ): Promise<Float32Array[]> {
     if (jobs.length > this.#workers.length) {
       return Promise.reject(new Error(`${jobs.length} shards for ${this.size} workers`));
@@ -253,12 +267,20 @@ export class GradientWorkers {
   }
 
   /**
-   * `model.predict(x, t)` with the batch split like a training step's: shards 1.. in the
-   * workers, shard 0 on this thread meanwhile. The result is a new tensor (the caller owns it).
+   * `model.predict(x, t, {condition})` with the batch split like a training step's: shards 1..
+   * in the workers, shard 0 on this thread meanwhile. The result is a new tensor (the caller
+   * owns it).
    */
-  async predictSharded(model: DenoiseModel, x: tf.Tensor4D, t: tf.Tensor1D): Promise<tf.Tensor4D> {
-    const [[, localEnd], ...shards] = shardRanges(x.shape[0], 1 + this.size);
-    if (shards.length === 0) return tf.tidy(() => model.predict(x, t));
+  async predictSharded(
+    model: DenoiseModel,
+    inputs: { x: tf.Tensor4D; t: tf.Tensor1D; condition?: ConditionInput },
+  ): Promise<tf.Tensor4D> {
+    const { x, t, condition } = inputs;
+    const rows = x.shape[0];
+    const [[, localEnd], ...shards] = shardRanges(rows, 1 + this.size);
+    if (shards.length === 0) return tf.tidy(() => model.predict(x, t, { condition }));
+    const part = (from: number, to: number) =>
+      condition ? { condition: sliceCondition(condition, { from, to, rows }) } : {};
     const shape = x.shape.slice(1) as [number, number, number];
     const per = shape[0] * shape[1] * shape[2];
     const xs = (await x.data()) as Float32Array;
@@ -269,12 +291,14 @@ export class GradientWorkers {
         x: xs.slice(from * per, to * per),
         t: ts.slice(from, to),
         shape,
+        ...part(from, to),
       })),
     );
     const local = tf.tidy(() =>
       model.predict(
         tf.slice(x, [0, 0, 0, 0], [localEnd, ...shape]),
         tf.slice(t, [0], [localEnd]),
+        part(0, localEnd),
       )
     );
     try {

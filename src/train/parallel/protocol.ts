@@ -7,6 +7,7 @@
 import type { LossConfig, ModelConfig } from "../../../schemas/experiment.ts";
 import type { BackendName } from "../../backend/mod.ts";
 import type { Schedule } from "../../diffusion/schedule.ts";
+import type { ConditionInput } from "../../model/mod.ts";
 
 /**
  * What a forward/backward pass needs besides the model and its examples. Plain data (structured
@@ -38,6 +39,8 @@ export interface StepBatch {
   shape: [number, number, number];
   /** Index of the first example in the step's whole batch (default 0). */
   offset?: number;
+  /** A conditional model's labels [n, A] and dropped examples. */
+  condition?: ConditionInput;
 }
 
 /** Starts the worker's backend and builds its copy of the network. */
@@ -48,6 +51,8 @@ export interface InitRequest {
   backend: BackendName;
   /** The model section. */
   model: ModelConfig;
+  /** A conditional model's attribute sizes. */
+  labelSizes?: number[];
 }
 
 /** The weights, packed in parameter order; absent when the worker has them already. */
@@ -80,6 +85,8 @@ export interface PredictRequest extends WeightsUpdate {
   t: Float32Array;
   /** [H, W, C] of one example. */
   shape: [number, number, number];
+  /** A conditional model's labels. */
+  condition?: ConditionInput;
 }
 
 /** A request to a worker. */

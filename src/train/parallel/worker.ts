@@ -31,7 +31,10 @@ async function handle(message: WorkerRequest): Promise<[WorkerReply, Transferabl
     case "init": {
       const info = await initBackend(message.backend);
       model?.dispose();
-      model = createModel(message.model, { rng: deriveRng(0, "parallel/worker") });
+      model = createModel(message.model, {
+        rng: deriveRng(0, "parallel/worker"),
+        labelSizes: message.labelSizes,
+      });
       const vars = [...model.params.entries()];
       return [{
         kind: "ready",
@@ -67,7 +70,9 @@ async function handle(message: WorkerRequest): Promise<[WorkerReply, Transferabl
       const m = setWeights(message);
       const n = message.t.length;
       const y = tf.tidy(() =>
-        m.predict(tf.tensor4d(message.x, [n, ...message.shape]), tf.tensor1d(message.t))
+        m.predict(tf.tensor4d(message.x, [n, ...message.shape]), tf.tensor1d(message.t), {
+          condition: message.condition,
+        })
       );
       const values = Float32Array.from(y.dataSync() as Float32Array);
       y.dispose();

@@ -1,0 +1,81 @@
+/**
+ * The numbers of a conditional run (`sampler.measure`): for each guidance weight, the attribute
+ * judge's accuracy on each conditioned attribute (does the sample show the value it asked for?)
+ * and KID against the training set, both from this module's evaluation tools.
+ * @module
+ */
+import type { Experiment } from "../../schemas/experiment.ts";
+import type { Dataset } from "../data/mod.ts";
+import type { ConditionalScorer } from "../run/guidance_table.ts";
+import { evaluateSamples } from "./evaluate.ts";
+import { type FeatureNetwork, loadFeatureNetwork } from "./features.ts";
+import { toUint8Images } from "./images.ts";
+import { type Judge, judgeAccuracy, labelledFromDataset, trainJudge } from "./judge.ts";
+
+/** A scorer and what to free when done. */
+export interface ConditionalMeasure {
+  /** Scores one guidance weight's samples: `accuracy/<attribute>` and `kid_*`. */
+  score: ConditionalScorer;
+  /** Frees the judge and the feature network. */
+  dispose(): void;
+}
+
+/**
+ * Trains (or loads from its cache) the attribute judge on the dataset and loads the KID
+ * feature network, as `config.sampler.measure` says; null without `sampler.measure`.
+ */
+export async function conditionalScorer(
+  config: Experiment,
+  ctx: { dataset: Dataset; backend: string; log: (line: string) => void },
+): Promise<ConditionalMeasure | null> {
+  const measure = config.sampler.measure;
+  if (!measure) return null;
+  const { dataset, log } = ctx;
+  log(`measure: training the attribute judge (${measure.judgeSteps} steps, cached by dataset)...`);
+  const judge: Judge = await trainJudge(labelledFromDataset(dataset), {
+    seed: config.seed,
+    steps: measure.judgeSteps,
+    log,
+  });
+  log(
+    "  judge held-out accuracy on real images: " +
+      Object.entries(judge.accuracy).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", "),
+  );
+  const network: FeatureNetwork = await loadFeatureNetwork({ resize: measure.resize });
+  const score: ConditionalScorer = async (samples) => {
+    const pixels = toUint8Images(samples.images, { count: samples.count, size: samples.size });
+    const accuracy = await judgeAccuracy(
+      judge,
+      { pixels, count: samples.count },
+      samples.requested,
+    );
+    const out: Record<string, number> = {};
+    for (const [name, value] of Object.entries(accuracy)) out[`accuracy/${name}`] = value;
+    const kid = await evaluateSamples(
+      { count: samples.count, size: samples.size, pixels, source: `guidance w = ${samples.w}` },
+      {
+        network,
+        dataset,
+        metrics: ["kid"],
+        kidSubsets: measure.kidSubsets,
+        kidSubsetSize: measure.kidSubsetSize,
+        seed: config.seed,
+        floor: false,
+        backend: ctx.backend,
+      },
+    );
+    // KID's spread over subsets is left out: with fewer samples than kidSubsetSize every
+    // subset is the whole set and the spread is 0.
+    for (const [name, value] of Object.entries(kid.metrics)) {
+      if (!name.endsWith("_std")) out[name] = value;
+    }
+    return out;
+  };
+  return {
+    score,
+    dispose: () => {
+      judge.dispose();
+      network.dispose();
+    },
+  };
+}
