@@ -287,6 +287,28 @@ Deno.test("Ctrl-C stops a local sweep: the running point checkpoints, the rest a
   const { index } = (await readIndex(join(out, "tiny-interrupt")))!;
   assert.deepEqual(index.points.map((p) => p.status), ["interrupted", "pending"]);
   assert.match(await Deno.readTextFile(log), /interrupted at step \d+: checkpoint written/);
+  // Run again, the interrupted point resumes from its checkpoint instead of starting over.
+  const again = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(ROOT, "mod.ts"), "run", file, "--sweep-index", "0", "--out", out],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = again.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/resuming at step [1-9]\d*/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  again.kill("SIGINT");
+  reader.releaseLock();
+  await again.stdout.cancel().catch(() => {});
+  assert.equal((await again.status).code, 130, text);
+  assert.match(text, /resuming the interrupted point at /);
+  assert.match(text, /resuming at step [1-9]\d*/);
+  const manifest = await readManifest(join(out, "tiny-interrupt", index.points[0].run));
+  assert.equal(manifest?.resumedAt?.length, 1);
+  await again.stderr.cancel();
 });
 
 const slurmMissing = await slurmUnavailable();

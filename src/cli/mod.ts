@@ -11,6 +11,7 @@ import { UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRunsAt } from "../run/list.ts";
 import { describeRun, experimentFolder } from "../run/describe.ts";
+import { readManifest } from "../run/manifest.ts";
 import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
 import { loadSweepPoint } from "../sweep/spec.ts";
 import { TerminalProgress } from "./progress.ts";
@@ -133,6 +134,15 @@ async function runCommand(args: string[]): Promise<number> {
     console.log(await estimateLine(loaded));
     return 0;
   }
+  let resume = values.resume ?? false;
+  if (sweepIndex !== undefined && !resume && !values.force) {
+    // A sweep point stopped earlier (Ctrl-C, a cancelled Slurm task) continues where it stopped.
+    const dir = experimentFolder(loaded.config, outRoot);
+    if ((await readManifest(dir))?.status === "interrupted") {
+      console.log(`resuming the interrupted point at ${dir}`);
+      resume = true;
+    }
+  }
   if (values.resume) {
     // --resume without the run's overrides: the one interrupted run of this file, if any.
     const found = await findInterruptedRun(experimentFolder(loaded.config, outRoot), {
@@ -157,7 +167,7 @@ async function runCommand(args: string[]): Promise<number> {
     const result = await runExperiment(loaded, {
       outRoot,
       force: values.force ?? false,
-      resume: values.resume ?? false,
+      resume,
       retrain: values.retrain ?? false,
       signal: controller.signal,
       progress: bars,

@@ -6,6 +6,7 @@
  * @module
  */
 import { join, resolve } from "node:path";
+export { shellQuote } from "../run/resume.ts";
 
 /** The ddpm-lab checkout this code runs from. */
 export const PROJECT_DIR: string = new URL("../..", import.meta.url).pathname;
@@ -33,9 +34,4 @@ export function pointCommand(
     resolve(options.outRoot),
     ...options.sets.flatMap((s) => ["--set", s]),
   ];
-}
-
-/** `text` quoted for a POSIX shell (single quotes). */
-export function shellQuote(text: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
 }
