@@ -13,6 +13,30 @@ export interface NamedArray {
   data: Float32Array;
 }
 
+/**
+ * The 4-D array `a` with its axes reordered: axis k of the result is axis `perm[k]` of `a`
+ * (e.g. `[2, 3, 1, 0]` turns PyTorch's OIHW conv weights into tfjs's HWIO, `[3, 2, 0, 1]` back).
+ */
+export function permute4(
+  a: NamedArray,
+  perm: readonly [number, number, number, number],
+): NamedArray {
+  const shape = perm.map((p) => a.shape[p]);
+  const strides = [a.shape[1] * a.shape[2] * a.shape[3], a.shape[2] * a.shape[3], a.shape[3], 1];
+  const [s0, s1, s2, s3] = perm.map((p) => strides[p]);
+  const data = new Float32Array(a.data.length);
+  let k = 0;
+  for (let i0 = 0; i0 < shape[0]; i0++) {
+    for (let i1 = 0; i1 < shape[1]; i1++) {
+      for (let i2 = 0; i2 < shape[2]; i2++) {
+        const base = i0 * s0 + i1 * s1 + i2 * s2;
+        for (let i3 = 0; i3 < shape[3]; i3++) data[k++] = a.data[base + i3 * s3];
+      }
+    }
+  }
+  return { shape, data };
+}
+
 /** Encodes named float32 tensors (in insertion order) and optional string metadata. */
 export function encodeSafetensors(
   tensors: Map<string, NamedArray>,

@@ -4,7 +4,7 @@
  * @module
  */
 import type { ModelConfig } from "../../schemas/experiment.ts";
-import type { NamedArray } from "../io/safetensors.ts";
+import { type NamedArray, permute4 } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
 import { tf, variableFrom } from "../tf.ts";
 import * as layers from "./layers.ts";
@@ -161,18 +161,7 @@ export function fromTorchLayout(state: Map<string, NamedArray>): Map<string, Nam
   const out = new Map<string, NamedArray>();
   for (const [name, a] of state) {
     if (a.shape.length === 4) {
-      const [o, i, kh, kw] = a.shape;
-      const data = new Float32Array(a.data.length);
-      for (let oo = 0; oo < o; oo++) {
-        for (let ii = 0; ii < i; ii++) {
-          for (let y = 0; y < kh; y++) {
-            for (let x = 0; x < kw; x++) {
-              data[((y * kw + x) * i + ii) * o + oo] = a.data[((oo * i + ii) * kh + y) * kw + x];
-            }
-          }
-        }
-      }
-      out.set(name, { shape: [kh, kw, i, o], data });
+      out.set(name, permute4(a, [2, 3, 1, 0])); // OIHW -> HWIO
     } else if (a.shape.length === 2) {
       const [o, i] = a.shape;
       const data = new Float32Array(a.data.length);

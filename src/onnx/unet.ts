@@ -20,7 +20,7 @@
  * @module
  */
 import type { ModelConfig } from "../../schemas/experiment.ts";
-import type { NamedArray } from "../io/safetensors.ts";
+import { type NamedArray, permute4 } from "../io/safetensors.ts";
 import { GraphBuilder } from "./graph.ts";
 
 /** Options of {@link buildUnetOnnx}. */
@@ -74,18 +74,7 @@ class WeightReader {
 
 /** HWIO [kh, kw, i, o] -> OIHW [o, i, kh, kw]. */
 function toOihw(a: NamedArray): Float32Array {
-  const [kh, kw, ci, co] = a.shape;
-  const out = new Float32Array(a.data.length);
-  for (let y = 0; y < kh; y++) {
-    for (let x = 0; x < kw; x++) {
-      for (let i = 0; i < ci; i++) {
-        for (let o = 0; o < co; o++) {
-          out[((o * ci + i) * kh + y) * kw + x] = a.data[((y * kw + x) * ci + i) * co + o];
-        }
-      }
-    }
-  }
-  return out;
+  return permute4(a, [3, 2, 0, 1]).data;
 }
 
 interface ConvOptions {
