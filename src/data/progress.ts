@@ -1,18 +1,14 @@
 /**
- * Progress of a long decode: count, images/s and ETA, as a bar redrawn in place (cli-progress)
- * in a terminal, or as a plain line every few seconds through a log function otherwise.
+ * Progress of a long decode or evaluation as plain lines (count, images/s and ETA) every few
+ * seconds through a log function: what a run prints when no progress bar is drawn (the bars
+ * of a terminal are `src/cli/progress.ts`).
  * @module
  */
-// @ts-types="@types/cli-progress"
-import cliProgress from "cli-progress";
-import process from "node:process";
 
 /** Options of {@link progressReporter}. */
 export interface ProgressOptions {
-  /** Where plain lines go (not a terminal). */
+  /** Where the lines go. */
   log: (line: string) => void;
-  /** Draw a bar on stderr instead of logging lines. */
-  terminal?: boolean;
   /** Seconds between plain lines; default 5. */
   every?: number;
   /** Clock in seconds (tests); default `performance.now() / 1000`. */
@@ -44,25 +40,10 @@ export function progressReporter(
   const every = options.every ?? 5;
   const start = now();
   let lastLine = start;
-  let bar: cliProgress.SingleBar | undefined;
   let first = true;
   return (done, total) => {
     if (first && done >= total) return;
     first = false;
-    if (options.terminal) {
-      if (!bar) {
-        bar = new cliProgress.SingleBar({
-          format: `${label} [{bar}] {value}/{total} images, {rate} images/s, ETA {eta_formatted}`,
-          stream: process.stderr,
-          etaBuffer: 200,
-        }, cliProgress.Presets.shades_classic);
-        bar.start(total, 0, { rate: "0" });
-      }
-      const seconds = now() - start;
-      bar.update(done, { rate: seconds > 0 ? (done / seconds).toFixed(0) : "0" });
-      if (done >= total) bar.stop();
-      return;
-    }
     const t = now();
     if (done >= total || t - lastLine >= every) {
       lastLine = t;
