@@ -10,31 +10,25 @@ import { tf, variableFrom } from "../tf.ts";
 /**
  * Adam (Kingma & Ba) over named variables, bias-corrected as torch.optim.Adam.
  *
- * The moments of all parameters live in two flat variables, and each update runs on the
- * concatenated gradients: a dozen kernels for the whole model plus one slice and one subtraction
- * per parameter, instead of a dozen kernels and seven scalar uploads per parameter (3,809
- * kernels per step for the course U-Net's 293 tensors: the larger half of a training step's
- * kernel launches, which dominate on WebGPU). Every element goes through the same float32
- * operations in the same order as the per-parameter form, so the bits are the same.
+ * The step's constants are uploaded once per step as scalar tensors, not once per parameter
+ * (a JavaScript number in an op is a new scalar tensor: 7 per parameter, 2,051 per step for the
+ * course U-Net, each an upload on WebGPU). The bits are those of the plain form. A flat form (all
+ * moments in one buffer) cut WebGPU's kernels further but made wasm's update 9x slower: its
+ * Slice copies the whole buffer for every parameter (bench/RESULTS.md).
  */
 export class Adam {
   #config: OptimizerConfig;
-  #names: string[];
-  #shapes: number[][];
-  #sizes: number[];
-  #m: tf.Variable;
-  #v: tf.Variable;
+  #m = new Map<string, tf.Variable>();
+  #v = new Map<string, tf.Variable>();
   #step = 0;
 
   /** Creates zeroed moments for every variable in `params`. */
   constructor(params: Map<string, tf.Variable>, config: OptimizerConfig) {
     this.#config = config;
-    this.#names = [...params.keys()];
-    this.#shapes = [...params.values()].map((p) => [...p.shape]);
-    this.#sizes = [...params.values()].map((p) => p.size);
-    const total = this.#sizes.reduce((a, b) => a + b, 0);
-    this.#m = variableFrom(tf.zeros([total]), false);
-    this.#v = variableFrom(tf.zeros([total]), false);
+    for (const [name, p] of params) {
+      this.#m.set(name, variableFrom(tf.zerosLike(p), false));
+      this.#v.set(name, variableFrom(tf.zerosLike(p), false));
+    }
   }
 
   /** Number of updates applied so far. */
@@ -45,7 +39,7 @@ export class Adam {
   /**
    * Applies one update p -= lr / (1 - β1^k) · m / (√v / √(1 - β2^k) + ε) with gradients by
    * parameter name; `options.lr` is this step's learning rate (default: the configured one).
-   * Every parameter of the constructor must have a gradient. Runs its own tf.tidy.
+   * Runs its own tf.tidy.
    */
   apply(
     params: Map<string, tf.Variable>,
@@ -54,71 +48,68 @@ export class Adam {
   ): void {
     const { beta1, beta2, epsilon } = this.#config;
     const lr = options.lr ?? this.#config.lr;
-    const missing = this.#names.filter((name) => !grads[name] || !params.has(name));
-    if (missing.length > 0) {
-      throw new Error(`Adam.apply: no gradient or parameter for ${missing.join(", ")}`);
-    }
     this.#step++;
     const bc1 = 1 - beta1 ** this.#step;
     const bc2 = 1 - beta2 ** this.#step;
     tf.tidy(() => {
-      const g = tf.concat(this.#names.map((name) => tf.reshape(grads[name], [-1])));
-      const m1 = tf.add(tf.mul(this.#m, beta1), tf.mul(g, 1 - beta1));
-      const v1 = tf.add(tf.mul(this.#v, beta2), tf.mul(tf.square(g), 1 - beta2));
-      this.#m.assign(m1);
-      this.#v.assign(v1);
-      const denom = tf.add(tf.div(tf.sqrt(v1), Math.sqrt(bc2)), epsilon);
-      const update = tf.mul(tf.div(m1, denom), lr / bc1);
-      const parts = tf.split(update, this.#sizes);
-      this.#names.forEach((name, i) => {
-        const p = params.get(name)!;
-        p.assign(tf.sub(p, tf.reshape(parts[i], this.#shapes[i])));
-      });
+      const [b1, c1, b2, c2, sqrtBc2, eps, stepSize] = [
+        beta1,
+        1 - beta1,
+        beta2,
+        1 - beta2,
+        Math.sqrt(bc2),
+        epsilon,
+        lr / bc1,
+      ].map((c) => tf.scalar(c));
+      for (const [name, p] of params) {
+        const g = grads[name];
+        if (!g) continue;
+        const m = this.#m.get(name)!;
+        const v = this.#v.get(name)!;
+        const m1 = tf.add(tf.mul(m, b1), tf.mul(g, c1));
+        const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), c2));
+        m.assign(m1);
+        v.assign(v1);
+        const denom = tf.add(tf.div(tf.sqrt(v1), sqrtBc2), eps);
+        p.assign(tf.sub(p, tf.mul(tf.div(m1, denom), stepSize)));
+      }
     });
   }
 
   /** The state: moments named `<param>.exp_avg` / `<param>.exp_avg_sq` (as PyTorch) and the step. */
   async exportState(): Promise<{ step: number; tensors: Map<string, NamedArray> }> {
-    const m = (await this.#m.data()) as Float32Array;
-    const v = (await this.#v.data()) as Float32Array;
     const tensors = new Map<string, NamedArray>();
-    let offset = 0;
-    this.#names.forEach((name, i) => {
-      const end = offset + this.#sizes[i];
-      tensors.set(`${name}.exp_avg`, { shape: this.#shapes[i], data: m.slice(offset, end) });
-      tensors.set(`${name}.exp_avg_sq`, { shape: this.#shapes[i], data: v.slice(offset, end) });
-      offset = end;
-    });
+    for (const [name, m] of this.#m) {
+      tensors.set(`${name}.exp_avg`, {
+        shape: [...m.shape],
+        data: (await m.data()) as Float32Array,
+      });
+      const v = this.#v.get(name)!;
+      tensors.set(`${name}.exp_avg_sq`, {
+        shape: [...v.shape],
+        data: (await v.data()) as Float32Array,
+      });
+    }
     return { step: this.#step, tensors };
   }
 
   /** Restores a state written by {@link Adam.exportState}. */
   importState(state: { step: number; tensors: Map<string, NamedArray> }): void {
-    const total = this.#m.size;
-    for (const [suffix, variable] of [["exp_avg", this.#m], ["exp_avg_sq", this.#v]] as const) {
-      const flat = new Float32Array(total);
-      let offset = 0;
-      this.#names.forEach((name, i) => {
+    for (const [name, m] of this.#m) {
+      for (
+        const [suffix, variable] of [["exp_avg", m], ["exp_avg_sq", this.#v.get(name)!]] as const
+      ) {
         const a = state.tensors.get(`${name}.${suffix}`);
         if (!a) throw new Error(`optimizer state has no ${name}.${suffix}`);
-        if (a.data.length !== this.#sizes[i]) {
-          throw new Error(
-            `optimizer state ${name}.${suffix} has ${a.data.length} values, expected ${
-              this.#sizes[i]
-            }`,
-          );
-        }
-        flat.set(a.data, offset);
-        offset += this.#sizes[i];
-      });
-      variable.assign(tf.tensor1d(flat));
+        variable.assign(tf.tensor(a.data, a.shape));
+      }
     }
     this.#step = state.step;
   }
 
   /** Frees the moments. */
   dispose(): void {
-    this.#m.dispose();
-    this.#v.dispose();
+    this.#m.forEach((t) => t.dispose());
+    this.#v.forEach((t) => t.dispose());
   }
 }
