@@ -587,12 +587,6 @@ function checkSections(
       issue(["sampler", field], "only a conditional model takes it (set model.conditioning)");
     }
   }
-  if (cond && sampler.engine === "onnxruntime") {
-    issue(
-      ["sampler", "engine"],
-      "a conditional model samples with tfjs (its ONNX export has no labels)",
-    );
-  }
   const cross = cond?.crossAttention;
   if (cross && cross.levels !== "all") {
     cross.levels.forEach((level, i) => {

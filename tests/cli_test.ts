@@ -185,6 +185,19 @@ Deno.test("sample: a trained run sampled again into a sub-folder, without traini
   const png = await decodePng(await Deno.readFile(join(otherDir, "samples.png")));
   assert.deepEqual([png.width, png.height], [2 * 10 + 2, 12], "two 8 px images in a row");
 
+  // Through ONNX Runtime: its own folder, the engine recorded, the same pictures to a grey level.
+  const ort = await cli(["sample", run.dir, "--set", "sampler.engine=onnxruntime"]);
+  assert.equal(ort.code, 0, ort.stderr);
+  assert.match(ort.stdout, /sampling with onnxruntime .* on cpu/);
+  const ortDir = ort.stdout.match(/samples: (\S+)/)![1];
+  assert.notEqual(ortDir, sameDir);
+  const ortRecord = JSON.parse(await Deno.readTextFile(join(ortDir, "sample.json")));
+  assert.equal(ortRecord.engine.name, "onnxruntime");
+  const [po, pr] = await Promise.all(
+    [ortDir, run.dir].map(async (d) => decodePng(await Deno.readFile(join(d, "samples.png")))),
+  );
+  assert.ok(po.data.every((v, i) => Math.abs(v - pr.data[i]) <= 1), "within one grey level");
+
   // The run itself is untouched: same manifest, and verify-relevant artifacts unchanged.
   assert.equal(await Deno.readTextFile(join(run.dir, "manifest.json")), before);
 

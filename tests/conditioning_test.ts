@@ -27,7 +27,7 @@ import type { ConditionalScorer } from "../src/run/runner.ts";
 import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { stepCondition } from "../src/train/mod.ts";
-import { experimentFile, runFile, TINY } from "./helpers.ts";
+import { experimentFile, runFile, TINY, TINY_COND } from "./helpers.ts";
 
 await initBackend("wasm");
 
@@ -340,30 +340,6 @@ Deno.test("guidance table: one row per w, one column per metric", () => {
 });
 
 /** A tiny conditional experiment on avatar attributes (24 faces, 8x8). */
-const TINY_COND = {
-  ...TINY,
-  name: "tiny-cond",
-  dataset: {
-    ...TINY.dataset,
-    attributes: {
-      glasses: { probability: 50, groups: { yes: ["variant*"] }, balanced: true },
-      backgroundColor: { values: ["#ffffff", "#b6e3f4"], balanced: true },
-    },
-  },
-  model: {
-    ...TINY.model,
-    conditioning: {
-      attributes: ["backgroundColor", "glasses"],
-      width: 8,
-      tokens: 2,
-      crossAttention: { levels: [1], heads: 2, dimHead: 4 },
-      pUncond: 0.25,
-    },
-  },
-  train: { ...TINY.train, epochs: 3 },
-  sampler: { ...TINY.sampler, labels: { kind: "grid", attribute: "backgroundColor" } },
-};
-
 /** A fake judge: "accuracy" is the fraction of requested values equal to 0, KID a constant. */
 const fakeScorer: ConditionalScorer = (samples) => {
   const out: Record<string, number> = {};

@@ -4,12 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
+import { experimentFile, ROOT, runFile, TINY, TINY_COND } from "./helpers.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { decodePng } from "../src/io/image.ts";
 import { decodeSafetensors } from "../src/io/safetensors.ts";
 import { createModel, importParams } from "../src/model/mod.ts";
 import { createSamplingEngine, exportCheckpoint } from "../src/onnx/mod.ts";
+import { decodeModel } from "../src/onnx/graph.ts";
 import { generate } from "../src/diffusion/generate.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
 import { deriveRng } from "../src/rng.ts";
@@ -80,7 +81,7 @@ Deno.test("ddpm and ddim through onnxruntime equal tfjs within 1e-4; model.onnx 
   const ortConfig = { ...config, sampler: { ...config.sampler, engine: "onnxruntime" as const } };
   const logs: string[] = [];
   const engine = await createSamplingEngine(ortConfig, {
-    tfjs,
+    tfjs: () => tfjs,
     tfjsBackend: "wasm",
     checkpointDir,
     size: 8,
@@ -128,12 +129,51 @@ Deno.test("ddpm and ddim through onnxruntime equal tfjs within 1e-4; model.onnx 
   assert.ok(!resized.reused, "another image size is exported anew");
 });
 
+/** The largest difference, in grey levels, between two PNG files of the same size. */
+async function greyLevels(a: string, b: string): Promise<number> {
+  const pa = await decodePng(await Deno.readFile(a));
+  const pb = await decodePng(await Deno.readFile(b));
+  assert.equal(pa.data.length, pb.data.length);
+  let most = 0;
+  for (let i = 0; i < pa.data.length; i++) most = Math.max(most, Math.abs(pa.data[i] - pb.data[i]));
+  return most;
+}
+
+Deno.test("a conditional run with guidance samples through onnxruntime, like tfjs", async () => {
+  const file = await experimentFile({
+    ...TINY_COND,
+    sampler: { ...TINY_COND.sampler, engine: "onnxruntime", guidance: [0, 2] },
+  });
+  const out = await Deno.makeTempDir();
+  const a = await runFile(file, { outRoot: out });
+  const b = await runFile(file);
+  const ma = (await readManifest(a.dir))!;
+  const mb = (await readManifest(b.dir))!;
+  assert.equal(ma.engine?.name, "onnxruntime");
+  for (const m of [ma, mb]) delete m.artifacts["timings.jsonl"];
+  assert.deepEqual(ma.artifacts, mb.artifacts, "the same bytes twice");
+  assert.notEqual(ma.artifacts["samples-w2.png"], ma.artifacts["samples-w0.png"]);
+  // The graph takes the labels.
+  const onnx = decodeModel(await Deno.readFile(join(a.dir, "checkpoint/model.onnx")));
+  assert.deepEqual(onnx.graph!.input!.map((i) => i.name), ["x", "t", "condition", "uncond"]);
+
+  // The same training sampled by tfjs: every guided grid within one grey level.
+  const c = await runFile(file, { outRoot: out, sets: ["sampler.engine=tfjs"] });
+  const mc = (await readManifest(c.dir))!;
+  assert.equal(mc.engine?.name, "tfjs");
+  assert.equal(mc.reusedTraining?.dir, a.dir);
+  for (const f of ["samples-w0.png", "samples-w2.png"]) {
+    const most = await greyLevels(join(a.dir, f), join(c.dir, f));
+    assert.ok(most <= 1, `${f}: engines differ by ${most} grey levels`);
+  }
+});
+
 Deno.test("onnxruntime that cannot load: a clear message, and sampling falls back to tfjs", async () => {
   const config = ExperimentSchema.parse({ ...TINY, sampler: { engine: "onnxruntime" } });
   const logs: string[] = [];
   const tfjs = (x: tf.Tensor4D) => tf.zerosLike(x);
   const engine = await createSamplingEngine(config, {
-    tfjs,
+    tfjs: () => tfjs,
     tfjsBackend: "wasm",
     checkpointDir: "/nonexistent",
     size: 8,
@@ -141,6 +181,7 @@ Deno.test("onnxruntime that cannot load: a clear message, and sampling falls bac
     importOrt: () => Promise.reject(new Error("libonnxruntime.so.1: cannot open shared object")),
   });
   assert.equal(engine.denoise, tfjs);
+  assert.equal(engine.conditioned({ labels: new Int32Array(0) }), tfjs);
   assert.deepEqual({ requested: engine.info.requested, name: engine.info.name }, {
     requested: "onnxruntime",
     name: "tfjs",

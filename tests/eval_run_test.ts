@@ -101,6 +101,31 @@ Deno.test("eval section: eval.jsonl per epoch, summary, loss.png, same bytes twi
   assert.equal(evalJson.protocol.samples.sampler.kind, "ddim");
   assert.equal(evalJson.protocol.samples.steps, 4);
   assert.ok(evalJson.wallSeconds > 0);
+  assert.equal(evalJson.engine.name, "tfjs");
+  // The same evaluation with the samples from ONNX Runtime: the same numbers to ~1e-4.
+  const viaOrt = await captured(() =>
+    main([
+      "eval",
+      dir,
+      "--samples",
+      "4",
+      "--set",
+      "sampler.kind=ddim",
+      "--set",
+      "sampler.steps=4",
+      "--set",
+      "sampler.engine=onnxruntime",
+    ])
+  );
+  assert.equal(viaOrt.code, 0, viaOrt.out);
+  assert.match(viaOrt.out, /s in the network on onnxruntime cpu\)/);
+  const ortJson = JSON.parse(await Deno.readTextFile(join(dir, "eval.json")));
+  assert.equal(ortJson.engine.name, "onnxruntime");
+  assert.ok(ortJson.networkSeconds >= 0 && ortJson.networkSeconds <= ortJson.wallSeconds);
+  for (const metric of ["kid_iv3m5", "fid_iv3m5"]) {
+    const [t, o] = [evalJson.metrics[metric], ortJson.metrics[metric]];
+    assert.ok(Math.abs(t - o) <= 1e-3 * Math.max(1, Math.abs(t)), `${metric}: tfjs ${t}, ort ${o}`);
+  }
   const withEval = await diffRuns(dir, second.dir);
   assert.ok(withEval.metrics.some((m) => m.name === "eval.json fid_iv3m5" && m.a !== null));
   const refused = await captured(() => main(["eval", dir, "--set", "model.width=4"]));

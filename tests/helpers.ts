@@ -24,6 +24,31 @@ export const TINY = {
   sampler: { count: 4, batchSize: 4, gridColumns: 2 },
 };
 
+/** TINY conditioned on two balanced attributes, one grid row per background colour. */
+export const TINY_COND = {
+  ...TINY,
+  name: "tiny-cond",
+  dataset: {
+    ...TINY.dataset,
+    attributes: {
+      glasses: { probability: 50, groups: { yes: ["variant*"] }, balanced: true },
+      backgroundColor: { values: ["#ffffff", "#b6e3f4"], balanced: true },
+    },
+  },
+  model: {
+    ...TINY.model,
+    conditioning: {
+      attributes: ["backgroundColor", "glasses"],
+      width: 8,
+      tokens: 2,
+      crossAttention: { levels: [1], heads: 2, dimHead: 4 },
+      pUncond: 0.25,
+    },
+  },
+  train: { ...TINY.train, epochs: 3 },
+  sampler: { ...TINY.sampler, labels: { kind: "grid", attribute: "backgroundColor" } },
+};
+
 /** Writes `body` (an object as JSON, or raw text) as `name` in a new temporary folder. */
 export async function experimentFile(body: unknown = TINY, name = "exp.json"): Promise<string> {
   const path = join(await Deno.makeTempDir(), name);

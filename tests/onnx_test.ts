@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../src/backend/mod.ts";
-import { createModel, exportParams, fromTorchLayout } from "../src/model/mod.ts";
+import {
+  type ConditionInput,
+  createModel,
+  encodeLabels,
+  exportParams,
+  fromTorchLayout,
+  importParams,
+} from "../src/model/mod.ts";
 import { decodeSafetensors, type NamedArray } from "../src/io/safetensors.ts";
 import { buildUnetOnnx } from "../src/onnx/unet.ts";
 import { decodeModel, IR_VERSION, OPSET } from "../src/onnx/graph.ts";
@@ -24,30 +31,62 @@ function maxDiff(a: Float32Array, b: Float32Array): { diff: number; scale: numbe
   return { diff, scale };
 }
 
-/** tfjs forward and ORT forward of the same random weights on the same input. */
+/**
+ * tfjs forward and ORT forward of the same random weights on the same input. A conditional
+ * model (`labelSizes`) gets a random null embedding (it starts at zeros) and `condition`.
+ */
 async function compare(
   section: Record<string, unknown>,
-  options: { size: number; batch: number; seed?: string },
+  options: {
+    size: number;
+    batch: number;
+    seed?: string;
+    labelSizes?: number[];
+    condition?: ConditionInput;
+  },
 ): Promise<{ diff: number; scale: number; bytes: Uint8Array }> {
   const config: ModelConfig = ModelSchema.parse(section);
   const seed = options.seed ?? JSON.stringify(section);
-  const model = createModel(config, { rng: deriveRng(1, `onnx-test/${seed}`) });
-  const { size, batch } = options;
-  const shape = [batch, size, size, config.channels];
+  const { size, batch, labelSizes, condition } = options;
+  const model = createModel(config, { rng: deriveRng(1, `onnx-test/${seed}`), labelSizes });
   const rng = deriveRng(2, `onnx-test/${seed}`);
+  const weights = await exportParams(model);
+  const nullEmb = weights.get("null_embedding");
+  if (nullEmb) {
+    weights.set("null_embedding", { ...nullEmb, data: rng.normal(nullEmb.data.length) });
+    importParams(model, weights);
+  }
+  const shape = [batch, size, size, config.channels];
   const x = rng.normal(shape.reduce((a, b) => a * b, 1));
   const t = Float32Array.from({ length: batch }, (_, i) => (i * 37 + 5) % 200);
   const expected = tf.tidy(() =>
-    model.predict(tf.tensor4d(x, shape as [number, number, number, number]), tf.tensor1d(t))
+    model.predict(tf.tensor4d(x, shape as [number, number, number, number]), tf.tensor1d(t), {
+      condition,
+    })
   );
   const want = (await expected.data()) as Float32Array;
   expected.dispose();
-  const bytes = buildUnetOnnx(config, await exportParams(model), { size });
+  const bytes = buildUnetOnnx(config, weights, { size, labelSizes });
   model.dispose();
   const session = await openModel(ort, bytes, { providers: ["cpu"] });
-  const got = await session.run(x, t, shape);
+  const cond = config.conditioning;
+  const feeds = cond && labelSizes
+    ? {
+      labels: condition
+        ? encodeLabels(condition.labels, { sizes: labelSizes, encoding: cond.encoding })
+        : new Float32Array(batch * (cond.encoding === "onehot" ? sum(labelSizes) : 2)),
+      uncond: condition
+        ? Float32Array.from(condition.drop ?? new Uint8Array(batch))
+        : new Float32Array(batch).fill(1),
+    }
+    : undefined;
+  const got = await session.run({ x, t, shape, condition: feeds });
   await session.release();
   return { ...maxDiff(want, got), bytes };
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
 }
 
 const CASES: [string, Record<string, unknown>, number][] = [
@@ -87,6 +126,96 @@ for (const [label, section, size] of CASES) {
     assert.ok(diff < 1e-4, `max |onnx - tfjs| = ${diff}`);
   });
 }
+
+const CONDITIONAL = {
+  attributes: ["hair", "glasses"],
+  layers: 2,
+  width: 8,
+  tokens: 3,
+};
+const LABELS = Int32Array.from([2, 0, 0, 1, 1, 1]); // 3 examples, hair of 3, glasses of 2
+const CONDITIONAL_CASES: [string, Record<string, unknown>, ConditionInput | undefined][] = [
+  ["one-hot labels into the time embedding", {
+    width: 8,
+    multipliers: [1, 2],
+    groups: 4,
+    conditioning: { ...CONDITIONAL, encoding: "onehot" },
+  }, { labels: LABELS }],
+  ["integer labels, 3 tau layers, cross-attention at level 1 and the middle, one example dropped", {
+    width: 8,
+    multipliers: [1, 2],
+    groups: 4,
+    attention: { kind: "full", heads: 2, dimHead: 4 },
+    conditioning: {
+      ...CONDITIONAL,
+      encoding: "integer",
+      layers: 3,
+      crossAttention: { levels: [1], middle: true, heads: 2, dimHead: 4 },
+    },
+  }, { labels: LABELS, drop: Uint8Array.from([0, 1, 0]) }],
+  ["cross-attention only (no time projection), every level", {
+    width: 8,
+    multipliers: [1, 2, 2],
+    groups: 2,
+    resBlocks: 1,
+    conditioning: {
+      ...CONDITIONAL,
+      time: false,
+      crossAttention: { levels: "all", middle: false, heads: 3, dimHead: 5 },
+    },
+  }, { labels: LABELS }],
+  ["the null embedding for every example (no labels)", {
+    width: 8,
+    multipliers: [1, 2],
+    groups: 4,
+    conditioning: { ...CONDITIONAL, crossAttention: { heads: 1, dimHead: 8 } },
+  }, undefined],
+];
+
+for (const [label, section, condition] of CONDITIONAL_CASES) {
+  Deno.test(`onnx forward == tfjs forward, conditional: ${label}`, async () => {
+    const { diff, scale } = await compare(section, {
+      size: 8,
+      batch: 3,
+      labelSizes: [3, 2],
+      condition,
+    });
+    assert.ok(scale > 0.05, `outputs are not trivially zero (max |out| ${scale})`);
+    console.log(`${label}: max |onnx - tfjs| ${diff.toExponential(2)}, max |out| ${scale}`);
+    assert.ok(diff < 1e-4, `max |onnx - tfjs| = ${diff}`);
+  });
+}
+
+Deno.test("a conditional export takes condition and uncond, and refuses a run without them", async () => {
+  const config = ModelSchema.parse(CONDITIONAL_CASES[1][1]);
+  const model = createModel(config, { rng: deriveRng(0, "x"), labelSizes: [3, 2] });
+  const weights = await exportParams(model);
+  model.dispose();
+  assert.throws(
+    () => buildUnetOnnx(config, weights, { size: 8 }),
+    /a conditional model needs the label sizes/,
+  );
+  const bytes = buildUnetOnnx(config, weights, { size: 8, labelSizes: [3, 2] });
+  const graph = decodeModel(bytes).graph!;
+  assert.deepEqual(graph.input!.map((i) => i.name), ["x", "t", "condition", "uncond"]);
+  const dims = graph.input![2].type!.tensorType!.shape!.dim!.map((d) =>
+    d.dimParam || Number(d.dimValue)
+  );
+  assert.deepEqual(dims, ["batch", 2], "integer encoding: one column per attribute");
+  const props = new Map(decodeModel(bytes).metadataProps.map((p) => [p.key, p.value]));
+  assert.deepEqual(JSON.parse(props.get("ddpm-lab.condition")!), {
+    attributes: ["hair", "glasses"],
+    sizes: [3, 2],
+    encoding: "integer",
+  });
+  const session = await openModel(ort, bytes, { providers: ["cpu"] });
+  assert.equal(session.conditional, true);
+  await assert.rejects(
+    session.run({ x: new Float32Array(192), t: new Float32Array(1), shape: [1, 8, 8, 3] }),
+    /this model is conditional: labels are needed/,
+  );
+  await session.release();
+});
 
 Deno.test("the exported model is plain ONNX: IR 8, opset 17, NHWC input x, t, output out", async () => {
   const { bytes } = await compare({ width: 8, multipliers: [1, 2] }, { size: 8, batch: 1 });
@@ -161,7 +290,7 @@ Deno.test("onnx forward matches the PyTorch reference fixture", async () => {
   }
   const bytes = buildUnetOnnx(config, fromTorchLayout(state), { size: h });
   const session = await openModel(ort, bytes, { providers: ["cpu"] });
-  const out = await session.run(nhwc, tensors.get("input.t")!.data, [b, h, w, c]);
+  const out = await session.run({ x: nhwc, t: tensors.get("input.t")!.data, shape: [b, h, w, c] });
   await session.release();
   const ref = tensors.get("output.eps")!.data;
   let diff = 0;

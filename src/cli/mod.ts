@@ -331,7 +331,15 @@ async function evalCmd(args: string[]): Promise<number> {
     log: values.json ? () => {} : (l) => console.log(l),
   });
   if (values.json) console.log(JSON.stringify(result, null, 2));
-  else console.log(`${formatEvaluation(result)}\nwrote ${result.file} (${result.wallSeconds} s)`);
+  else {
+    const on = result.engine.executionProvider
+      ? `${result.engine.name} ${result.engine.executionProvider}`
+      : result.engine.name;
+    console.log(
+      `${formatEvaluation(result)}\nwrote ${result.file} (${result.wallSeconds} s, of which ` +
+        `${result.networkSeconds} s in the network on ${on})`,
+    );
+  }
   return 0;
 }
 

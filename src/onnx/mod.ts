@@ -2,7 +2,8 @@
  * `sampler.engine`: what runs the network while sampling. `tfjs` is the run's tfjs backend;
  * `onnxruntime` exports the trained weights (`checkpoint/model.safetensors`, or
  * `ema.safetensors` when the experiment keeps a weight average) to `checkpoint/model.onnx` and
- * runs it in ONNX Runtime. Either way the samplers see the same `denoise(x_t, t)`.
+ * runs it in ONNX Runtime. Either way the samplers see the same `denoise(x_t, t)`, and a
+ * conditional model one more per set of labels (classifier-free guidance mixes the two).
  * @module
  */
 import { join } from "node:path";
@@ -10,9 +11,10 @@ import type { Experiment, ModelConfig } from "../../schemas/experiment.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { decodeSafetensors } from "../io/safetensors.ts";
+import { type ConditionInput, encodedWidth, encodeLabels } from "../model/mod.ts";
 import { tf } from "../tf.ts";
 import { decodeModel } from "./graph.ts";
-import { loadOnnxRuntime, openModel, type Ort, type OrtModel } from "./runtime.ts";
+import { loadOnnxRuntime, openModel, type Ort, type OrtModel, type UnetFeeds } from "./runtime.ts";
 import { buildUnetOnnx } from "./unet.ts";
 
 export { buildUnetOnnx, type UnetOnnxOptions } from "./unet.ts";
@@ -24,6 +26,7 @@ export {
   type Ort,
   type OrtModel,
   OrtUnavailableError,
+  type UnetFeeds,
 } from "./runtime.ts";
 
 /** The sampling engine's record in the manifest (a type alias: it is stored as a JSON record). */
@@ -46,8 +49,10 @@ export type EngineInfo = {
 
 /** A denoiser and what it runs on. */
 export interface SamplingEngine {
-  /** The network as the samplers see it. */
+  /** The network as the samplers see it (a conditional one: with its null embedding). */
   denoise: Denoiser;
+  /** A conditional network given `condition` (its rows are the batch the samplers pass). */
+  conditioned(condition: ConditionInput): Denoiser;
   /** What ran, for the manifest. */
   info: EngineInfo;
   /** Frees the native session (nothing for tfjs). */
@@ -74,7 +79,7 @@ export interface ExportedModel {
  */
 export async function exportCheckpoint(
   checkpointDir: string,
-  options: { model: ModelConfig; size: number; ema: boolean },
+  options: { model: ModelConfig; size: number; ema: boolean; labelSizes?: number[] },
 ): Promise<ExportedModel> {
   const weightsFile = options.ema ? "ema.safetensors" : "model.safetensors";
   const raw = await Deno.readFile(join(checkpointDir, weightsFile));
@@ -96,30 +101,63 @@ export async function exportCheckpoint(
   const bytes = buildUnetOnnx(options.model, decodeSafetensors(raw).tensors, {
     size: options.size,
     metadata,
+    ...(options.labelSizes ? { labelSizes: options.labelSizes } : {}),
   });
   await writeFileAtomic(path, bytes);
   return { path, bytes, reused: false };
 }
 
-/** The samplers' denoiser over an ORT session: x and t go in as float32 arrays. */
-export function ortDenoiser(session: OrtModel): Denoiser {
+/** Labels of a conditional model, as the ONNX graph takes them. */
+export interface OrtLabels {
+  /** Values of each conditioned attribute, in order. */
+  sizes: number[];
+  /** `model.conditioning.encoding`. */
+  encoding: "onehot" | "integer";
+  /** The labels (and dropped examples); absent: every example gets the null embedding. */
+  condition?: ConditionInput;
+}
+
+/**
+ * The samplers' denoiser over an ORT session: x and t go in as float32 arrays; a conditional
+ * model's labels are encoded here (`encodeLabels`), or, without any, every example is marked
+ * `uncond` (the null embedding).
+ */
+export function ortDenoiser(session: OrtModel, labels?: OrtLabels): Denoiser {
   return async (x, t) => {
     const [xs, ts] = await Promise.all([x.data(), t.data()]);
-    const out = await session.run(xs as Float32Array, Float32Array.from(ts), x.shape);
-    return tf.tensor4d(out, x.shape);
+    const feeds: UnetFeeds = { x: xs as Float32Array, t: Float32Array.from(ts), shape: x.shape };
+    if (labels) {
+      const batch = x.shape[0];
+      const c = labels.condition;
+      feeds.condition = c
+        ? {
+          labels: encodeLabels(c.labels, labels),
+          uncond: c.drop ? Float32Array.from(c.drop) : new Float32Array(batch),
+        }
+        : {
+          labels: new Float32Array(batch * encodedWidth(labels)),
+          uncond: new Float32Array(batch).fill(1),
+        };
+    }
+    return tf.tensor4d(await session.run(feeds), x.shape);
   };
 }
 
 /** Options of {@link createSamplingEngine}. */
 export interface EngineOptions {
-  /** The tfjs denoiser of the run (used for `tfjs`, and as the fallback). */
-  tfjs: Denoiser;
+  /**
+   * The tfjs denoiser of the run, without labels or (a conditional model) with `condition`;
+   * used for `tfjs`, and as the fallback.
+   */
+  tfjs: (condition?: ConditionInput) => Denoiser;
   /** A description of the tfjs side for the manifest (e.g. "wasm"). */
   tfjsBackend: string;
   /** The run's checkpoint folder (holding the trained weights). */
   checkpointDir: string;
   /** Image size. */
   size: number;
+  /** A conditional model: the number of values of each conditioned attribute. */
+  labelSizes?: number[];
   /** Progress lines. */
   log: (line: string) => void;
   /** Replaces the import of onnxruntime-node (tests simulate a machine where it cannot load). */
@@ -137,7 +175,8 @@ export async function createSamplingEngine(
 ): Promise<SamplingEngine> {
   const requested = config.sampler.engine ?? "tfjs";
   const tfjs = (reason: string): SamplingEngine => ({
-    denoise: options.tfjs,
+    denoise: options.tfjs(),
+    conditioned: (condition) => options.tfjs(condition),
     info: { requested, name: "tfjs", reason },
     close: () => Promise.resolve(),
   });
@@ -155,6 +194,7 @@ export async function createSamplingEngine(
     model: config.model,
     size: options.size,
     ema: config.optimizer.ema !== undefined,
+    ...(options.labelSizes ? { labelSizes: options.labelSizes } : {}),
   });
   let session: OrtModel;
   try {
@@ -170,8 +210,14 @@ export async function createSamplingEngine(
       `(${session.threads} threads; ${exported.reused ? "cached" : "exported"} ` +
       `checkpoint/model.onnx)`,
   );
+  const cond = config.model.conditioning;
+  const labels = (condition?: ConditionInput): OrtLabels | undefined =>
+    cond && options.labelSizes
+      ? { sizes: options.labelSizes, encoding: cond.encoding, condition }
+      : undefined;
   return {
-    denoise: ortDenoiser(session),
+    denoise: ortDenoiser(session, labels()),
+    conditioned: (condition) => ortDenoiser(session, labels(condition)),
     info: {
       requested,
       name: "onnxruntime",

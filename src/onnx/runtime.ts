@@ -48,6 +48,21 @@ export async function loadOnnxRuntime(
   }
 }
 
+/** The inputs of one run of the U-Net graph (./unet.ts), as float32 arrays. */
+export interface UnetFeeds {
+  /** x_t, NHWC. */
+  x: Float32Array;
+  /** Timesteps, one per example. */
+  t: Float32Array;
+  /** The shape of x: [batch, size, size, channels]. */
+  shape: number[];
+  /**
+   * A conditional model's encoded labels, [batch, E] row-major, and `uncond` (1: the null
+   * embedding); both are required by a conditional graph and refused by another.
+   */
+  condition?: { labels: Float32Array; uncond: Float32Array };
+}
+
 /** A session on one model with the provider that ran it. */
 export interface OrtModel {
   /** The execution provider the session was created with (ORT puts unsupported nodes on the CPU). */
@@ -56,8 +71,10 @@ export interface OrtModel {
   reason: string;
   /** Intra-op threads of the CPU provider. */
   threads: number;
-  /** Runs the model on x (NHWC, `shape`) and timesteps t; returns the output (same shape as x). */
-  run(x: Float32Array, t: Float32Array, shape: number[]): Promise<Float32Array>;
+  /** Whether the model takes labels (`condition` and `uncond` inputs). */
+  conditional: boolean;
+  /** Runs the model; returns its output (the shape of x). */
+  run(feeds: UnetFeeds): Promise<Float32Array>;
   /** Frees the native session. */
   release(): Promise<void>;
 }
@@ -78,9 +95,28 @@ function hardwareGpu(): Promise<boolean> {
   return hardwareGpuProbe;
 }
 
+/**
+ * On Linux a hardware adapter needs a DRM render node or an NVIDIA device file; without either
+ * the probe is skipped (asking Vulkan would only find the software rasteriser, and its loader
+ * prints warnings on machines without a desktop session).
+ */
+function gpuDeviceFiles(): boolean {
+  if (Deno.build.os !== "linux") return true;
+  for (const dir of ["/dev/dri", "/dev"]) {
+    try {
+      for (const entry of Deno.readDirSync(dir)) {
+        if (/^renderD\d+$|^nvidia\d+$/.test(entry.name)) return true;
+      }
+    } catch {
+      // no such folder, or not readable
+    }
+  }
+  return false;
+}
+
 async function probeHardwareGpu(): Promise<boolean> {
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
-  if (!gpu) return false;
+  if (!gpu || !gpuDeviceFiles()) return false;
   try {
     const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
     if (!adapter) return false;
@@ -171,15 +207,33 @@ export async function openModel(
     const reason = skipped.length
       ? `first provider that loaded of ${providers.join(", ")} (${skipped.join("; ")})`
       : `first of ${providers.join(", ")}`;
+    const conditional = session.inputNames.includes("condition");
     return {
       provider,
       reason,
       threads,
-      run: async (x, t, shape) => {
-        const result = await session.run({
+      conditional,
+      run: async ({ x, t, shape, condition }) => {
+        const batch = shape[0];
+        if (conditional !== (condition !== undefined)) {
+          throw new Error(
+            conditional
+              ? "onnxruntime: this model is conditional: labels are needed (condition, uncond)"
+              : "onnxruntime: labels given to an unconditional model",
+          );
+        }
+        const feeds: Record<string, OrtTypes.Tensor> = {
           x: new ort.Tensor("float32", x, shape),
-          t: new ort.Tensor("float32", t, [shape[0]]),
-        });
+          t: new ort.Tensor("float32", t, [batch]),
+        };
+        if (condition) {
+          feeds.condition = new ort.Tensor("float32", condition.labels, [
+            batch,
+            condition.labels.length / batch,
+          ]);
+          feeds.uncond = new ort.Tensor("float32", condition.uncond, [batch]);
+        }
+        const result = await session.run(feeds);
         const out = result.out;
         const data = out.data as Float32Array;
         out.dispose();

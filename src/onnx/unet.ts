@@ -8,7 +8,10 @@
  * `final_conv`.
  *
  * The graph takes `x` [batch, size, size, channels] (NHWC, like the rest of ddpm-lab) and float
- * timesteps `t` [batch], and returns `out` of the shape of `x`; inside it runs NCHW. Equivalent
+ * timesteps `t` [batch], and returns `out` of the shape of `x`; inside it runs NCHW. A
+ * conditional model (`model.conditioning`) also takes `condition` [batch, E], the encoded
+ * labels, and `uncond` [batch], 1 where the null embedding replaces them (./conditioning.ts);
+ * its `metadata_props` record the attributes, their sizes and the encoding. Equivalent
  * rewrites that ORT runs faster, all exact up to float32 rounding:
  * - GroupNorm as Reshape + InstanceNormalization + per-channel affine (opset 17 has no
  *   GroupNormalization whose scale is per channel);
@@ -20,8 +23,24 @@
  * @module
  */
 import type { ModelConfig } from "../../schemas/experiment.ts";
-import { type NamedArray, permute4 } from "../io/safetensors.ts";
+import type { NamedArray } from "../io/safetensors.ts";
+import { crossAttention, encodedLabelWidth, labelEmbedding } from "./conditioning.ts";
 import { GraphBuilder } from "./graph.ts";
+import {
+  add,
+  concat,
+  conv,
+  gelu,
+  groupNorm,
+  type LayerContext,
+  linear,
+  mergeHeads,
+  silu,
+  splitHeads,
+  toOihw,
+  type Value,
+  WeightReader,
+} from "./layers.ts";
 
 /** Options of {@link buildUnetOnnx}. */
 export interface UnetOnnxOptions {
@@ -29,144 +48,20 @@ export interface UnetOnnxOptions {
   size: number;
   /** Extra `metadata_props` of the model (e.g. the sha256 of the weights it was built from). */
   metadata?: Record<string, string>;
+  /**
+   * A conditional model: the number of values of each `conditioning.attributes` entry, in order
+   * (the dataset knows them; the run folder's manifest records them).
+   */
+  labelSizes?: number[];
 }
 
-/** A tensor flowing through the graph: its name and its static NCHW shape (batch excluded). */
-interface Value {
-  name: string;
-  channels: number;
-  size: number;
-}
-
-/** What every block needs: the builder, the weights, the time embeddings and the options. */
-interface Context {
-  g: GraphBuilder;
-  weights: WeightReader;
+/** What every block needs: the builder, the weights, the config and the embeddings. */
+interface Context extends LayerContext {
   config: ModelConfig;
   /** SiLU of the time embedding [B, 4d], the input of every residual block's projection. */
   timeAct: string;
-}
-
-/** Reads weights by name, checking shapes, and remembers which were used. */
-class WeightReader {
-  #map: Map<string, NamedArray>;
-  #used = new Set<string>();
-  constructor(map: Map<string, NamedArray>) {
-    this.#map = map;
-  }
-
-  get(name: string, shape: number[]): NamedArray {
-    const a = this.#map.get(name);
-    if (!a) throw new Error(`onnx export: the weights have no ${name} (shape [${shape}] expected)`);
-    if (a.shape.join("x") !== shape.join("x")) {
-      throw new Error(
-        `onnx export: ${name} has shape [${a.shape}], the model config needs [${shape}]`,
-      );
-    }
-    this.#used.add(name);
-    return a;
-  }
-
-  unused(): string[] {
-    return [...this.#map.keys()].filter((k) => !this.#used.has(k));
-  }
-}
-
-/** HWIO [kh, kw, i, o] -> OIHW [o, i, kh, kw]. */
-function toOihw(a: NamedArray): Float32Array {
-  return permute4(a, [3, 2, 0, 1]).data;
-}
-
-interface ConvOptions {
-  k: number;
-  cout: number;
-  bias?: boolean;
-  /** Transforms the OIHW weight before it is stored (scale folding, channel permutation). */
-  mapWeight?: (oihw: Float32Array) => Float32Array;
-  /** The OIHW weight itself, when it is not `<prefix>.weight` (the thirds of `to_qkv`). */
-  weight?: { data: Float32Array };
-}
-
-/** Conv2d k x k, stride 1, 'same' padding, from `<prefix>.weight` (HWIO) and `<prefix>.bias`. */
-function conv(ctx: Context, x: Value, prefix: string, options: ConvOptions): Value {
-  const { k, cout } = options;
-  const cin = x.channels;
-  let w = options.weight?.data ??
-    toOihw(ctx.weights.get(`${prefix}.weight`, [k, k, cin, cout]));
-  if (options.mapWeight) w = options.mapWeight(w);
-  const inputs = [x.name, ctx.g.float(`${prefix}.weight`, w, [cout, cin, k, k])];
-  if (options.bias ?? true) {
-    inputs.push(ctx.g.float(`${prefix}.bias`, ctx.weights.get(`${prefix}.bias`, [cout]).data, [
-      cout,
-    ]));
-  }
-  const p = (k - 1) / 2;
-  const name = ctx.g.node("Conv", inputs, {
-    name: prefix,
-    attributes: { kernel_shape: [k, k], pads: [p, p, p, p], strides: [1, 1] },
-  });
-  return { name, channels: cout, size: x.size };
-}
-
-/** `x @ W + b` on [B, in] from `<prefix>.weight` ([in, out]) and `<prefix>.bias`. */
-function linear(
-  ctx: Pick<Context, "g" | "weights">,
-  x: string,
-  prefix: string,
-  dims: [number, number],
-): string {
-  const cout = dims[1];
-  const w = ctx.g.float(`${prefix}.weight`, ctx.weights.get(`${prefix}.weight`, dims).data, dims);
-  const b = ctx.g.float(`${prefix}.bias`, ctx.weights.get(`${prefix}.bias`, [cout]).data, [cout]);
-  return ctx.g.node("Gemm", [x, w, b], { name: prefix });
-}
-
-function silu(g: GraphBuilder, x: string, name: string): string {
-  return g.node("Mul", [x, g.node("Sigmoid", [x], { name: `${name}.sigmoid` })], { name });
-}
-
-/** Exact GELU, 0.5 x (1 + erf(x / √2)) (Gelu itself is opset 20). */
-function gelu(g: GraphBuilder, x: string, name: string): string {
-  const scaled = g.node("Mul", [x, g.float(`${name}.rsqrt2`, Float32Array.of(Math.SQRT1_2), [])], {
-    name: `${name}.scaled`,
-  });
-  const erf = g.node("Erf", [scaled], { name: `${name}.erf` });
-  const one = g.node("Add", [erf, g.float(`${name}.one`, Float32Array.of(1), [])], {
-    name: `${name}.plus1`,
-  });
-  const half = g.node("Mul", [x, g.float(`${name}.half`, Float32Array.of(0.5), [])], {
-    name: `${name}.half`,
-  });
-  return g.node("Mul", [half, one], { name });
-}
-
-/** GroupNorm(groups, C), eps 1e-5, affine `<prefix>.weight` / `.bias`. */
-function groupNorm(ctx: Context, x: Value, prefix: string, groups: number): Value {
-  const { g } = ctx;
-  const c = x.channels;
-  const grouped = g.node("Reshape", [x.name, g.int64(`${prefix}.grouped`, [0, groups, -1])], {
-    name: `${prefix}.grouped`,
-  });
-  const normed = g.node("InstanceNormalization", [
-    grouped,
-    g.float(`${prefix}.ones`, new Float32Array(groups).fill(1), [groups]),
-    g.float(`${prefix}.zeros`, new Float32Array(groups), [groups]),
-  ], { name: `${prefix}.normed`, attributes: { epsilon: { float: 1e-5 } } });
-  const back = g.node("Reshape", [normed, g.int64(`${prefix}.shape`, [-1, c, x.size, x.size])], {
-    name: `${prefix}.ungrouped`,
-  });
-  const gamma = g.float(`${prefix}.weight`, ctx.weights.get(`${prefix}.weight`, [c]).data, [
-    c,
-    1,
-    1,
-  ]);
-  const beta = g.float(`${prefix}.bias`, ctx.weights.get(`${prefix}.bias`, [c]).data, [c, 1, 1]);
-  const scaled = g.node("Mul", [back, gamma], { name: `${prefix}.scaled` });
-  return { ...x, name: g.node("Add", [scaled, beta], { name: prefix }) };
-}
-
-function add(g: GraphBuilder, a: Value, b: Value, name: string): Value {
-  return { ...a, name: g.node("Add", [a.name, b.name], { name }) };
+  /** A conditional model's label embedding [B, tokens x width] (the cross-attention context). */
+  labels?: string;
 }
 
 /** The sinusoidal embedding of t, then Linear(d, 4d), GELU, Linear(4d, 4d): [B, 4d]. */
@@ -182,8 +77,8 @@ function timeEmbedding(g: GraphBuilder, weights: WeightReader, t: string, d: num
     g.node("Cos", [args], { name: "time.cos" }),
   ], { name: "time.embedding", attributes: { axis: 1 } });
   const ctx = { g, weights };
-  const h = gelu(g, linear(ctx, emb, "time_mlp.1", [d, 4 * d]), "time_mlp.2");
-  return linear(ctx, h, "time_mlp.3", [4 * d, 4 * d]);
+  const h = gelu(g, linear(ctx, emb, { prefix: "time_mlp.1", dims: [d, 4 * d] }), "time_mlp.2");
+  return linear(ctx, h, { prefix: "time_mlp.3", dims: [4 * d, 4 * d] });
 }
 
 /**
@@ -250,22 +145,8 @@ function qkvHeads(ctx: Context, x: Value, prefix: string, qScale: number): strin
       bias: false,
       weight: { data },
     });
-    return ctx.g.node("Reshape", [
-      y.name,
-      ctx.g.int64(`${prefix}.${part}.shape`, [-1, heads, dimHead, x.size * x.size]),
-    ], { name: `${prefix}.${part}` });
+    return splitHeads(ctx.g, y, { heads, dimHead, prefix: `${prefix}.${part}` });
   });
-}
-
-/** [B, heads, dimHead, HW] -> [B, heads * dimHead, H, W] (channel = head * dimHead + e). */
-function mergeHeads(ctx: Context, x: string, like: Value, prefix: string): Value {
-  const { heads, dimHead } = ctx.config.attention;
-  const hidden = heads * dimHead;
-  const name = ctx.g.node("Reshape", [
-    x,
-    ctx.g.int64(`${prefix}.merged.shape`, [-1, hidden, like.size, like.size]),
-  ], { name: `${prefix}.merged` });
-  return { name, channels: hidden, size: like.size };
 }
 
 /**
@@ -302,7 +183,7 @@ function linearAttention(ctx: Context, x: Value, prefix: string): Value {
   });
   const contextT = g.node("MatMul", [v, kT], { name: `${prefix}.context_t` }); // [B, h, e, d]
   const out = g.node("MatMul", [contextT, q], { name: `${prefix}.out` }); // [B, h, e, n]
-  const merged = mergeHeads(ctx, out, x, prefix);
+  const merged = mergeHeads(g, out, { ...ctx.config.attention, size: x.size, prefix });
   const projected = conv(ctx, merged, `${prefix}.to_out.0`, {
     k: 1,
     cout: x.channels,
@@ -322,7 +203,8 @@ function fullAttention(ctx: Context, x: Value, prefix: string): Value {
   const vT = g.node("Transpose", [v], { name: `${prefix}.v.t`, attributes: perm });
   const out = g.node("MatMul", [attn, vT], { name: `${prefix}.out` }); // [B, h, n, e]
   const outT = g.node("Transpose", [out], { name: `${prefix}.out.t`, attributes: perm });
-  return conv(ctx, mergeHeads(ctx, outT, x, prefix), `${prefix}.to_out`, {
+  const merged = mergeHeads(g, outT, { ...ctx.config.attention, size: x.size, prefix });
+  return conv(ctx, merged, `${prefix}.to_out`, {
     k: 1,
     cout: x.channels,
   });
@@ -377,14 +259,6 @@ function upsample(ctx: Context, x: Value, prefix: string, cout: number): Value {
   return conv(ctx, { name: up, channels: x.channels, size: 2 * x.size }, prefix, { k: 3, cout });
 }
 
-function concat(g: GraphBuilder, a: Value, b: Value, name: string): Value {
-  return {
-    name: g.node("Concat", [a.name, b.name], { name, attributes: { axis: 1 } }),
-    channels: a.channels + b.channels,
-    size: a.size,
-  };
-}
-
 /**
  * The serialised ONNX model of the U-Net `config` with `weights` (by PyTorch state-dict name,
  * this library's layout). Throws when a weight is missing, has another shape than the config
@@ -404,8 +278,48 @@ export function buildUnetOnnx(
   }
   const xIn = g.input("x", ["batch", size, size, channels]);
   const tIn = g.input("t", ["batch"]);
-  const temb = timeEmbedding(g, reader, tIn, d);
-  const ctx: Context = { g, weights: reader, config, timeAct: silu(g, temb, "time.act") };
+  let temb = timeEmbedding(g, reader, tIn, d);
+  const cond = config.conditioning;
+  let labels: string | undefined;
+  const metadata: Record<string, string> = {};
+  if (cond) {
+    if (!options.labelSizes) {
+      throw new Error("onnx export: a conditional model needs the label sizes (labelSizes)");
+    }
+    const encodedWidth = encodedLabelWidth(cond, options.labelSizes);
+    const inputs = {
+      labels: g.input("condition", ["batch", encodedWidth]),
+      uncond: g.input("uncond", ["batch"]),
+    };
+    labels = labelEmbedding({ g, weights: reader }, inputs, { conditioning: cond, encodedWidth });
+    if (cond.time) {
+      const projected = linear({ g, weights: reader }, labels, {
+        prefix: "cond_proj",
+        dims: [cond.tokens * cond.width, 4 * d],
+      });
+      temb = g.node("Add", [temb, projected], { name: "time.conditioned" });
+    }
+    metadata["ddpm-lab.condition"] = JSON.stringify({
+      attributes: cond.attributes,
+      sizes: options.labelSizes,
+      encoding: cond.encoding,
+    });
+  }
+  const ctx: Context = { g, weights: reader, config, timeAct: silu(g, temb, "time.act"), labels };
+  const cross = cond?.crossAttention;
+  /** Cross-attention to the label tokens where the config puts it (`level` "mid": the middle). */
+  const crossAttend = (h: Value, prefix: string, level: number | "mid"): Value =>
+    ctx.labels && cross &&
+      (level === "mid" ? cross.middle : cross.levels === "all" || cross.levels.includes(level))
+      ? crossAttention(ctx, h, {
+        prefix,
+        context: ctx.labels,
+        tokens: cond.tokens,
+        width: cond.width,
+        heads: cross.heads,
+        dimHead: cross.dimHead,
+      })
+      : h;
 
   const dims = [d, ...multipliers.map((m) => d * m)];
   const pairs = dims.slice(0, -1).map((a, i) => [a, dims[i + 1]] as const);
@@ -421,7 +335,9 @@ export function buildUnetOnnx(
     const pre = `downs.${i}`;
     for (let j = 0; j < n; j++) {
       x = resBlock(ctx, x, `${pre}.${j}`, a);
-      if (j === n - 1) x = attend(ctx, x, `${pre}.${n}`, kindAt(i));
+      if (j === n - 1) {
+        x = crossAttend(attend(ctx, x, `${pre}.${n}`, kindAt(i)), `cross_attn.downs.${i}`, i);
+      }
       skips.push(x);
     }
     x = i === pairs.length - 1
@@ -430,14 +346,15 @@ export function buildUnetOnnx(
   });
   const m = dims[dims.length - 1];
   x = resBlock(ctx, x, "mid_block1", m);
-  x = attend(ctx, x, "mid_attn", config.middleAttention);
+  x = crossAttend(attend(ctx, x, "mid_attn", config.middleAttention), "cross_attn.mid", "mid");
   x = resBlock(ctx, x, "mid_block2", m);
   [...pairs].reverse().forEach(([a, b], i) => {
     const pre = `ups.${i}`;
     for (let j = 0; j < n; j++) {
       x = resBlock(ctx, concat(g, x, skips.pop()!, `${pre}.${j}.in`), `${pre}.${j}`, b);
     }
-    x = attend(ctx, x, `${pre}.${n}`, kindAt(pairs.length - 1 - i));
+    const level = pairs.length - 1 - i;
+    x = crossAttend(attend(ctx, x, `${pre}.${n}`, kindAt(level)), `cross_attn.ups.${i}`, level);
     x = i === pairs.length - 1
       ? conv(ctx, x, `${pre}.${n + 1}`, { k: 3, cout: a })
       : upsample(ctx, x, `${pre}.${n + 1}.1`, a);
@@ -459,6 +376,6 @@ export function buildUnetOnnx(
   }
   return g.encode({
     graphName: "ddpm_lab_unet",
-    metadata: { "ddpm-lab.model": JSON.stringify(config), ...options.metadata },
+    metadata: { "ddpm-lab.model": JSON.stringify(config), ...metadata, ...options.metadata },
   });
 }

@@ -24,6 +24,7 @@ import {
 import { type EvalResult, evaluateSamples } from "../eval/evaluate.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { createModel, withParams } from "../model/mod.ts";
+import { createSamplingEngine, type EngineInfo, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { conditionedAttributes } from "./conditions.ts";
@@ -62,7 +63,14 @@ async function runManifest(dir: string) {
 export async function evaluateRun(
   runDir: string,
   options: EvaluateRunOptions = {},
-): Promise<RunEvaluation & { wallSeconds: number; file: string }> {
+): Promise<
+  RunEvaluation & {
+    engine: EngineInfo;
+    networkSeconds: number;
+    wallSeconds: number;
+    file: string;
+  }
+> {
   const started = performance.now();
   const log = options.log ?? (() => {});
   const manifest = await runManifest(runDir);
@@ -108,9 +116,13 @@ export async function evaluateRun(
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   let workers: GradientWorkers | undefined;
   let evaluator: RunEvaluator | null = null;
+  let engine: SamplingEngine | undefined;
   try {
     await loadCheckpoint(join(runDir, "checkpoint"), { model, ema });
-    if (config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")) {
+    const onTfjs = config.sampler.engine !== "onnxruntime";
+    if (
+      onTfjs && config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")
+    ) {
       workers = await GradientWorkers.start({
         count: config.train.workers,
         model: config.model,
@@ -120,9 +132,18 @@ export async function evaluateRun(
     }
     const net = ema ? withParams(model, ema.params) : model;
     const shared = workers;
-    const denoise: Denoiser = shared
+    const tfjs: Denoiser = shared
       ? (x, t) => shared.predictSharded(net, { x, t })
       : (xt, t) => tf.tidy(() => net.predict(xt, t));
+    // The samples come from the engine `sampler.engine` names (--set sampler.engine=onnxruntime).
+    engine = await createSamplingEngine(config, {
+      tfjs: () => tfjs,
+      tfjsBackend: backend.name,
+      checkpointDir: join(runDir, "checkpoint"),
+      size: dataset.size,
+      ...(labelSizes ? { labelSizes } : {}),
+      log,
+    });
     evaluator = await RunEvaluator.start(config, {
       experimentFile: manifest.source.file,
       dataset,
@@ -130,17 +151,32 @@ export async function evaluateRun(
       log,
       cacheDir: options.cacheDir,
     });
-    const result = await evaluator!.evaluate(denoise, {
+    // Time inside the network, to tell the engine's share of the wall time from the features'.
+    let networkMs = 0;
+    const timed: Denoiser = async (x, t) => {
+      const start = performance.now();
+      const out = await engine!.denoise(x, t);
+      networkMs += performance.now() - start;
+      return out;
+    };
+    const result = await evaluator!.evaluate(timed, {
       epoch: config.train.epochs,
       step: Number(manifest.summary.steps ?? 0),
       stream: `eval/sample/command-${samples}`,
     });
     const wallSeconds = +((performance.now() - started) / 1000).toFixed(1);
     const file = join(runDir, "eval.json");
-    const out = { ...result!, summary: evaluationSummary(result!), wallSeconds };
+    const out = {
+      ...result!,
+      summary: evaluationSummary(result!),
+      engine: engine.info,
+      networkSeconds: +(networkMs / 1000).toFixed(1),
+      wallSeconds,
+    };
     await writeFileAtomic(file, JSON.stringify(out, null, 2) + "\n");
     return { ...out, file };
   } finally {
+    await engine?.close();
     evaluator?.dispose();
     workers?.close();
     model.dispose();

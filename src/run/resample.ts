@@ -1,9 +1,10 @@
 /**
  * `deno task sample <run>`: samples a trained run again, without training, into
  * `<run>/samples/seed-<seed>-<hash8>/` (hash8: of the sampler section and the seed), with the
- * run's checkpoint (its EMA weights when it kept some) and the sampling loop the run used. Only
- * the seed and the `sampler` section may change; the run folder's own files are left as they
- * are, and `samples/` is not one of its artifacts.
+ * run's checkpoint (its EMA weights when it kept some) and the sampling loop the run used, on
+ * the engine `sampler.engine` names (ONNX Runtime caches its export as checkpoint/model.onnx).
+ * Only the seed and the `sampler` section may change; the run folder's own files are left as
+ * they are, and `samples/` is not one of its artifacts.
  * @module
  */
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import { makeSchedule } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { createModel, withParams } from "../model/mod.ts";
+import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
@@ -98,14 +100,25 @@ export async function resampleRun(
   const schedule = makeSchedule(config.schedule);
   const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
-  const workers = await startWorkers(config, { backend });
+  // ONNX Runtime does not use the tfjs gradient workers.
+  const workers = config.sampler.engine === "onnxruntime"
+    ? undefined
+    : await startWorkers(config, { backend });
+  let engine: SamplingEngine | undefined;
   try {
     const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
-    const denoise = samplingDenoiser(ema ? withParams(model, ema.params) : model, { workers });
+    const net = ema ? withParams(model, ema.params) : model;
+    engine = await createSamplingEngine(config, {
+      tfjs: (condition) => samplingDenoiser(net, { workers, condition }),
+      tfjsBackend: backend.name,
+      checkpointDir: join(run, "checkpoint"),
+      size: config.transform.size,
+      log,
+    });
     const how = describeSampler(config.sampler, schedule.timesteps);
     log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
     const started = performance.now();
-    const sampled = await sampleImages(denoise, schedule, {
+    const sampled = await sampleImages(engine.denoise, schedule, {
       config,
       size: config.transform.size,
       log,
@@ -126,6 +139,7 @@ export async function resampleRun(
       overrides: loaded.overrides,
       sampler: config.sampler,
       backend: backend.name,
+      engine: engine.info,
       weights: ema ? "ema" : "model",
       seconds: +((performance.now() - started) / 1000).toFixed(1),
       createdAt: new Date().toISOString(),
@@ -134,6 +148,7 @@ export async function resampleRun(
     log(`samples: ${dir}`);
     return { dir, config };
   } finally {
+    await engine?.close();
     workers?.close();
     model.dispose();
     ema?.dispose();

@@ -360,10 +360,11 @@ export async function runExperiment(
         workers = undefined;
       }
       engine = await createSamplingEngine(config, {
-        tfjs: samplingDenoiser(net, { workers }),
+        tfjs: (condition) => samplingDenoiser(net, { workers, condition }),
         tfjsBackend: backend.name,
         checkpointDir: run.checkpointDir,
         size: dataset.size,
+        ...(labelSizes ? { labelSizes } : {}),
         log,
       });
       run.manifest.engine = engine.info;
@@ -385,7 +386,7 @@ export async function runExperiment(
         measure = options.scoreConditional
           ? null
           : await conditionalScorer(config, { dataset, backend: backend.name, log });
-        const rows = await sampleConditional({ net, workers, denoise, schedule, plan }, {
+        const rows = await sampleConditional({ engine, schedule, plan }, {
           ...sampleOptions,
           dir,
           stopped,
@@ -476,9 +477,7 @@ export async function startWorkers(
  */
 async function sampleConditional(
   parts: {
-    net: DenoiseModel;
-    workers: GradientWorkers | undefined;
-    denoise: Denoiser;
+    engine: SamplingEngine;
     schedule: ReturnType<typeof makeSchedule>;
     plan: LabelPlan;
   },
@@ -490,24 +489,21 @@ async function sampleConditional(
     dataset: Dataset;
   },
 ): Promise<GuidanceRow[] | null> {
-  const { net, workers, denoise, schedule, plan } = parts;
+  const { engine, schedule, plan } = parts;
   const { config, size, dir } = options;
   const guidance = config.sampler.guidance ?? [0];
   const a = options.names.length;
   const rows: GuidanceRow[] = [];
   for (const [k, w] of guidance.entries()) {
     options.log(`  guidance w = ${w}: ${plan.count} images (${plan.rows.length} rows)`);
-    const sampled: SampledImages | null = await sampleImages(denoise, schedule, {
+    const sampled: SampledImages | null = await sampleImages(engine.denoise, schedule, {
       ...options,
       count: plan.count,
       trajectory: k === 0,
       batchDenoiser: ({ from, to }) =>
         guidedDenoiser({
-          conditional: samplingDenoiser(net, {
-            workers,
-            condition: { labels: plan.labels.subarray(from * a, to * a) },
-          }),
-          unconditional: denoise,
+          conditional: engine.conditioned({ labels: plan.labels.subarray(from * a, to * a) }),
+          unconditional: engine.denoise,
         }, w),
     });
     if (!sampled || options.stopped()) return null;
