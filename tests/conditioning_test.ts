@@ -23,6 +23,7 @@ import { deriveRng } from "../src/rng.ts";
 import { conditionedAttributes, planLabels } from "../src/run/conditions.ts";
 import { guidanceTableMarkdown } from "../src/run/guidance_table.ts";
 import { readManifest } from "../src/run/manifest.ts";
+import { resampleRun } from "../src/run/resample.ts";
 import type { ConditionalScorer } from "../src/run/runner.ts";
 import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
@@ -413,6 +414,36 @@ Deno.test("a conditional run: reproducible, resumable, guidance grids through th
     await Deno.readTextFile(join(cfg.dir, "guidance.md")),
     /^\| w \| accuracy\/backgroundColor/,
   );
+  // deno task sample of the conditional run: the same grid with the same sampler; guidance
+  // weights and ONNX Runtime without retraining (within one grey level of tfjs).
+  const again = await resampleRun(a.dir, { log: () => {} });
+  assert.deepEqual(
+    await Deno.readFile(join(again.dir!, "samples.png")),
+    await Deno.readFile(join(a.dir, "samples.png")),
+  );
+  const guided = await resampleRun(a.dir, {
+    sets: ["sampler.guidance=[0,2]", "sampler.engine=onnxruntime"],
+    log: () => {},
+  });
+  const files = [...Deno.readDirSync(guided.dir!)].map((e) => e.name).sort();
+  assert.deepEqual(files, [
+    "sample.json",
+    "samples-labels.json",
+    "samples-w0.png",
+    "samples-w2.png",
+    "samples.png",
+  ]);
+  assert.equal(
+    JSON.parse(await Deno.readTextFile(join(guided.dir!, "sample.json"))).engine.name,
+    "onnxruntime",
+  );
+  const [w0, run0] = await Promise.all(
+    [join(guided.dir!, "samples-w0.png"), join(a.dir, "samples.png")].map(async (f) =>
+      decodePng(await Deno.readFile(f))
+    ),
+  );
+  assert.ok(w0.data.every((v, i) => Math.abs(v - run0.data[i]) <= 1), "w = 0 as in the run");
+  assert.ok(![...Deno.readDirSync(join(a.dir, "samples"))].some((e) => e.name.includes("partial")));
 });
 
 Deno.test("a conditional config with unknown attributes or values fails before the run folder", async () => {

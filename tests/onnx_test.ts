@@ -217,6 +217,36 @@ Deno.test("a conditional export takes condition and uncond, and refuses a run wi
   await session.release();
 });
 
+Deno.test("a provider that cannot open the model is passed over, with the reason recorded", async () => {
+  const config = ModelSchema.parse({ width: 8, multipliers: [1, 2] });
+  const model = createModel(config, { rng: deriveRng(0, "providers") });
+  const bytes = buildUnetOnnx(config, await exportParams(model), { size: 8 });
+  model.dispose();
+  const feeds = {
+    x: deriveRng(1, "providers").normal(2 * 8 * 8 * 3),
+    t: Float32Array.of(3, 100),
+    shape: [2, 8, 8, 3],
+  };
+  const cpu = await openModel(ort, bytes, { providers: ["cpu"] });
+  const want = await cpu.run(feeds);
+  await cpu.release();
+  // WebGPU first: a machine without a usable adapter (these CI machines: ORT's Dawn refuses
+  // Mesa's software Vulkan) opens the CPU session and says why; one with an adapter runs it.
+  const session = await openModel(ort, bytes, { providers: ["webgpu", "cpu"] });
+  const got = await session.run(feeds);
+  await session.release();
+  assert.ok(maxDiff(want, got).diff < 1e-4);
+  if (session.provider === "cpu") {
+    assert.match(session.reason, /^first provider that loaded of webgpu, cpu \(webgpu: .+\)$/);
+    await assert.rejects(
+      openModel(ort, bytes, { providers: ["webgpu"] }),
+      /^Error: onnxruntime: no execution provider could run the model \(webgpu: /,
+    );
+  } else {
+    assert.equal(session.provider, "webgpu");
+  }
+});
+
 Deno.test("the exported model is plain ONNX: IR 8, opset 17, NHWC input x, t, output out", async () => {
   const { bytes } = await compare({ width: 8, multipliers: [1, 2] }, { size: 8, batch: 1 });
   const m = decodeModel(bytes);

@@ -19,9 +19,23 @@ import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
+import { type Dataset, loadDataset } from "../data/mod.ts";
+import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
+import {
+  type ConditionedAttributes,
+  conditionedAttributes,
+  type LabelPlan,
+  planLabels,
+} from "./conditions.ts";
 import { sampleImages, writeSampleFigures } from "./figures.ts";
-import { readManifest, verifyArtifacts } from "./manifest.ts";
-import { type ProgressReporter, samplingDenoiser, startWorkers } from "./runner.ts";
+import { writeGuidanceTable } from "./guidance_table.ts";
+import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
+import {
+  type ProgressReporter,
+  sampleConditional,
+  samplingDenoiser,
+  startWorkers,
+} from "./runner.ts";
 
 /** Options of {@linkcode resampleRun}. */
 export interface ResampleOptions {
@@ -51,6 +65,29 @@ export interface ResampleResult {
 function samplingFolder(run: string, config: Experiment): string {
   const hash = sha256Hex(canonicalJson({ seed: config.seed, sampler: config.sampler }));
   return join(run, "samples", `seed-${config.seed}-${hash.slice(0, 8)}`);
+}
+
+/** A conditional run's dataset, its conditioned attributes and the labels to sample. */
+async function conditionalPlan(
+  config: Experiment,
+  manifest: Manifest,
+): Promise<{ dataset: Dataset; conditioned: ConditionedAttributes; plan: LabelPlan }> {
+  const dataset = await loadDataset(config.dataset, {
+    transform: config.transform,
+    seed: config.seed,
+    experimentFile: manifest.source.file,
+  });
+  const conditioned = conditionedAttributes(config.model.conditioning!, {
+    labels: dataset.labels,
+  });
+  const plan = planLabels(config.sampler.labels, {
+    conditioned,
+    labels: dataset.labels!,
+    count: config.sampler.count,
+    columns: config.sampler.gridColumns,
+    seed: config.seed,
+  });
+  return { dataset, conditioned, plan };
 }
 
 /** Samples the trained run in `run` again (see the module documentation). */
@@ -90,21 +127,22 @@ export async function resampleRun(
     log(`note: the run is ${manifest.status}; sampling its last checkpoint`);
   }
 
-  if (config.model.conditioning) {
-    throw new UserError(`${run}: a conditional model (model.conditioning)`, {
-      expected: "an unconditional run; sample a conditional one with `deno task run` and a " +
-        "changed sampler section (the training cache reuses its training)",
-    });
-  }
   const backend = await initBackend(config.backend);
   const schedule = makeSchedule(config.schedule);
-  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
+  // A conditional model: the label sizes and what to sample come from its dataset (cached).
+  const labelled = config.model.conditioning ? await conditionalPlan(config, manifest) : undefined;
+  const labelSizes = labelled?.conditioned.attributes.map((a) => a.count);
+  const model = createModel(config.model, {
+    rng: deriveRng(config.seed, "model/init"),
+    labelSizes,
+  });
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
   // ONNX Runtime does not use the tfjs gradient workers.
   const workers = config.sampler.engine === "onnxruntime"
     ? undefined
-    : await startWorkers(config, { backend });
+    : await startWorkers(config, { backend, ...(labelSizes ? { labelSizes } : {}) });
   let engine: SamplingEngine | undefined;
+  let measure: ConditionalMeasure | null = null;
   try {
     const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
     const net = ema ? withParams(model, ema.params) : model;
@@ -113,24 +151,51 @@ export async function resampleRun(
       tfjsBackend: backend.name,
       checkpointDir: join(run, "checkpoint"),
       size: config.transform.size,
+      ...(labelSizes ? { labelSizes } : {}),
       log,
     });
     const how = describeSampler(config.sampler, schedule.timesteps);
     log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
     const started = performance.now();
-    const sampled = await sampleImages(engine.denoise, schedule, {
+    const sampleOptions = {
       config,
       size: config.transform.size,
       log,
       signal: options.signal,
       onProgress: options.progress
-        ? (done, total) => options.progress!.update("sample", done, total)
+        ? (done: number, total: number) => options.progress!.update("sample", done, total)
         : undefined,
-    });
-    if (!sampled) return { dir: null, config };
+    };
     const dir = samplingFolder(run, config);
-    await Deno.mkdir(dir, { recursive: true });
-    await writeSampleFigures(dir, sampled, { config, size: config.transform.size });
+    if (labelled) {
+      // The grids are written as each guidance weight finishes: into a scratch folder that
+      // becomes `dir` only when all are done.
+      const scratch = `${dir}.partial-${Deno.pid}`;
+      await Deno.mkdir(scratch, { recursive: true });
+      try {
+        const { dataset, conditioned, plan } = labelled;
+        measure = await conditionalScorer(config, { dataset, backend: backend.name, log });
+        const rows = await sampleConditional({ engine, schedule, plan }, {
+          ...sampleOptions,
+          dir: scratch,
+          stopped: () => options.signal?.aborted ?? false,
+          score: measure?.score,
+          names: conditioned.attributes.map((a) => a.name),
+          dataset,
+        });
+        if (!rows) return { dir: null, config };
+        if (rows.length > 0) await writeGuidanceTable(scratch, rows);
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        await Deno.rename(scratch, dir);
+      } finally {
+        await Deno.remove(scratch, { recursive: true }).catch(() => {});
+      }
+    } else {
+      const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
+      if (!sampled) return { dir: null, config };
+      await Deno.mkdir(dir, { recursive: true });
+      await writeSampleFigures(dir, sampled, { config, size: config.transform.size });
+    }
     const record = {
       run,
       configHash: manifest.configHash,
@@ -148,6 +213,7 @@ export async function resampleRun(
     log(`samples: ${dir}`);
     return { dir, config };
   } finally {
+    measure?.dispose();
     await engine?.close();
     workers?.close();
     model.dispose();

@@ -470,12 +470,12 @@ export async function startWorkers(
 }
 
 /**
- * A conditional run's sampling: for each guidance weight w of `sampler.guidance` (default
+ * A conditional run's sampling (also `deno task sample` of one): for each guidance weight w of `sampler.guidance` (default
  * [0]), the plan's labels sampled from the same `sample/noise` stream (so the grids differ only
  * by w), written as `samples.png` (the first w) and `samples-w<w>.png`, then scored. Returns the
  * table rows (empty without a scorer), or null when stopped.
  */
-async function sampleConditional(
+export async function sampleConditional(
   parts: {
     engine: SamplingEngine;
     schedule: ReturnType<typeof makeSchedule>;
