@@ -75,6 +75,51 @@ export function labelEmbedding(
   ], { name: "label_embedding" });
 }
 
+/**
+ * Declares the graph inputs `condition` [batch, E] and `uncond` [batch] of a conditional model
+ * and returns its label embedding. Throws without `labelSizes` or when they do not match
+ * `conditioning.attributes`.
+ */
+export function conditionInputs(
+  ctx: LayerContext,
+  conditioning: Conditioning,
+  labelSizes: number[] | undefined,
+): string {
+  if (!labelSizes) {
+    throw new Error("onnx export: a conditional model needs the label sizes (labelSizes)");
+  }
+  const encodedWidth = encodedLabelWidth(conditioning, labelSizes);
+  const inputs = {
+    labels: ctx.g.input("condition", ["batch", encodedWidth]),
+    uncond: ctx.g.input("uncond", ["batch"]),
+  };
+  return labelEmbedding(ctx, inputs, { conditioning, encodedWidth });
+}
+
+/**
+ * `x` followed by a cross-attention block when `conditioning.crossAttention` puts one at
+ * `level` (a level index, or "mid" for the middle), else `x` itself.
+ */
+export function crossAttentionAt(
+  ctx: LayerContext,
+  x: Value,
+  options: { conditioning: Conditioning; labels: string; prefix: string; level: number | "mid" },
+): Value {
+  const { conditioning: c, level } = options;
+  const cross = c.crossAttention;
+  const here = cross &&
+    (level === "mid" ? cross.middle : cross.levels === "all" || cross.levels.includes(level));
+  if (!here) return x;
+  return crossAttention(ctx, x, {
+    prefix: options.prefix,
+    context: options.labels,
+    tokens: c.tokens,
+    width: c.width,
+    heads: cross.heads,
+    dimHead: cross.dimHead,
+  });
+}
+
 /** Options of {@link crossAttention}. */
 export interface CrossAttentionOptions {
   /** State-dict prefix (`cross_attn.downs.0`, `cross_attn.mid`, ...). */

@@ -24,7 +24,7 @@
  */
 import type { ModelConfig } from "../../schemas/experiment.ts";
 import type { NamedArray } from "../io/safetensors.ts";
-import { crossAttention, encodedLabelWidth, labelEmbedding } from "./conditioning.ts";
+import { conditionInputs, crossAttentionAt } from "./conditioning.ts";
 import { GraphBuilder } from "./graph.ts";
 import {
   add,
@@ -281,17 +281,9 @@ export function buildUnetOnnx(
   let temb = timeEmbedding(g, reader, tIn, d);
   const cond = config.conditioning;
   let labels: string | undefined;
-  const metadata: Record<string, string> = {};
   if (cond) {
-    if (!options.labelSizes) {
-      throw new Error("onnx export: a conditional model needs the label sizes (labelSizes)");
-    }
-    const encodedWidth = encodedLabelWidth(cond, options.labelSizes);
-    const inputs = {
-      labels: g.input("condition", ["batch", encodedWidth]),
-      uncond: g.input("uncond", ["batch"]),
-    };
-    labels = labelEmbedding({ g, weights: reader }, inputs, { conditioning: cond, encodedWidth });
+    // The label embedding, added (projected) to the time embedding when `conditioning.time`.
+    labels = conditionInputs({ g, weights: reader }, cond, options.labelSizes);
     if (cond.time) {
       const projected = linear({ g, weights: reader }, labels, {
         prefix: "cond_proj",
@@ -299,27 +291,10 @@ export function buildUnetOnnx(
       });
       temb = g.node("Add", [temb, projected], { name: "time.conditioned" });
     }
-    metadata["ddpm-lab.condition"] = JSON.stringify({
-      attributes: cond.attributes,
-      sizes: options.labelSizes,
-      encoding: cond.encoding,
-    });
   }
   const ctx: Context = { g, weights: reader, config, timeAct: silu(g, temb, "time.act"), labels };
-  const cross = cond?.crossAttention;
-  /** Cross-attention to the label tokens where the config puts it (`level` "mid": the middle). */
   const crossAttend = (h: Value, prefix: string, level: number | "mid"): Value =>
-    ctx.labels && cross &&
-      (level === "mid" ? cross.middle : cross.levels === "all" || cross.levels.includes(level))
-      ? crossAttention(ctx, h, {
-        prefix,
-        context: ctx.labels,
-        tokens: cond.tokens,
-        width: cond.width,
-        heads: cross.heads,
-        dimHead: cross.dimHead,
-      })
-      : h;
+    cond && labels ? crossAttentionAt(ctx, h, { conditioning: cond, labels, prefix, level }) : h;
 
   const dims = [d, ...multipliers.map((m) => d * m)];
   const pairs = dims.slice(0, -1).map((a, i) => [a, dims[i + 1]] as const);
@@ -376,6 +351,18 @@ export function buildUnetOnnx(
   }
   return g.encode({
     graphName: "ddpm_lab_unet",
-    metadata: { "ddpm-lab.model": JSON.stringify(config), ...metadata, ...options.metadata },
+    metadata: {
+      "ddpm-lab.model": JSON.stringify(config),
+      ...(cond
+        ? {
+          "ddpm-lab.condition": JSON.stringify({
+            attributes: cond.attributes,
+            sizes: options.labelSizes,
+            encoding: cond.encoding,
+          }),
+        }
+        : {}),
+      ...options.metadata,
+    },
   });
 }
