@@ -154,7 +154,8 @@ export async function resampleRun(
       ...(labelSizes ? { labelSizes } : {}),
       log,
     });
-    const how = describeSampler(config.sampler, schedule.timesteps);
+    const count = labelled?.plan.count ?? config.sampler.count;
+    const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
     log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
     const started = performance.now();
     const sampleOptions = {

@@ -369,8 +369,10 @@ export async function runExperiment(
       });
       run.manifest.engine = engine.info;
       const weights = ema ? ", EMA weights" : "";
-      const how = describeSampler(config.sampler, schedule.timesteps);
-      log(`sampling ${plan?.count ?? config.sampler.count} images (${how}${weights})`);
+      // A conditional run samples its label plan's count (whole grid rows), not sampler.count.
+      const count = plan?.count ?? config.sampler.count;
+      const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
+      log(`sampling ${count} images (${how}${weights})`);
       const sampleStart = performance.now();
       const sampleOptions = {
         config,
