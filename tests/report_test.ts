@@ -12,7 +12,13 @@ import { decodePng } from "../src/io/image.ts";
 import { loadSweep } from "../src/sweep/mod.ts";
 import { buildIndex, readIndex, refreshIndex, writeIndex } from "../src/sweep/sweep_index.ts";
 import { readManifest, writeManifest } from "../src/run/manifest.ts";
-import { differingPaths, metricColumns, runLabels, smoothLoss } from "../src/report/compare.ts";
+import {
+  differingPaths,
+  metricColumns,
+  runLabels,
+  seedMeans,
+  smoothLoss,
+} from "../src/report/compare.ts";
 import { writeReport } from "../src/report/mod.ts";
 import { findChromium, visitPage } from "./browser.ts";
 
@@ -52,12 +58,12 @@ Deno.test("config differences, run labels, metric columns with their std, smooth
 });
 
 /** Runs the points of a tiny sweep in this process (no child processes) and writes its index. */
-async function tinySweep(out: string): Promise<string> {
+async function tinySweep(out: string, seeds?: number[]): Promise<string> {
   const file = await experimentFile({
     ...TINY,
     name: "tiny-report",
     sampler: { ...TINY.sampler, trajectory: { count: 2, frames: 4, gifFrames: 4 } },
-    sweep: { "schedule.timesteps": [4, 8] },
+    sweep: { "schedule.timesteps": [4, 8], ...(seeds ? { seeds } : {}) },
   });
   const sweep = await loadSweep(file);
   for (const point of sweep.points) {
@@ -106,6 +112,7 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
   assert.match(html, /<th>kid_iv3m5 ± std<\/th><th>fid_iv3m5<\/th><th>final loss<\/th>/);
   assert.match(html, /<td class="num">0\.05000 ± 0\.004000<\/td><td class="num">120<\/td>/);
   assert.doesNotMatch(html, /<script/);
+  assert.doesNotMatch(html, /Mean over seeds/, "one seed: no mean over seeds");
   // T = 4 vs 8: the only config difference, highlighted.
   assert.match(
     html,
@@ -152,4 +159,55 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
   const png = await decodePng(visit.screenshot);
   assert.ok(png.width > 1200 && png.width <= 1300, `the window width (${png.width} px)`);
   assert.ok(png.height > 1500, `a full-page screenshot (${png.height} px)`);
+});
+
+Deno.test("mean and sample std over seeds, grouped by the point's overrides", () => {
+  const groups = seedMeans([
+    { overrides: { T: 100 }, seed: 0, summary: { kid: 0.1, fid: 30 } },
+    { overrides: { T: 100 }, seed: 1, summary: { kid: 0.3, fid: Number.NaN } },
+    { overrides: { T: 500 }, seed: 0, summary: { kid: 0.2 } },
+    { overrides: { T: 100 }, seed: 2, summary: { kid: 0.2, fid: 40 } },
+  ], ["kid", "fid", "loss"]);
+  assert.deepEqual(groups.map((g) => [g.overrides, g.seeds]), [[{ T: 100 }, [0, 1, 2]], [
+    { T: 500 },
+    [0],
+  ]]);
+  const kid = groups[0].stats.get("kid")!;
+  assert.ok(Math.abs(kid.mean - 0.2) < 1e-12);
+  assert.ok(Math.abs(kid.std! - 0.1) < 1e-12, "sample std of 0.1, 0.3, 0.2 is 0.1");
+  assert.equal(kid.n, 3);
+  // NaN is left out of n; one value has no std; a key nobody recorded has no entry.
+  assert.deepEqual(groups[0].stats.get("fid"), { mean: 35, std: Math.sqrt(50), n: 2 });
+  assert.deepEqual(groups[1].stats.get("kid"), { mean: 0.2, std: null, n: 1 });
+  assert.equal(groups[0].stats.has("loss"), false);
+});
+
+Deno.test("a sweep over seeds: the report adds the mean ± std over seeds per point", async () => {
+  const out = await Deno.makeTempDir();
+  const sweepPath = await tinySweep(out, [0, 1]);
+  const { index } = (await readIndex(sweepPath))!;
+  assert.equal(index.points.length, 4);
+  for (const [i, point] of index.points.entries()) {
+    const dir = join(out, "tiny-report", point.run);
+    const manifest = (await readManifest(dir))!;
+    const kid = 0.1 * (i + 1); // T = 4: 0.1, 0.2; T = 8: 0.3, 0.4 (seeds vary fastest)
+    Object.assign(manifest.summary, { kid_iv3m5: kid });
+    await writeManifest(dir, manifest);
+  }
+  const result = await writeReport([sweepPath], { out: join(out, "report") });
+  const html = await Deno.readTextFile(result.page);
+  assert.match(html, /<h3>Mean over seeds<\/h3>/);
+  const table = html.match(/<table class="seed-means">.*?<\/table>/s)![0];
+  assert.match(
+    table,
+    /<th>seeds<\/th><th>kid_iv3m5 mean ± std<\/th><th>final loss mean ± std<\/th>/,
+  );
+  const rows = [
+    ...table.matchAll(
+      /<tr><td class="diff">(\d+)<\/td><td>0, 1<\/td><td class="num">([^<]+)<\/td>/g,
+    ),
+  ]
+    .map((m) => [m[1], m[2]]);
+  // mean of 0.1 and 0.2 is 0.15, sample std 0.0707...
+  assert.deepEqual(rows, [["4", "0.1500 ± 0.07071"], ["8", "0.3500 ± 0.07071"]]);
 });

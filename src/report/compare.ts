@@ -1,7 +1,8 @@
 /**
  * Pure comparisons for a report: the config paths in which runs differ, a short label per run
- * from those differences, the summary metrics worth a column (with their ± std partner), and
- * the loss curve smoothed and thinned for a chart.
+ * from those differences, the summary metrics worth a column (with their ± std partner), the
+ * mean and spread of each metric over a sweep's seeds, and the loss curve smoothed and thinned
+ * for a chart.
  * @module
  */
 
@@ -111,4 +112,65 @@ export function smoothLoss(
     }
   }
   return out;
+}
+
+/** One metric over the seeds of a sweep point: mean, sample standard deviation, how many runs. */
+export interface SeedStat {
+  /** Mean over the runs that recorded the metric. */
+  mean: number;
+  /** Sample standard deviation (n - 1 in the denominator); null with fewer than two values. */
+  std: number | null;
+  /** Runs that recorded the metric. */
+  n: number;
+}
+
+/** The runs of one sweep point (same overrides, different seeds) and their metrics. */
+export interface SeedGroup {
+  /** The point's overrides (every swept path but the seed). */
+  overrides: Record<string, unknown>;
+  /** Seeds of the runs in the group, in sweep order. */
+  seeds: number[];
+  /** Each requested key's statistics; absent when no run of the group recorded it. */
+  stats: Map<string, SeedStat>;
+}
+
+/**
+ * Groups sweep points by their overrides (in order of first appearance) and gives each `keys`
+ * metric's mean and sample std over the seeds: how much of a difference between two settings
+ * is the seed's. Non-finite and missing values are left out of n.
+ */
+export function seedMeans(
+  points: readonly {
+    overrides: Record<string, unknown>;
+    seed: number;
+    summary: Record<string, unknown>;
+  }[],
+  keys: readonly string[],
+): SeedGroup[] {
+  const groups = new Map<
+    string,
+    { overrides: Record<string, unknown>; seeds: number[]; summaries: Record<string, unknown>[] }
+  >();
+  for (const point of points) {
+    const id = JSON.stringify(Object.entries(point.overrides).sort(([a], [b]) => a < b ? -1 : 1));
+    const group = groups.get(id) ?? { overrides: point.overrides, seeds: [], summaries: [] };
+    group.seeds.push(point.seed);
+    group.summaries.push(point.summary);
+    groups.set(id, group);
+  }
+  return [...groups.values()].map(({ overrides, seeds, summaries }) => {
+    const stats = new Map<string, SeedStat>();
+    for (const key of keys) {
+      const values = summaries.map((s) => s[key]).filter((v): v is number =>
+        typeof v === "number" && Number.isFinite(v)
+      );
+      if (values.length === 0) continue;
+      const mean = values.reduce((a, b) => a + b, 0) / values.length;
+      const std = values.length < 2
+        ? null
+        : Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1));
+      stats.set(key, { mean, std, n: values.length });
+    }
+    return { overrides, seeds, stats };
+  });
 }

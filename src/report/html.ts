@@ -13,6 +13,8 @@ import {
   formatValue,
   type MetricColumn,
   metricColumns,
+  type SeedGroup,
+  seedMeans,
 } from "./compare.ts";
 
 /** What the page shows besides the inputs: labels, image paths and rendered charts. */
@@ -91,6 +93,34 @@ function scaledSize(run: ReportRun, name: string, target: number): string {
   return ` width="${w * scale}" height="${h * scale}"`;
 }
 
+/**
+ * A sweep repeated over seeds: one row per point with each metric's mean ± sample std over its
+ * seeds (and n when some runs lack the metric).
+ */
+function seedTable(
+  groups: SeedGroup[],
+  options: { axes: string[]; keys: string[] },
+): string {
+  const cell = (group: SeedGroup, key: string): string => {
+    const stat = group.stats.get(key);
+    if (!stat) return num(undefined);
+    const spread = stat.std === null ? "" : ` ± ${formatNumber(stat.std)}`;
+    const n = stat.n < group.seeds.length ? ` (n ${stat.n})` : "";
+    return `<td class="num">${e(`${formatNumber(stat.mean)}${spread}${n}`)}</td>`;
+  };
+  const rows = groups.map((group) => [
+    ...options.axes.map((a) => text(formatValue(group.overrides[a]), "diff")),
+    text(group.seeds.join(", ")),
+    ...options.keys.map((key) => cell(group, key)),
+  ]);
+  const head = [
+    ...options.axes.map((a) => `<code>${e(a)}</code>`),
+    "seeds",
+    ...options.keys.map((k) => `${e(k === "finalLoss" ? "final loss" : k)} mean ± std`),
+  ];
+  return table(head, rows, { cls: "seed-means" });
+}
+
 function runLink(model: PageModel, id: string | null): string {
   return id ? `<a href="#run-${e(id)}">${e(model.labels.get(id) ?? id)}</a>` : "-";
 }
@@ -136,6 +166,19 @@ function sweepSection(model: PageModel, sweep: ReportSweep): string {
     "status",
     "run",
   ];
+  // Repeated over seeds: the mean and spread per point, so a difference can be told from noise.
+  const keys = [...columns.map((c) => c.key), "finalLoss"];
+  const groups = seedMeans(
+    index.points.map((point, i) => ({
+      overrides: point.overrides,
+      seed: point.seed,
+      summary: runs[i]?.summary ?? {},
+    })),
+    keys,
+  );
+  const means = index.seeds.length < 2 ? "" : `<h3>Mean over seeds</h3>
+${seedTable(groups, { axes, keys })}
+<p class="meta">± is the sample standard deviation over the seeds (n − 1), not the metrics' own.</p>`;
   const charts = (model.sweepSvgs.get(sweep.path) ?? []).map(([title, svg]) =>
     `<figure>${svg}<figcaption>${e(title)}</figcaption></figure>`
   ).join("");
@@ -158,6 +201,7 @@ function sweepSection(model: PageModel, sweep: ReportSweep): string {
 ${table(head, rows, { cls: "answer" })}
 <p class="meta">Training time is the recorded training wall time (for a point that reused the
 training of another run, that run's); sampling time is the wall time of sampling alone.</p>
+${means}
 ${charts ? `<div class="charts">${charts}</div>` : ""}
 <h3>Samples</h3>
 <div class="gallery">${gallery || "<p>no samples yet</p>"}</div>
