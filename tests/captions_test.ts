@@ -4,11 +4,12 @@
  */
 import assert from "node:assert/strict";
 import { makeGrid, type RasterImage } from "../src/io/image.ts";
-import { captionImage } from "../src/io/caption.ts";
+import { captionImage, textWidth } from "../src/io/caption.ts";
 import {
   captionComposite,
   captionForward,
   captionRecovery,
+  captionScale,
   captionTrajectory,
 } from "../src/run/captions.ts";
 import { composite } from "../src/run/diff.ts";
@@ -53,6 +54,17 @@ Deno.test("captionImage copies the grid unchanged into its margins and bands", a
     block(g, { x: 0, y: 18, w: 38, h: 20 }),
   );
   assert.ok(!hasInk(out, { x: 3, y: 23, w: 38, h: 4 }), "an empty band is background");
+});
+
+Deno.test("small images are scaled up until the longest caption fits at 9 px", () => {
+  const t1000 = ["t=1", "t=500", "t=1000"];
+  const wide = textWidth("t=1000", 9);
+  const at = (cellSize: number) => captionScale(t1000, { cellSize });
+  assert.equal(at(8), Math.ceil(wide / 10));
+  assert.ok(at(8) * 10 >= wide && (at(8) - 1) * 10 < wide, "the smallest factor that fits");
+  assert.equal(at(64), 1, "64 px faces are left as they are");
+  assert.ok(at(16) >= 2 && at(16) * 18 >= wide);
+  assert.equal(captionScale(["t=1"], { cellSize: 1, padding: 0, minFont: 11 }), 8, "at most 8x");
 });
 
 Deno.test("forward.png: t under each image, the images byte-identical", async () => {

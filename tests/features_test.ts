@@ -47,10 +47,11 @@ Deno.test("all options together: the extra files, and the same bytes twice", asy
     assert.ok(ma.artifacts[f], `${f} is written and hashed`);
   }
   assert.equal(ma.summary.samplingSteps, 6);
-  // recovery.png: 2 t values x 2 images = 4 rows of 4 columns of 8x8 -> 42 x 42, with the
-  // column names above (an 11 px strip of 7 px text) and each row's t on the left ("t=12": 24 px).
+  // recovery.png: 2 t values x 2 images = 4 rows of 4 columns of 8x8, scaled 3x so that "σ²=β̃"
+  // fits above its column at 9 px -> 126 x 126, with the column names above (a 14 px strip) and
+  // each row's t on the left ("t=12": 29 px).
   const recovery = await decodePng(await Deno.readFile(join(a.dir, "recovery.png")));
-  assert.deepEqual([recovery.width, recovery.height], [24 + 42, 11 + 42]);
+  assert.deepEqual([recovery.width, recovery.height], [29 + 126, 14 + 126]);
   const gif = await Deno.readFile(join(a.dir, "trajectory.gif"));
   assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
   const b = await runFile(file);

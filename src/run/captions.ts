@@ -16,6 +16,20 @@ import {
 } from "../io/caption.ts";
 import type { RasterImage } from "../io/image.ts";
 
+/**
+ * The whole factor (1 to 8) by which a grid of `cellSize` px images is to be scaled up (nearest
+ * neighbour) for every one of `labels` to fit under its image at `minFont` px (default 9):
+ * 8 or 16 px faces would otherwise get numbers that run into each other.
+ */
+export function captionScale(
+  labels: readonly string[],
+  options: { cellSize: number; padding?: number; minFont?: number },
+): number {
+  const width = options.cellSize + (options.padding ?? 2);
+  const widest = Math.max(...labels.map((l) => textWidth(l, options.minFont ?? 9)));
+  return Math.min(8, Math.max(1, Math.ceil(widest / width)));
+}
+
 /** `t=12` when it fits `width` at 7 px or more, else `12`: the labels of a row of cells. */
 function tLabels(ts: readonly number[], width: number): { labels: string[]; size: number } {
   const long = ts.map((t) => `t=${t}`);

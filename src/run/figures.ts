@@ -16,12 +16,12 @@ import type { Schedule } from "../diffusion/schedule.ts";
 import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { captionRows } from "../io/caption.ts";
+import { captionRows, upscale } from "../io/caption.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import type { LabelPlan } from "./conditions.ts";
 import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
-import { captionForward, captionRecovery, captionTrajectory } from "./captions.ts";
+import { captionForward, captionRecovery, captionScale, captionTrajectory } from "./captions.ts";
 import { tf } from "../tf.ts";
 
 /** Lets pending signals (Ctrl-C) through between steps. */
@@ -64,9 +64,14 @@ export async function writeForwardFigure(
   out.dispose();
   const size = dataset.size;
   const grid = makeGrid(images, { count: n, height: size, width: size, channels: 3, columns: 8 });
-  const cells = { size, columns: 8, rows: n / 8 };
   const t = Array.from(steps, (k) => k + 1); // index k noises to x_{k+1}
-  await writePng(join(dir, "forward.png"), await captionForward(grid, { cells, t }));
+  // Small images are scaled up so that `t=...` fits under each one.
+  const scale = captionScale(t.map((v) => `t=${v}`), { cellSize: size });
+  const cells = { size: size * scale, columns: 8, rows: n / 8, padding: 2 * scale };
+  await writePng(
+    join(dir, "forward.png"),
+    await captionForward(upscale(grid, scale), { cells, t }),
+  );
 }
 
 /** What {@linkcode sampleImages} needs besides the network and the schedule. */
@@ -177,8 +182,17 @@ export async function writeSampleFigures(
   const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
   const t = sampled.trajectory.stripTimesteps;
   const strip = trajectoryStrip(sampled.trajectory.strip(), layout);
-  const cells = { size, columns: t.length, rows: trajectory.count };
-  await writePng(join(dir, "trajectory.png"), await captionTrajectory(strip, { cells, t }));
+  const scale = captionScale(t.map((v) => `t=${v}`), { cellSize: size });
+  const cells = {
+    size: size * scale,
+    columns: t.length,
+    rows: trajectory.count,
+    padding: 2 * scale,
+  };
+  await writePng(
+    join(dir, "trajectory.png"),
+    await captionTrajectory(upscale(strip, scale), { cells, t }),
+  );
   if (trajectory.gifFrames > 0) {
     const gif = await trajectoryGif(sampled.trajectory.gif(), {
       ...layout,
@@ -261,6 +275,10 @@ export async function writeRecoveryFigure(
     columns: 4,
   });
   const rowT = rows.flatMap((row) => Array.from({ length: n }, () => row.t));
-  const cells = { size, columns: 4, rows: rowT.length };
-  await writePng(join(dir, "recovery.png"), await captionRecovery(grid, { cells, rowT }));
+  const scale = captionScale(["x_0", "x_t", "σ²=β", "σ²=β̃"], { cellSize: size });
+  const cells = { size: size * scale, columns: 4, rows: rowT.length, padding: 2 * scale };
+  await writePng(
+    join(dir, "recovery.png"),
+    await captionRecovery(upscale(grid, scale), { cells, rowT }),
+  );
 }
