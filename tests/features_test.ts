@@ -47,11 +47,11 @@ Deno.test("all options together: the extra files, and the same bytes twice", asy
     assert.ok(ma.artifacts[f], `${f} is written and hashed`);
   }
   assert.equal(ma.summary.samplingSteps, 6);
-  // recovery.png: 2 t values x 2 images = 4 rows of 4 columns of 8x8, scaled 3x so that "σ²=β̃"
-  // fits above its column at 9 px -> 126 x 126, with the column names above (a 14 px strip) and
-  // each row's t on the left ("t=12": 29 px).
+  // recovery.png: 2 t values x 2 images = 4 rows of 4 columns of 8x8, scaled 4x so that "σ²=β̃"
+  // fits within a 32 px image at 9 px -> 168 x 168, with the column names above (a 17 px strip)
+  // and each row's t on the left ("t=12": 34 px).
   const recovery = await decodePng(await Deno.readFile(join(a.dir, "recovery.png")));
-  assert.deepEqual([recovery.width, recovery.height], [29 + 126, 14 + 126]);
+  assert.deepEqual([recovery.width, recovery.height], [34 + 168, 17 + 168]);
   const gif = await Deno.readFile(join(a.dir, "trajectory.gif"));
   assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
   const b = await runFile(file);

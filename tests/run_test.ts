@@ -51,11 +51,11 @@ Deno.test("a tiny run writes a complete, self-describing run folder", async () =
   // samples.png: 4 images of 8x8 in 2 columns, padding 2 -> 22 x 22.
   const samples = await decodePng(await Deno.readFile(join(result.dir, "samples.png")));
   assert.deepEqual([samples.width, samples.height], [22, 22]);
-  // forward.png: 64 noised copies, 8 per row, scaled 2x so that "t=8" fits at 9 px or more:
-  // 8 * 20 + 4 = 164; the title "t under each image" (14 px), and under each row of images a
-  // 15 px strip with their t (10 px text).
+  // forward.png: 64 noised copies, 8 per row, scaled 3x so that "t=8" fits within each 24 px
+  // image at 9 px or more: 8 * 30 + 6 = 246; the title "t under each image" (14 px), and under
+  // each row of images a 17 px strip with their t (11 px text).
   const forward = await decodePng(await Deno.readFile(join(result.dir, "forward.png")));
-  assert.deepEqual([forward.width, forward.height], [164, 164 + 14 + 8 * 15]);
+  assert.deepEqual([forward.width, forward.height], [246, 246 + 14 + 8 * 17]);
   // The checkpoint loads back into a model of the recorded config.
   const model = createModel(config.model, { rng: deriveRng(99, "other") });
   const weights = decodeSafetensors(

@@ -18,16 +18,16 @@ import type { RasterImage } from "../io/image.ts";
 
 /**
  * The whole factor (1 to 8) by which a grid of `cellSize` px images is to be scaled up (nearest
- * neighbour) for every one of `labels` to fit under its image at `minFont` px (default 9):
- * 8 or 16 px faces would otherwise get numbers that run into each other.
+ * neighbour) for every one of `labels` to fit within the width of its image at `minFont` px
+ * (default 9), the padding left as the gap between neighbours: 8 or 16 px faces would otherwise
+ * get numbers that run into each other.
  */
 export function captionScale(
   labels: readonly string[],
-  options: { cellSize: number; padding?: number; minFont?: number },
+  options: { cellSize: number; minFont?: number },
 ): number {
-  const width = options.cellSize + (options.padding ?? 2);
   const widest = Math.max(...labels.map((l) => textWidth(l, options.minFont ?? 9)));
-  return Math.min(8, Math.max(1, Math.ceil(widest / width)));
+  return Math.min(8, Math.max(1, Math.ceil(widest / options.cellSize)));
 }
 
 /** `t=12` when it fits `width` at 7 px or more, else `12`: the labels of a row of cells. */
@@ -48,7 +48,7 @@ export async function captionForward(
   options: { cells: GridCells; t: readonly number[] },
 ): Promise<RasterImage> {
   const { cells, t } = options;
-  const { labels, size: font } = tLabels(t, cells.size + (cells.padding ?? 2));
+  const { labels, size: font } = tLabels(t, cells.size);
   const band = stripHeight(font);
   const bands: { y: number; height: number }[] = [];
   const captions: Caption[] = [];
@@ -122,7 +122,7 @@ export async function captionTrajectory(
   options: { cells: GridCells; t: readonly number[] },
 ): Promise<RasterImage> {
   const { cells, t } = options;
-  const { labels, size: font } = tLabels(t, cells.size + (cells.padding ?? 2));
+  const { labels, size: font } = tLabels(t, cells.size);
   const top = stripHeight(font);
   const captions = labels.map((text, column) => ({
     text,
