@@ -4,7 +4,7 @@
  * before the run folder exists, so a wrong name fails with exit code 2 and nothing written.
  * @module
  */
-import type { ConditioningConfig, LabelRequest } from "../../schemas/experiment.ts";
+import type { ConditioningConfig, Experiment, LabelRequest } from "../../schemas/experiment.ts";
 import type { Attribute, LabelSet } from "../data/mod.ts";
 import { UserError } from "../errors.ts";
 import { deriveRng } from "../rng.ts";
@@ -141,4 +141,37 @@ export function planLabels(
     return entry;
   });
   return { count, labels, rows, legend, ...(grid >= 0 ? { gridAttribute: names[grid] } : {}) };
+}
+
+/** A conditional experiment resolved against its dataset: attributes, their sizes, the plan. */
+export interface ResolvedConditioning {
+  /** The conditioned attributes and their columns in the dataset's labels. */
+  conditioned: ConditionedAttributes;
+  /** Values of each conditioned attribute (the network's label sizes). */
+  labelSizes: number[];
+  /** What `sampler.labels` asks to sample. */
+  plan: LabelPlan;
+}
+
+/**
+ * The conditioning of `config` against the dataset's labels (`run`, `sample` and `eval` share
+ * it), or undefined for an unconditional model. Throws a UserError naming the file and field
+ * when an attribute or a requested value does not exist.
+ */
+export function resolveConditioning(
+  config: Pick<Experiment, "model" | "sampler" | "seed">,
+  options: { labels: LabelSet | undefined; file?: string },
+): ResolvedConditioning | undefined {
+  const conditioning = config.model.conditioning;
+  if (!conditioning) return undefined;
+  const conditioned = conditionedAttributes(conditioning, options);
+  const plan = planLabels(config.sampler.labels, {
+    conditioned,
+    labels: options.labels!, // conditionedAttributes threw without labels
+    count: config.sampler.count,
+    columns: config.sampler.gridColumns,
+    seed: config.seed,
+    file: options.file,
+  });
+  return { conditioned, labelSizes: conditioned.attributes.map((a) => a.count), plan };
 }

@@ -21,12 +21,7 @@ import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
 import { type Dataset, loadDataset } from "../data/mod.ts";
 import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
-import {
-  type ConditionedAttributes,
-  conditionedAttributes,
-  type LabelPlan,
-  planLabels,
-} from "./conditions.ts";
+import { resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
 import { sampleImages, writeSampleFigures } from "./figures.ts";
 import { writeGuidanceTable } from "./guidance_table.ts";
 import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
@@ -67,27 +62,17 @@ function samplingFolder(run: string, config: Experiment): string {
   return join(run, "samples", `seed-${config.seed}-${hash.slice(0, 8)}`);
 }
 
-/** A conditional run's dataset, its conditioned attributes and the labels to sample. */
+/** A conditional run's dataset (its labels) and its conditioning resolved against it. */
 async function conditionalPlan(
   config: Experiment,
   manifest: Manifest,
-): Promise<{ dataset: Dataset; conditioned: ConditionedAttributes; plan: LabelPlan }> {
+): Promise<ResolvedConditioning & { dataset: Dataset }> {
   const dataset = await loadDataset(config.dataset, {
     transform: config.transform,
     seed: config.seed,
     experimentFile: manifest.source.file,
   });
-  const conditioned = conditionedAttributes(config.model.conditioning!, {
-    labels: dataset.labels,
-  });
-  const plan = planLabels(config.sampler.labels, {
-    conditioned,
-    labels: dataset.labels!,
-    count: config.sampler.count,
-    columns: config.sampler.gridColumns,
-    seed: config.seed,
-  });
-  return { dataset, conditioned, plan };
+  return { dataset, ...resolveConditioning(config, { labels: dataset.labels })! };
 }
 
 /** Samples the trained run in `run` again (see the module documentation). */
@@ -131,7 +116,7 @@ export async function resampleRun(
   const schedule = makeSchedule(config.schedule);
   // A conditional model: the label sizes and what to sample come from its dataset (cached).
   const labelled = config.model.conditioning ? await conditionalPlan(config, manifest) : undefined;
-  const labelSizes = labelled?.conditioned.attributes.map((a) => a.count);
+  const labelSizes = labelled?.labelSizes;
   const model = createModel(config.model, {
     rng: deriveRng(config.seed, "model/init"),
     labelSizes,

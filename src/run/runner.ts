@@ -39,7 +39,7 @@ import {
   trainModel,
 } from "../train/mod.ts";
 import { describeRun, experimentFolder } from "./describe.ts";
-import { conditionedAttributes, type LabelPlan, planLabels } from "./conditions.ts";
+import { type LabelPlan, resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
 import {
   type SampledImages,
   sampleImages,
@@ -56,7 +56,7 @@ import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
 import { type ConditionalScorer, type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
-import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
+import { conditionalScorer } from "../eval/conditional.ts";
 
 export { describeRun } from "./describe.ts";
 export type { ConditionalSamples, ConditionalScorer } from "./guidance_table.ts";
@@ -188,21 +188,8 @@ export async function runExperiment(
   log(`  ${dataset.source}`);
   await checkEvalInput(config, { dataset, experimentFile: loaded.file });
   // A conditional model: its attributes in the dataset, and what to sample (bad names fail here).
-  const conditioning = config.model.conditioning;
-  const conditioned = conditioning
-    ? conditionedAttributes(conditioning, { labels: dataset.labels, file: loaded.file })
-    : undefined;
-  const labelSizes = conditioned?.attributes.map((a) => a.count);
-  const plan = conditioned && dataset.labels
-    ? planLabels(config.sampler.labels, {
-      conditioned,
-      labels: dataset.labels,
-      count: config.sampler.count,
-      columns: config.sampler.gridColumns,
-      seed: config.seed,
-      file: loaded.file,
-    })
-    : undefined;
+  const conditional = resolveConditioning(config, { labels: dataset.labels, file: loaded.file });
+  const labelSizes = conditional?.labelSizes;
   const parameters = countParameters(modelShape(config.model, labelSizes));
   const hashes = { config: configHash(config), training: trainingHash(config) };
   const reuse = options.resume || options.retrain
@@ -242,7 +229,6 @@ export async function runExperiment(
   let workers: GradientWorkers | undefined;
   let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
-  let measure: ConditionalMeasure | null = null;
   try {
     workers = await startWorkers(config, { backend, labelSizes });
     run.manifest.backend.workers = workers ? config.train.workers : 0;
@@ -284,69 +270,24 @@ export async function runExperiment(
       log(`reusing the training of ${reuse.dir} (same training config; --retrain to train anew)`);
       trained = await run.reuseTraining(reuse.dir, { model, ema });
     } else {
-      const parts = { model, optimizer, ema };
-      const resumed = previous ? await loadCheckpoint(run.checkpointDir, parts) : null;
-      const startStep = resumed?.step ?? 0;
-      const steps = plannedSteps(dataset.count, config.train);
-      if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
-      log(
-        `training ${plural(steps.total, "step")} on ${backend.name}` +
-          ` (${parameters.toLocaleString("en-US")} parameters)`,
-      );
-      const trainLog = await TrainingLog.open(dir, {
-        startStep,
-        totalSteps: steps.total,
-        epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
-        logEvery: config.train.logEvery,
-        previous: run.manifest.summary,
-        log,
+      trained = await trainPhase({ model, optimizer, ema, workers }, {
+        config,
+        run,
+        dataset,
+        schedule,
+        resume: previous !== null,
+        ...(conditional
+          ? {
+            condition: {
+              columns: conditional.conditioned.columns,
+              pUncond: config.model.conditioning!.pUncond,
+            },
+          }
+          : {}),
+        ...(hook ? { evaluate: (at) => evaluate(at) } : {}),
+        what: `on ${backend.name} (${parameters.toLocaleString("en-US")} parameters)`,
+        options: { ...options, log },
       });
-      try {
-        const result = await trainModel(model, {
-          seed: config.seed,
-          schedule,
-          loss: config.loss,
-          train: config.train,
-          optimizer,
-          model: config.model,
-          optimizerConfig: config.optimizer,
-          ema,
-          workers,
-          data: batchSource(dataset),
-          ...(conditioning && conditioned
-            ? { condition: { columns: conditioned.columns, pUncond: conditioning.pUncond } }
-            : {}),
-          startStep,
-          shouldStop: stopped,
-          onStep: async (record) => {
-            await trainLog.record(record);
-            const { step, epoch } = record;
-            const endOfEpoch = step % steps.perEpoch === 0;
-            if (
-              endOfEpoch && (epoch + 1) % config.train.checkpointEvery === 0 && step < steps.total
-            ) {
-              await run.checkpoint(parts, { step, epoch });
-            }
-            if (endOfEpoch && hook) {
-              const numbers = await evaluate({ step, epoch, final: false });
-              if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
-            }
-            options.onStep?.(record);
-            options.progress?.update("train", step, steps.total, {
-              epoch: epoch + 1,
-              epochs: Math.ceil(steps.total / Math.max(1, steps.perEpoch)),
-              loss: trainLog.recentLoss,
-            });
-            await yieldToEvents();
-          },
-        });
-        trained = { step: result.steps, epoch: trainLog.last?.epoch ?? resumed?.epoch ?? 0 };
-        await run.checkpoint(parts, trained);
-        if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
-        Object.assign(run.manifest.summary, { steps: result.steps, ...trainLog.summary() });
-      } finally {
-        trainLog.close();
-      }
     }
 
     // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some,
@@ -368,43 +309,16 @@ export async function runExperiment(
         log,
       });
       run.manifest.engine = engine.info;
-      const weights = ema ? ", EMA weights" : "";
-      // A conditional run samples its label plan's count (whole grid rows), not sampler.count.
-      const count = plan?.count ?? config.sampler.count;
-      const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
-      log(`sampling ${count} images (${how}${weights})`);
-      const sampleStart = performance.now();
-      const sampleOptions = {
+      await samplePhase(engine, {
         config,
-        size: dataset.size,
-        log,
-        signal: options.signal,
-        onProgress: options.progress
-          ? (done: number, total: number) => options.progress!.update("sample", done, total)
-          : undefined,
-      };
-      if (plan && conditioned) {
-        // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
-        measure = options.scoreConditional
-          ? null
-          : await conditionalScorer(config, { dataset, backend: backend.name, log });
-        const rows = await sampleConditional({ engine, schedule, plan }, {
-          ...sampleOptions,
-          dir,
-          stopped,
-          score: options.scoreConditional ?? measure?.score,
-          names: conditioned.attributes.map((a) => a.name),
-          dataset,
-        });
-        if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(dir, rows);
-      } else {
-        const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
-        if (sampled) await writeSampleFigures(dir, sampled, { config, size: dataset.size });
-      }
-      run.manifest.summary.sampleSeconds = +((performance.now() - sampleStart) / 1000).toFixed(1);
-      if (!stopped()) {
-        await writeRecoveryFigure(dir, engine.denoise, { config, dataset, schedule, log });
-      }
+        run,
+        dataset,
+        schedule,
+        ...(conditional ? { conditional } : {}),
+        weights: ema ? "EMA weights" : "",
+        backend: backend.name,
+        options: { ...options, log },
+      });
     }
     if (!stopped() && hook) {
       const through = engine?.denoise ?? denoise;
@@ -419,13 +333,174 @@ export async function runExperiment(
     await engine?.close();
     workers?.close();
     evaluator?.dispose();
-    measure?.dispose();
     model.dispose();
     optimizer.dispose();
     ema?.dispose();
   }
   log(`${run.manifest.status}: ${dir}`);
   return { dir, status: run.manifest.status, manifest: run.manifest };
+}
+
+/** What {@link trainPhase} needs of the run besides the networks. */
+interface TrainPhase {
+  config: Experiment;
+  run: RunRecord;
+  dataset: Dataset;
+  schedule: ReturnType<typeof makeSchedule>;
+  /** Resuming an interrupted run: training continues from its checkpoint. */
+  resume: boolean;
+  /** A conditional model's label columns and label dropout. */
+  condition?: { columns: number[]; pUncond: number };
+  /** The evaluation at the end of each epoch (the `eval` section or the caller's hook). */
+  evaluate?: (
+    at: { step: number; epoch: number; final: boolean },
+  ) => Promise<Record<string, number> | void>;
+  /** What the progress line says it trains on (backend, parameters). */
+  what: string;
+  /** The run's options (log, signal, progress, onStep). */
+  options: RunOptions & { log: (line: string) => void };
+}
+
+/**
+ * Training (Algorithm 1) from step 0 or the run's checkpoint: the step log, checkpoints every
+ * `train.checkpointEvery` epochs and at the end (also when stopped), evaluations at epoch ends.
+ * Returns the step and epoch reached; the manifest's summary gets the loss figures.
+ */
+async function trainPhase(
+  parts: { model: DenoiseModel; optimizer: Adam; ema: Ema | null; workers?: GradientWorkers },
+  ctx: TrainPhase,
+): Promise<{ step: number; epoch: number }> {
+  const { model, optimizer, ema, workers } = parts;
+  const { config, run, dataset, options } = ctx;
+  const { log } = options;
+  const saved = { model, optimizer, ema };
+  const resumed = ctx.resume ? await loadCheckpoint(run.checkpointDir, saved) : null;
+  const startStep = resumed?.step ?? 0;
+  const steps = plannedSteps(dataset.count, config.train);
+  const epochs = Math.ceil(steps.total / Math.max(1, steps.perEpoch));
+  if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
+  log(`training ${plural(steps.total, "step")} ${ctx.what}`);
+  const trainLog = await TrainingLog.open(run.dir, {
+    startStep,
+    totalSteps: steps.total,
+    epochs,
+    logEvery: config.train.logEvery,
+    previous: run.manifest.summary,
+    log,
+  });
+  try {
+    const result = await trainModel(model, {
+      seed: config.seed,
+      schedule: ctx.schedule,
+      loss: config.loss,
+      train: config.train,
+      optimizer,
+      model: config.model,
+      optimizerConfig: config.optimizer,
+      ema,
+      workers,
+      data: batchSource(dataset),
+      ...(ctx.condition ? { condition: ctx.condition } : {}),
+      startStep,
+      shouldStop: () => options.signal?.aborted ?? false,
+      onStep: async (record) => {
+        await trainLog.record(record);
+        const { step, epoch } = record;
+        const endOfEpoch = step % steps.perEpoch === 0;
+        if (
+          endOfEpoch && (epoch + 1) % config.train.checkpointEvery === 0 && step < steps.total
+        ) {
+          await run.checkpoint(saved, { step, epoch });
+        }
+        if (endOfEpoch && ctx.evaluate) {
+          const numbers = await ctx.evaluate({ step, epoch, final: false });
+          if (numbers) await run.appendEvaluation({ step, epoch, ...numbers });
+        }
+        options.onStep?.(record);
+        options.progress?.update("train", step, steps.total, {
+          epoch: epoch + 1,
+          epochs,
+          loss: trainLog.recentLoss,
+        });
+        await yieldToEvents();
+      },
+    });
+    const trained = { step: result.steps, epoch: trainLog.last?.epoch ?? resumed?.epoch ?? 0 };
+    await run.checkpoint(saved, trained);
+    if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
+    Object.assign(run.manifest.summary, { steps: result.steps, ...trainLog.summary() });
+    return trained;
+  } finally {
+    trainLog.close();
+  }
+}
+
+/** What {@link samplePhase} needs of the run besides the engine. */
+interface SamplePhase {
+  config: Experiment;
+  run: RunRecord;
+  dataset: Dataset;
+  schedule: ReturnType<typeof makeSchedule>;
+  /** A conditional run's label plan and conditioned attributes. */
+  conditional?: ResolvedConditioning;
+  /** Which weights sample, for the progress line ("EMA weights", or empty). */
+  weights: string;
+  /** The tfjs backend (the judge of `sampler.measure` runs on it). */
+  backend: string;
+  /** The run's options (log, signal, progress, scoreConditional). */
+  options: RunOptions & { log: (line: string) => void };
+}
+
+/**
+ * Sampling (Algorithm 2 or DDIM) on `engine` and the figures: samples.png (a conditional run:
+ * one grid per guidance weight, scored when `sampler.measure` asks), the trajectory, the
+ * recovery figure; the sampling time goes to the manifest's summary.
+ */
+async function samplePhase(engine: SamplingEngine, ctx: SamplePhase): Promise<void> {
+  const { config, run, dataset, schedule, options } = ctx;
+  const { log } = options;
+  const stopped = () => options.signal?.aborted ?? false;
+  // A conditional run samples its label plan's count (whole grid rows), not sampler.count.
+  const count = ctx.conditional?.plan.count ?? config.sampler.count;
+  const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
+  log(`sampling ${count} images (${how}${ctx.weights ? `, ${ctx.weights}` : ""})`);
+  const started = performance.now();
+  const sampleOptions = {
+    config,
+    size: dataset.size,
+    log,
+    signal: options.signal,
+    onProgress: options.progress
+      ? (done: number, total: number) => options.progress!.update("sample", done, total)
+      : undefined,
+  };
+  if (ctx.conditional) {
+    const { plan, conditioned } = ctx.conditional;
+    // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
+    const measure = options.scoreConditional
+      ? null
+      : await conditionalScorer(config, { dataset, backend: ctx.backend, log });
+    try {
+      const rows = await sampleConditional({ engine, schedule, plan }, {
+        ...sampleOptions,
+        dir: run.dir,
+        stopped,
+        score: options.scoreConditional ?? measure?.score,
+        names: conditioned.attributes.map((a) => a.name),
+        dataset,
+      });
+      if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(run.dir, rows);
+    } finally {
+      measure?.dispose();
+    }
+  } else {
+    const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
+    if (sampled) await writeSampleFigures(run.dir, sampled, { config, size: dataset.size });
+  }
+  run.manifest.summary.sampleSeconds = +((performance.now() - started) / 1000).toFixed(1);
+  if (!stopped()) {
+    await writeRecoveryFigure(run.dir, engine.denoise, { config, dataset, schedule, log });
+  }
 }
 
 /**
