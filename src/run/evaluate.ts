@@ -27,7 +27,7 @@ import { createModel, withParams } from "../model/mod.ts";
 import { createSamplingEngine, type EngineInfo, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import { conditionedAttributes } from "./conditions.ts";
+import { resolveConditioning } from "./conditions.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
 import { GradientWorkers } from "../train/parallel/mod.ts";
@@ -105,10 +105,7 @@ export async function evaluateRun(
     experimentFile: manifest.source.file,
   });
   // A conditional model (evaluated unconditionally, with its null label) needs its label sizes.
-  const conditioning = config.model.conditioning;
-  const labelSizes = conditioning
-    ? conditionedAttributes(conditioning, { labels: dataset.labels }).attributes.map((a) => a.count)
-    : undefined;
+  const labelSizes = resolveConditioning(config, { labels: dataset.labels })?.labelSizes;
   const model = createModel(config.model, {
     rng: deriveRng(config.seed, "model/init"),
     labelSizes,
