@@ -19,6 +19,16 @@ import { dirname, join, resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import { tf } from "../tf.ts";
 
+/** The parts one after another in a new buffer of its own (its `.buffer` holds just them). */
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 /** What identifies a feature network in a protocol record. */
 export interface FeatureNetworkInfo {
   /** Human-readable name, e.g. `InceptionV3 (Keras ImageNet weights) from nsfwjs@4.4.0`. */
@@ -159,12 +169,7 @@ async function nsfwjsArtifacts(
     }
     specs.push(...group.weights);
   }
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
+  const all = concatBytes(chunks);
 
   const config = model.modelTopology.model_config.config;
   const layers = config.layers as KerasLayer[];
@@ -188,12 +193,7 @@ async function nsfwjsArtifacts(
   if (offset !== all.length) {
     throw new Error(`feature network: weight specs cover ${offset} of ${all.length} bytes`);
   }
-  const weightData = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  at = 0;
-  for (const p of parts) {
-    weightData.set(p, at);
-    at += p.length;
-  }
+  const weightData = concatBytes(parts);
   const topology = structuredClone(model.modelTopology) as Record<string, unknown>;
   delete topology.training_config;
   (topology.model_config as { config: Record<string, unknown> }).config = {
@@ -250,12 +250,7 @@ async function fileArtifacts(
     }
     specs.push(...group.weights);
   }
-  const weightData = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    weightData.set(c, at);
-    at += c.length;
-  }
+  const weightData = concatBytes(chunks);
   const topology = json.modelTopology as Record<string, unknown>;
   const graph = json.format === "graph-model" || "node" in topology;
   return {
