@@ -32,6 +32,7 @@ import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
 import { GradientWorkers } from "../train/parallel/mod.ts";
 import { readManifest } from "./manifest.ts";
+import { samplingDenoiser, samplingWorkers } from "./runner.ts";
 
 /** Options of {@link evaluateRun}. */
 export interface EvaluateRunOptions {
@@ -116,22 +117,8 @@ export async function evaluateRun(
   let engine: SamplingEngine | undefined;
   try {
     await loadCheckpoint(join(runDir, "checkpoint"), { model, ema });
-    const onTfjs = config.sampler.engine !== "onnxruntime";
-    if (
-      onTfjs && config.train.workers > 0 && (backend.name === "wasm" || backend.name === "cpu")
-    ) {
-      workers = await GradientWorkers.start({
-        count: config.train.workers,
-        model: config.model,
-        backend: backend.name,
-        ...(labelSizes ? { labelSizes } : {}),
-      });
-    }
-    const net = ema ? withParams(model, ema.params) : model;
-    const shared = workers;
-    const tfjs: Denoiser = shared
-      ? (x, t) => shared.predictSharded(net, { x, t })
-      : (xt, t) => tf.tidy(() => net.predict(xt, t));
+    workers = await samplingWorkers(config, { backend, labelSizes });
+    const tfjs = samplingDenoiser(ema ? withParams(model, ema.params) : model, { workers });
     // The samples come from the engine `sampler.engine` names (--set sampler.engine=onnxruntime).
     engine = await createSamplingEngine(config, {
       tfjs: () => tfjs,

@@ -20,16 +20,13 @@ import { deriveRng } from "../rng.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { Ema } from "../train/mod.ts";
 import { type Dataset, loadDataset } from "../data/mod.ts";
-import { type ConditionalMeasure, conditionalScorer } from "../eval/conditional.ts";
 import { resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
-import { sampleImages, writeSampleFigures } from "./figures.ts";
-import { writeGuidanceTable } from "./guidance_table.ts";
 import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
 import {
   type ProgressReporter,
-  sampleConditional,
   samplingDenoiser,
-  startWorkers,
+  samplingWorkers,
+  writeSamples,
 } from "./runner.ts";
 
 /** Options of {@linkcode resampleRun}. */
@@ -122,12 +119,8 @@ export async function resampleRun(
     labelSizes,
   });
   const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
-  // ONNX Runtime does not use the tfjs gradient workers.
-  const workers = config.sampler.engine === "onnxruntime"
-    ? undefined
-    : await startWorkers(config, { backend, ...(labelSizes ? { labelSizes } : {}) });
+  const workers = await samplingWorkers(config, { backend, labelSizes });
   let engine: SamplingEngine | undefined;
-  let measure: ConditionalMeasure | null = null;
   try {
     const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
     const net = ema ? withParams(model, ema.params) : model;
@@ -143,44 +136,25 @@ export async function resampleRun(
     const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
     log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
     const started = performance.now();
-    const sampleOptions = {
-      config,
-      size: config.transform.size,
-      log,
-      signal: options.signal,
-      onProgress: options.progress
-        ? (done: number, total: number) => options.progress!.update("sample", done, total)
-        : undefined,
-    };
+    // Written into a scratch folder that becomes the sub-folder only when sampling completes.
     const dir = samplingFolder(run, config);
-    if (labelled) {
-      // The grids are written as each guidance weight finishes: into a scratch folder that
-      // becomes `dir` only when all are done.
-      const scratch = `${dir}.partial-${Deno.pid}`;
-      await Deno.mkdir(scratch, { recursive: true });
-      try {
-        const { dataset, conditioned, plan } = labelled;
-        measure = await conditionalScorer(config, { dataset, backend: backend.name, log });
-        const rows = await sampleConditional({ engine, schedule, plan }, {
-          ...sampleOptions,
-          dir: scratch,
-          stopped: () => options.signal?.aborted ?? false,
-          score: measure?.score,
-          names: conditioned.attributes.map((a) => a.name),
-          dataset,
-        });
-        if (!rows) return { dir: null, config };
-        if (rows.length > 0) await writeGuidanceTable(scratch, rows);
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-        await Deno.rename(scratch, dir);
-      } finally {
-        await Deno.remove(scratch, { recursive: true }).catch(() => {});
-      }
-    } else {
-      const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
-      if (!sampled) return { dir: null, config };
-      await Deno.mkdir(dir, { recursive: true });
-      await writeSampleFigures(dir, sampled, { config, size: config.transform.size });
+    const scratch = `${dir}.partial-${Deno.pid}`;
+    await Deno.mkdir(scratch, { recursive: true });
+    try {
+      const done = await writeSamples(engine, {
+        config,
+        dir: scratch,
+        schedule,
+        size: config.transform.size,
+        backend: backend.name,
+        ...(labelled ? { conditional: labelled } : {}),
+        options: { log, signal: options.signal, progress: options.progress },
+      });
+      if (!done) return { dir: null, config };
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await Deno.rename(scratch, dir);
+    } finally {
+      await Deno.remove(scratch, { recursive: true }).catch(() => {});
     }
     const record = {
       run,
@@ -199,7 +173,6 @@ export async function resampleRun(
     log(`samples: ${dir}`);
     return { dir, config };
   } finally {
-    measure?.dispose();
     await engine?.close();
     workers?.close();
     model.dispose();

@@ -452,54 +452,93 @@ interface SamplePhase {
 }
 
 /**
- * Sampling (Algorithm 2 or DDIM) on `engine` and the figures: samples.png (a conditional run:
- * one grid per guidance weight, scored when `sampler.measure` asks), the trajectory, the
- * recovery figure; the sampling time goes to the manifest's summary.
+ * Sampling (Algorithm 2 or DDIM) on `engine` and the figures: the samples ({@link writeSamples}),
+ * then the recovery figure; the sampling time goes to the manifest's summary.
  */
 async function samplePhase(engine: SamplingEngine, ctx: SamplePhase): Promise<void> {
   const { config, run, dataset, schedule, options } = ctx;
   const { log } = options;
-  const stopped = () => options.signal?.aborted ?? false;
   // A conditional run samples its label plan's count (whole grid rows), not sampler.count.
   const count = ctx.conditional?.plan.count ?? config.sampler.count;
   const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
   log(`sampling ${count} images (${how}${ctx.weights ? `, ${ctx.weights}` : ""})`);
   const started = performance.now();
+  const done = await writeSamples(engine, {
+    config,
+    dir: run.dir,
+    schedule,
+    size: dataset.size,
+    backend: ctx.backend,
+    ...(ctx.conditional ? { conditional: { ...ctx.conditional, dataset } } : {}),
+    options,
+  });
+  run.manifest.summary.sampleSeconds = +((performance.now() - started) / 1000).toFixed(1);
+  if (done) await writeRecoveryFigure(run.dir, engine.denoise, { config, dataset, schedule, log });
+}
+
+/** What {@link writeSamples} needs besides the engine. */
+export interface SampleFiguresContext {
+  config: Experiment;
+  /** Where the figures go. */
+  dir: string;
+  schedule: ReturnType<typeof makeSchedule>;
+  /** Image side. */
+  size: number;
+  /** The tfjs backend (the judge of `sampler.measure` runs on it). */
+  backend: string;
+  /** A conditional model's resolved conditioning and its dataset (labels, the judge's data). */
+  conditional?: ResolvedConditioning & { dataset: Dataset };
+  /** Progress lines, stop signal, progress bars, a scorer replacing `sampler.measure`'s. */
+  options: Pick<RunOptions, "signal" | "progress" | "scoreConditional"> & {
+    log: (line: string) => void;
+  };
+}
+
+/**
+ * The samples of `config.sampler` on `engine` into `ctx.dir` (`run` and `sample` share it):
+ * samples.png and the trajectory, or for a conditional model one grid per guidance weight and,
+ * when `sampler.measure` asks, guidance.md. Returns false when stopped before the end.
+ */
+export async function writeSamples(
+  engine: SamplingEngine,
+  ctx: SampleFiguresContext,
+): Promise<boolean> {
+  const { config, dir, schedule, size, options } = ctx;
+  const { log } = options;
+  const stopped = () => options.signal?.aborted ?? false;
   const sampleOptions = {
     config,
-    size: dataset.size,
+    size,
     log,
     signal: options.signal,
     onProgress: options.progress
       ? (done: number, total: number) => options.progress!.update("sample", done, total)
       : undefined,
   };
-  if (ctx.conditional) {
-    const { plan, conditioned } = ctx.conditional;
-    // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
-    const measure = options.scoreConditional
-      ? null
-      : await conditionalScorer(config, { dataset, backend: ctx.backend, log });
-    try {
-      const rows = await sampleConditional({ engine, schedule, plan }, {
-        ...sampleOptions,
-        dir: run.dir,
-        stopped,
-        score: options.scoreConditional ?? measure?.score,
-        names: conditioned.attributes.map((a) => a.name),
-        dataset,
-      });
-      if (rows && rows.length > 0 && !stopped()) await writeGuidanceTable(run.dir, rows);
-    } finally {
-      measure?.dispose();
-    }
-  } else {
+  if (!ctx.conditional) {
     const sampled = await sampleImages(engine.denoise, schedule, sampleOptions);
-    if (sampled) await writeSampleFigures(run.dir, sampled, { config, size: dataset.size });
+    if (sampled) await writeSampleFigures(dir, sampled, { config, size });
+    return sampled !== null && !stopped();
   }
-  run.manifest.summary.sampleSeconds = +((performance.now() - started) / 1000).toFixed(1);
-  if (!stopped()) {
-    await writeRecoveryFigure(run.dir, engine.denoise, { config, dataset, schedule, log });
+  const { plan, conditioned, dataset } = ctx.conditional;
+  // `sampler.measure`: the judge and KID, unless the caller brings its own scorer.
+  const measure = options.scoreConditional
+    ? null
+    : await conditionalScorer(config, { dataset, backend: ctx.backend, log });
+  try {
+    const rows = await sampleConditional({ engine, schedule, plan }, {
+      ...sampleOptions,
+      dir,
+      stopped,
+      score: options.scoreConditional ?? measure?.score,
+      names: conditioned.attributes.map((a) => a.name),
+      dataset,
+    });
+    if (rows === null || stopped()) return false;
+    if (rows.length > 0) await writeGuidanceTable(dir, rows);
+    return true;
+  } finally {
+    measure?.dispose();
   }
 }
 
@@ -547,12 +586,24 @@ export async function startWorkers(
 }
 
 /**
- * A conditional run's sampling (also `deno task sample` of one): for each guidance weight w of `sampler.guidance` (default
+ * The gradient workers that share sampling for `sample` and `eval`: none when ONNX Runtime
+ * samples (it does not use them; should it fail to load, tfjs samples on this thread).
+ */
+export async function samplingWorkers(
+  config: Experiment,
+  options: { backend: BackendInfo; labelSizes?: number[] },
+): Promise<GradientWorkers | undefined> {
+  if (config.sampler.engine === "onnxruntime") return undefined;
+  return await startWorkers(config, options);
+}
+
+/**
+ * A conditional run's sampling: for each guidance weight w of `sampler.guidance` (default
  * [0]), the plan's labels sampled from the same `sample/noise` stream (so the grids differ only
  * by w), written as `samples.png` (the first w) and `samples-w<w>.png`, then scored. Returns the
  * table rows (empty without a scorer), or null when stopped.
  */
-export async function sampleConditional(
+async function sampleConditional(
   parts: {
     engine: SamplingEngine;
     schedule: ReturnType<typeof makeSchedule>;
