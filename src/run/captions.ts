@@ -13,6 +13,7 @@ import {
   type GridCells,
   stripHeight,
   textWidth,
+  upscale,
 } from "../io/caption.ts";
 import type { RasterImage } from "../io/image.ts";
 
@@ -28,6 +29,22 @@ export function captionScale(
 ): number {
   const widest = Math.max(...labels.map((l) => textWidth(l, options.minFont ?? 9)));
   return Math.min(8, Math.max(1, Math.ceil(widest / options.cellSize)));
+}
+
+/**
+ * `grid` (cells of `layout.size` px, padding 2) scaled up by {@link captionScale} for `labels`,
+ * and its cells at that scale: what the caption functions below take.
+ */
+export function scaleForCaptions(
+  grid: RasterImage,
+  layout: Omit<GridCells, "padding"> & { labels: readonly string[] },
+): { grid: RasterImage; cells: GridCells } {
+  const { size, columns, rows, labels } = layout;
+  const scale = captionScale(labels, { cellSize: size });
+  return {
+    grid: upscale(grid, scale),
+    cells: { size: size * scale, columns, rows, padding: 2 * scale },
+  };
 }
 
 /** `t=12` when it fits `width` at 7 px or more, else `12`: the labels of a row of cells. */

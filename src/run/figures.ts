@@ -16,12 +16,17 @@ import type { Schedule } from "../diffusion/schedule.ts";
 import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { captionRows, upscale } from "../io/caption.ts";
+import { captionRows } from "../io/caption.ts";
 import { makeGrid, writePng } from "../io/image.ts";
 import type { LabelPlan } from "./conditions.ts";
 import { plural } from "../config/summary.ts";
 import { deriveRng } from "../rng.ts";
-import { captionForward, captionRecovery, captionScale, captionTrajectory } from "./captions.ts";
+import {
+  captionForward,
+  captionRecovery,
+  captionTrajectory,
+  scaleForCaptions,
+} from "./captions.ts";
 import { tf } from "../tf.ts";
 
 /** Lets pending signals (Ctrl-C) through between steps. */
@@ -66,11 +71,11 @@ export async function writeForwardFigure(
   const grid = makeGrid(images, { count: n, height: size, width: size, channels: 3, columns: 8 });
   const t = Array.from(steps, (k) => k + 1); // index k noises to x_{k+1}
   // Small images are scaled up so that `t=...` fits under each one.
-  const scale = captionScale(t.map((v) => `t=${v}`), { cellSize: size });
-  const cells = { size: size * scale, columns: 8, rows: n / 8, padding: 2 * scale };
+  const labels = t.map((v) => `t=${v}`);
+  const scaled = scaleForCaptions(grid, { size, columns: 8, rows: n / 8, labels });
   await writePng(
     join(dir, "forward.png"),
-    await captionForward(upscale(grid, scale), { cells, t }),
+    await captionForward(scaled.grid, { cells: scaled.cells, t }),
   );
 }
 
@@ -182,16 +187,16 @@ export async function writeSampleFigures(
   const layout = { count: trajectory.count, height: size, width: size, channels: 3 as const };
   const t = sampled.trajectory.stripTimesteps;
   const strip = trajectoryStrip(sampled.trajectory.strip(), layout);
-  const scale = captionScale(t.map((v) => `t=${v}`), { cellSize: size });
-  const cells = {
-    size: size * scale,
+  const labels = t.map((v) => `t=${v}`);
+  const scaled = scaleForCaptions(strip, {
+    size,
     columns: t.length,
     rows: trajectory.count,
-    padding: 2 * scale,
-  };
+    labels,
+  });
   await writePng(
     join(dir, "trajectory.png"),
-    await captionTrajectory(upscale(strip, scale), { cells, t }),
+    await captionTrajectory(scaled.grid, { cells: scaled.cells, t }),
   );
   if (trajectory.gifFrames > 0) {
     const gif = await trajectoryGif(sampled.trajectory.gif(), {
@@ -275,10 +280,10 @@ export async function writeRecoveryFigure(
     columns: 4,
   });
   const rowT = rows.flatMap((row) => Array.from({ length: n }, () => row.t));
-  const scale = captionScale(["x_0", "x_t", "σ²=β", "σ²=β̃"], { cellSize: size });
-  const cells = { size: size * scale, columns: 4, rows: rowT.length, padding: 2 * scale };
+  const labels = ["x_0", "x_t", "σ²=β", "σ²=β̃"];
+  const scaled = scaleForCaptions(grid, { size, columns: 4, rows: rowT.length, labels });
   await writePng(
     join(dir, "recovery.png"),
-    await captionRecovery(upscale(grid, scale), { cells, rowT }),
+    await captionRecovery(scaled.grid, { cells: scaled.cells, rowT }),
   );
 }
