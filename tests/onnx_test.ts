@@ -3,6 +3,7 @@ import { initBackend } from "../src/backend/mod.ts";
 import {
   type ConditionInput,
   createModel,
+  encodedWidth,
   encodeLabels,
   exportParams,
   fromTorchLayout,
@@ -74,7 +75,7 @@ async function compare(
     ? {
       labels: condition
         ? encodeLabels(condition.labels, { sizes: labelSizes, encoding: cond.encoding })
-        : new Float32Array(batch * (cond.encoding === "onehot" ? sum(labelSizes) : 2)),
+        : new Float32Array(batch * encodedWidth({ sizes: labelSizes, encoding: cond.encoding })),
       uncond: condition
         ? Float32Array.from(condition.drop ?? new Uint8Array(batch))
         : new Float32Array(batch).fill(1),
@@ -83,10 +84,6 @@ async function compare(
   const got = await session.run({ x, t, shape, condition: feeds });
   await session.release();
   return { ...maxDiff(want, got), bytes };
-}
-
-function sum(values: number[]): number {
-  return values.reduce((a, b) => a + b, 0);
 }
 
 const CASES: [string, Record<string, unknown>, number][] = [

@@ -10,6 +10,7 @@
  * @module
  */
 import type { ModelConfig } from "../../schemas/experiment.ts";
+import { encodedWidth } from "../model/conditioning.ts";
 import {
   add,
   conv,
@@ -25,7 +26,7 @@ import {
 /** `model.conditioning` of a conditional config. */
 export type Conditioning = NonNullable<ModelConfig["conditioning"]>;
 
-/** Width of the encoded labels: the sum of the attribute sizes (one-hot) or their number. */
+/** Width of the encoded labels (`encodedWidth`), after checking there is a size per attribute. */
 export function encodedLabelWidth(conditioning: Conditioning, labelSizes: number[]): number {
   if (labelSizes.length !== conditioning.attributes.length) {
     throw new Error(
@@ -33,9 +34,7 @@ export function encodedLabelWidth(conditioning: Conditioning, labelSizes: number
         `${labelSizes.length} label sizes were given`,
     );
   }
-  return conditioning.encoding === "onehot"
-    ? labelSizes.reduce((a, b) => a + b, 0)
-    : labelSizes.length;
+  return encodedWidth({ sizes: labelSizes, encoding: conditioning.encoding });
 }
 
 /**
@@ -88,12 +87,12 @@ export function conditionInputs(
   if (!labelSizes) {
     throw new Error("onnx export: a conditional model needs the label sizes (labelSizes)");
   }
-  const encodedWidth = encodedLabelWidth(conditioning, labelSizes);
+  const width = encodedLabelWidth(conditioning, labelSizes);
   const inputs = {
-    labels: ctx.g.input("condition", ["batch", encodedWidth]),
+    labels: ctx.g.input("condition", ["batch", width]),
     uncond: ctx.g.input("uncond", ["batch"]),
   };
-  return labelEmbedding(ctx, inputs, { conditioning, encodedWidth });
+  return labelEmbedding(ctx, inputs, { conditioning, encodedWidth: width });
 }
 
 /**

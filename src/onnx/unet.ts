@@ -1,8 +1,8 @@
 /**
  * The U-Net of the `model` section as an ONNX graph, built block by block from the config and a
  * map of weights by PyTorch state-dict name (this library's layout: conv HWIO, linear [in, out],
- * as `checkpoint/model.safetensors` stores them). It depends on nothing in src/model but the
- * config and the names, which follow the reference network (../shared/reference/unet.md):
+ * as `checkpoint/model.safetensors` stores them). Of src/model it uses only the width of the
+ * label encoding; the names follow the reference network (../shared/reference/unet.md):
  * `downs.i.j` residual blocks, `downs.i.n` attention, `downs.i.(n+1)` the change of resolution,
  * the same for `ups.i`, then `mid_block1`, `mid_attn`, `mid_block2`, `final_res_block`,
  * `final_conv`.
@@ -60,8 +60,6 @@ interface Context extends LayerContext {
   config: ModelConfig;
   /** SiLU of the time embedding [B, 4d], the input of every residual block's projection. */
   timeAct: string;
-  /** A conditional model's label embedding [B, tokens x width] (the cross-attention context). */
-  labels?: string;
 }
 
 /** The sinusoidal embedding of t, then Linear(d, 4d), GELU, Linear(4d, 4d): [B, 4d]. */
@@ -292,7 +290,7 @@ export function buildUnetOnnx(
       temb = g.node("Add", [temb, projected], { name: "time.conditioned" });
     }
   }
-  const ctx: Context = { g, weights: reader, config, timeAct: silu(g, temb, "time.act"), labels };
+  const ctx: Context = { g, weights: reader, config, timeAct: silu(g, temb, "time.act") };
   const crossAttend = (h: Value, prefix: string, level: number | "mid"): Value =>
     cond && labels ? crossAttentionAt(ctx, h, { conditioning: cond, labels, prefix, level }) : h;
 
