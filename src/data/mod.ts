@@ -135,7 +135,8 @@ async function openSource(
   }
 }
 
-function describeTransform(t: DecodeTransform): string {
+/** The decoding part of a transform, for the dataset line (`resized to 16 px`). */
+function describeDecode(t: DecodeTransform): string {
   return (t.centerCrop === undefined ? "" : `center-cropped to ${t.centerCrop} px, `) +
     `resized to ${t.size} px` + (t.kernel === "linear" ? "" : ` (${t.kernel})`);
 }
@@ -189,7 +190,7 @@ async function loadAvatarDataset(
     labels: set.labels,
     source: `avatars: ${set.count} DiceBear lorelei faces (CC0), seed ${options.seed}, ` +
       `rendered at ${set.size} px${set.fromCache ? " (cached)" : ""}, ${
-        describeTransform(transform)
+        describeDecode(transform)
       }`,
     record: record(dataset, {
       count: set.count,
@@ -267,7 +268,7 @@ async function loadFileDataset(
       ...(entry.labels ? { labels: entry.labels } : {}),
       source: `${dataset.kind}: ${entry.count} images from ${source.location}` +
         (dataset.kind === "zip" && dataset.root ? ` (root ${dataset.root})` : "") +
-        `${fromCache ? " (decoded cache)" : ""}, ${describeTransform(transform)}${skipped}`,
+        `${fromCache ? " (decoded cache)" : ""}, ${describeDecode(transform)}${skipped}`,
       record: record(dataset, {
         location: source.location,
         count: entry.count,
