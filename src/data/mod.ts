@@ -189,9 +189,7 @@ async function loadAvatarDataset(
     pixels,
     labels: set.labels,
     source: `avatars: ${set.count} DiceBear lorelei faces (CC0), seed ${options.seed}, ` +
-      `rendered at ${set.size} px${set.fromCache ? " (cached)" : ""}, ${
-        describeDecode(transform)
-      }`,
+      `rendered at ${set.size} px${set.fromCache ? " (cached)" : ""}, ${describeDecode(transform)}`,
     record: record(dataset, {
       count: set.count,
       contentHash,
