@@ -284,7 +284,7 @@ export async function runExperiment(
             },
           }
           : {}),
-        ...(hook ? { evaluate: (at) => evaluate(at) } : {}),
+        ...(hook ? { evaluate } : {}),
         what: `on ${backend.name} (${parameters.toLocaleString("en-US")} parameters)`,
         options: { ...options, log },
       });
