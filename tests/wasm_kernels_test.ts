@@ -8,7 +8,7 @@ import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { registerWasmKernels } from "../src/backend/wasm_kernels.ts";
 import { deriveRng, type Rng } from "../src/rng.ts";
-import { groupNorm, linearAttention } from "../src/model/layers.ts";
+import { conv, groupNorm, linearAttention } from "../src/model/layers.ts";
 
 type Pad = "same" | "valid" | number | [
   [number, number],
@@ -371,7 +371,9 @@ Deno.test("wasm fused linear attention: forward and gradients match the composed
       const names = [...t.keys()].filter((k) => k !== "dy");
       const f = (...xs: tf.Tensor[]) => {
         const m = new Map(names.map((n, i) => [n, xs[i]]));
-        const y = linearAttention(m.get("x") as tf.Tensor4D, (n) => m.get(n)!, "a", c);
+        const p = (n: string) => m.get(n)!;
+        const merged = linearAttention(m.get("x") as tf.Tensor4D, p, "a", c);
+        const y = groupNorm(conv(merged, p, "a.to_out.0"), p, "a.to_out.1", 1);
         return tf.sum(tf.mul(y, t.get("dy")!));
       };
       const grads = tf.grads(f)(names.map((n) => t.get(n)!));

@@ -9,9 +9,8 @@
  * constructors and get the ops from the forward context. The encoding is a pure function.
  * @module
  */
-import type { tf } from "../tf.ts";
 import type { ParamInit, ParamScope } from "./params.ts";
-import type { ForwardContext } from "./context.ts";
+import type { ForwardContext } from "./layer_ops.ts";
 
 /** How labels enter the network: the resolved `model.conditioning` plus each attribute's size. */
 export interface ConditionShape {
@@ -95,10 +94,8 @@ const uniform = (fanIn: number): ParamInit => ({ kind: "uniform", fanIn });
 export class Tau {
   readonly #layers: string[];
   readonly #null: string;
-  readonly #shape: ConditionShape;
 
   constructor(scope: ParamScope, shape: ConditionShape) {
-    this.#shape = shape;
     const out = shape.tokens * shape.width;
     let cin = encodedWidth(shape);
     this.#layers = Array.from({ length: shape.layers }, (_, i) => {
@@ -112,24 +109,21 @@ export class Tau {
     this.#null = scope.declare("null_embedding", [out], { kind: "zeros" });
   }
 
-  /** The label embedding [B, tokens x width]; `cond` absent: the null embedding for all `batch`. */
-  forward(cond: ConditionInput | undefined, batch: number, ctx: ForwardContext): tf.Tensor2D {
-    const { tf, layers: L } = ctx;
-    const nullEmb = tf.reshape(ctx.p(this.#null), [1, -1]) as tf.Tensor2D;
-    if (!cond) return tf.tile(nullEmb, [batch, 1]);
-    const rows = cond.labels.length / this.#shape.sizes.length;
-    if (rows !== batch) throw new RangeError(`labels for ${rows} examples, batch of ${batch}`);
-    let h = tf.tensor2d(encodeLabels(cond.labels, this.#shape), [batch, encodedWidth(this.#shape)]);
+  /**
+   * The label embedding [B, tokens x width] of `ctx.condition`; without labels the null
+   * embedding for each example of `x`.
+   */
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
+    const cond = ctx.condition;
+    if (!cond) return L.nullTokens(this.#null, x);
+    let h = cond.labels;
     this.#layers.forEach((prefix, i) => {
       if (i > 0) h = L.gelu(h);
-      h = L.linear(h, ctx.p, prefix);
+      h = L.linear(h, prefix);
     });
     // Always mixed (h·1 + null·0 = h exactly), so that every parameter has a gradient.
-    const m = tf.tensor2d(cond.drop ? Float32Array.from(cond.drop) : new Float32Array(batch), [
-      batch,
-      1,
-    ]);
-    return tf.add(tf.mul(h, tf.sub(1, m)), tf.mul(nullEmb, m));
+    return L.nullMix(h, this.#null, cond.drop);
   }
 }
 
@@ -164,31 +158,15 @@ export class CrossAttention {
   }
 
   /** x [B, H, W, C] attending to the tokens `context` [B, tokens x width]. */
-  forward(x: tf.Tensor4D, context: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
-    const { tf, layers: L, p } = ctx;
-    const [b, hgt, wid] = x.shape;
-    const heads = this.#heads;
-    const dh = this.#dimHead;
-    const n = hgt * wid;
-    const normed = L.groupNorm(x, p, `${this.#prefix}.norm`, 1);
-    const q = tf.transpose(
-      tf.reshape(L.conv(normed, p, `${this.#prefix}.to_q`, false), [b, n, heads, dh]),
-      [0, 2, 1, 3],
-    );
-    const tokens = tf.reshape(context, [-1, this.#width]);
-    const kv = (name: string) =>
-      tf.transpose(
-        tf.reshape(tf.matMul(tokens, p(`${this.#prefix}.${name}.weight`) as tf.Tensor2D), [
-          b,
-          -1,
-          heads,
-          dh,
-        ]),
-        [0, 2, 1, 3],
-      );
-    const scores = tf.mul(tf.matMul(q, kv("to_k"), false, true), 1 / Math.sqrt(dh));
-    const out = tf.matMul(tf.softmax(scores), kv("to_v"));
-    const merged = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, hgt, wid, heads * dh]);
-    return tf.add(x, L.conv(merged as tf.Tensor4D, p, `${this.#prefix}.to_out`));
+  forward<T>(x: T, context: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
+    const prefix = this.#prefix;
+    const normed = L.groupNorm(x, `${prefix}.norm`, 1);
+    const merged = L.crossAttention(normed, context, prefix, {
+      heads: this.#heads,
+      dimHead: this.#dimHead,
+      width: this.#width,
+    });
+    return L.add(x, L.conv(merged, `${prefix}.to_out`, { bias: true }));
   }
 }

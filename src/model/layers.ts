@@ -8,14 +8,9 @@
 import type { Rng } from "../rng.ts";
 import { fusedOps } from "./ops.ts";
 import { tf } from "../tf.ts";
+import type { AttentionOptions, CrossAttentionOptions, LayerOps } from "./layer_ops.ts";
 
-/** Options of the attention blocks. */
-export interface AttentionOptions {
-  /** Number of heads (4 in the reference). */
-  heads: number;
-  /** Width of each head (32 in the reference). */
-  dimHead: number;
-}
+export type { AttentionOptions } from "./layer_ops.ts";
 
 /** Looks up a parameter tensor by its PyTorch state-dict name. */
 export type ParamLookup = (name: string) => tf.Tensor;
@@ -121,8 +116,8 @@ function mergeHeads(o: tf.Tensor3D, shape: [number, number, number], heads: numb
 }
 
 /**
- * Linear attention (reference `LinearAttention`): q softmaxed over the head channels and scaled,
- * k softmaxed over positions, out = (k vᵀ)ᵀ q, then to_out = Conv1x1 + GroupNorm(1, C).
+ * Linear attention (reference `LinearAttention`) up to `to_out`: q softmaxed over the head
+ * channels and scaled, k softmaxed over positions, out = (k vᵀ)ᵀ q, heads merged.
  */
 export function linearAttention(
   x: tf.Tensor4D,
@@ -132,23 +127,21 @@ export function linearAttention(
 ): tf.Tensor4D {
   const [b, h, w] = x.shape;
   // A backend's fused kernel (wasm: one op with a hand-written gradient), when it has one.
-  let merged = fusedOps().linearAttention?.(
+  const merged = fusedOps().linearAttention?.(
     x,
     p(`${prefix}.to_qkv.weight`) as tf.Tensor4D,
     options,
   );
-  if (merged === undefined) {
-    const [q0, k0, v] = qkvHeads(x, p, prefix, options);
-    const q = tf.mul(tf.softmax(q0, -1), options.dimHead ** -0.5);
-    const k = tf.softmax(tf.transpose(k0, [0, 2, 1]), -1); // [BH, d, n], softmax over n
-    const context = tf.matMul(k, v); // [BH, d, e]
-    const out = tf.matMul(q, context); // [BH, n, e]
-    merged = mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads);
-  }
-  return groupNorm(conv(merged, p, `${prefix}.to_out.0`), p, `${prefix}.to_out.1`, 1);
+  if (merged !== undefined) return merged;
+  const [q0, k0, v] = qkvHeads(x, p, prefix, options);
+  const q = tf.mul(tf.softmax(q0, -1), options.dimHead ** -0.5);
+  const k = tf.softmax(tf.transpose(k0, [0, 2, 1]), -1); // [BH, d, n], softmax over n
+  const context = tf.matMul(k, v); // [BH, d, e]
+  const out = tf.matMul(q, context); // [BH, n, e]
+  return mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads);
 }
 
-/** Full softmax attention over the HW tokens (reference `Attention`), then to_out Conv1x1. */
+/** Full softmax attention over the HW tokens (reference `Attention`) up to `to_out`. */
 export function attention(
   x: tf.Tensor4D,
   p: ParamLookup,
@@ -159,7 +152,41 @@ export function attention(
   const [q, k, v] = qkvHeads(x, p, prefix, options);
   const sim = tf.matMul(tf.mul(q, options.dimHead ** -0.5), k, false, true); // [BH, n, n]
   const out = tf.matMul(tf.softmax(sim, -1), v); // [BH, n, d]
-  return conv(mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads), p, `${prefix}.to_out`);
+  return mergeHeads(out as tf.Tensor3D, [b, h, w], options.heads);
+}
+
+/**
+ * Cross-attention of x [B, H, W, C] to the label tokens [B, tokens · width] up to `to_out`:
+ * softmax(q kᵀ / √dimHead) v with q = to_q(x) (1x1, no bias), k, v bias-free linears.
+ */
+export function crossAttention(
+  x: tf.Tensor4D,
+  context: tf.Tensor2D,
+  p: ParamLookup,
+  prefix: string,
+  options: CrossAttentionOptions,
+): tf.Tensor4D {
+  const [b, hgt, wid] = x.shape;
+  const { heads, dimHead: dh } = options;
+  const n = hgt * wid;
+  const q = tf.transpose(
+    tf.reshape(conv(x, p, `${prefix}.to_q`, false), [b, n, heads, dh]),
+    [0, 2, 1, 3],
+  );
+  const tokens = tf.reshape(context, [-1, options.width]);
+  const kv = (name: string) =>
+    tf.transpose(
+      tf.reshape(tf.matMul(tokens, p(`${prefix}.${name}.weight`) as tf.Tensor2D), [
+        b,
+        -1,
+        heads,
+        dh,
+      ]),
+      [0, 2, 1, 3],
+    );
+  const scores = tf.mul(tf.matMul(q, kv("to_k"), false, true), 1 / Math.sqrt(dh));
+  const out = tf.matMul(tf.softmax(scores), kv("to_v"));
+  return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, hgt, wid, heads * dh]) as tf.Tensor4D;
 }
 
 /**
@@ -181,4 +208,44 @@ export function dropoutMask(shape: number[], options: { rate: number; rng: Rng }
 export function dropout<T extends tf.Tensor>(x: T, options: { rate: number; rng: Rng }): T {
   if (options.rate <= 0) return x;
   return tf.mul(x, dropoutMask(x.shape, options));
+}
+
+/**
+ * The layer operations in TensorFlow.js over the parameters `p`: what `Unet.forward` runs on
+ * the tfjs backends. With `dropoutRng` (training) dropout draws its masks from it in forward
+ * order; without it dropout is off. Call the forward inside `tf.tidy`.
+ */
+export function tfjsLayers(
+  p: ParamLookup,
+  options: { dropoutRng?: Rng } = {},
+): LayerOps<tf.Tensor> {
+  const { dropoutRng } = options;
+  const t4 = (x: tf.Tensor) => x as tf.Tensor4D;
+  return {
+    conv: (x, prefix, o) => conv(t4(x), p, prefix, o.bias),
+    linear: (x, prefix) => linear(x as tf.Tensor2D, p, prefix),
+    groupNorm: (x, prefix, groups) => groupNorm(t4(x), p, prefix, groups),
+    silu,
+    gelu,
+    add: (a, b) => tf.add(a, b),
+    scaleShift: (h, ss) => {
+      const c2 = ss.shape[1]!;
+      const [scale, shift] = tf.split(tf.reshape(ss, [-1, 1, 1, c2]), 2, 3);
+      return tf.add(tf.mul(h, tf.add(scale, 1)), shift);
+    },
+    concat: (a, b) => tf.concat([a, b], 3),
+    timeEmbedding: (t, dim) => sinusoidalEmbedding(t as tf.Tensor1D, dim),
+    pixelUnshuffle: (x) => pixelUnshuffle(t4(x)),
+    upsample: (x) => upsampleNearest2x(t4(x)),
+    linearAttention: (x, prefix, o) => linearAttention(t4(x), p, prefix, o),
+    attention: (x, prefix, o) => attention(t4(x), p, prefix, o),
+    crossAttention: (x, tokens, prefix, o) =>
+      crossAttention(t4(x), tokens as tf.Tensor2D, p, prefix, o),
+    dropout: (x, rate) => dropoutRng ? dropout(x, { rate, rng: dropoutRng }) : x,
+    nullTokens: (name, like) => tf.tile(tf.reshape(p(name), [1, -1]), [like.shape[0]!, 1]),
+    nullMix: (h, name, drop) => {
+      const nullEmb = tf.reshape(p(name), [1, -1]);
+      return tf.add(tf.mul(h, tf.sub(1, drop)), tf.mul(nullEmb, drop));
+    },
+  };
 }

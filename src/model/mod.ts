@@ -7,8 +7,14 @@ import type { ModelConfig } from "../../schemas/experiment.ts";
 import { type NamedArray, permute4 } from "../io/safetensors.ts";
 import type { Rng } from "../rng.ts";
 import { tf, variableFrom } from "../tf.ts";
-import * as layers from "./layers.ts";
-import type { ConditionInput, ConditionShape } from "./conditioning.ts";
+import { tfjsLayers } from "./layers.ts";
+import {
+  type ConditionInput,
+  type ConditionShape,
+  encodedWidth,
+  encodeLabels,
+} from "./conditioning.ts";
+import type { EncodedCondition } from "./layer_ops.ts";
 import type { ParamSpec } from "./params.ts";
 import { Unet, type UnetShape } from "./unet.ts";
 
@@ -119,14 +125,29 @@ function wrap(net: Unet, params: Map<string, tf.Variable>): DenoiseModel {
     net,
     params,
     predict: (x, t, options) =>
-      net.forward(x, t, {
-        p: lookup,
-        tf,
-        layers,
-        dropoutRng: options?.dropoutRng,
-        condition: options?.condition,
-      }),
+      net.forward<tf.Tensor>(x, t, {
+        ops: tfjsLayers(lookup, { dropoutRng: options?.dropoutRng }),
+        condition: encodeCondition(net, options?.condition, x.shape[0]),
+      }) as tf.Tensor4D,
     dispose: () => params.forEach((v) => v.dispose()),
+  };
+}
+
+/** A conditional network's labels as tensors: encoded [B, width] and the drop mask [B, 1]. */
+function encodeCondition(
+  net: Unet,
+  condition: ConditionInput | undefined,
+  batch: number,
+): EncodedCondition<tf.Tensor> | undefined {
+  if (condition === undefined) return undefined;
+  const shape = net.condition;
+  if (shape === undefined) throw new Error("labels given to an unconditional network");
+  const rows = condition.labels.length / shape.sizes.length;
+  if (rows !== batch) throw new RangeError(`labels for ${rows} examples, batch of ${batch}`);
+  const drop = condition.drop ? Float32Array.from(condition.drop) : new Float32Array(batch);
+  return {
+    labels: tf.tensor2d(encodeLabels(condition.labels, shape), [batch, encodedWidth(shape)]),
+    drop: tf.tensor2d(drop, [batch, 1]),
   };
 }
 
@@ -173,3 +194,15 @@ export function fromTorchLayout(state: Map<string, NamedArray>): Map<string, Nam
   }
   return out;
 }
+export type { AttentionOptions, EncodedCondition, LayerOps } from "./layer_ops.ts";
+export {
+  consumers,
+  type GraphNode,
+  type LayerGraph,
+  type LayerOp,
+  nodeParams,
+  replayGraph,
+  shapeSize,
+  traceUnet,
+} from "./graph.ts";
+export { tfjsLayers } from "./layers.ts";

@@ -7,7 +7,7 @@
  * @module
  */
 import type { tf } from "../tf.ts";
-import type { AttentionOptions } from "./layers.ts";
+import type { AttentionOptions } from "./layer_ops.ts";
 
 /** Fused implementations a backend may register. */
 export interface FusedOps {

@@ -15,13 +15,11 @@
  * without loading tfjs.
  * @module
  */
-import type { tf } from "../tf.ts";
 import { type ConditionShape, CrossAttention, Tau } from "./conditioning.ts";
-import type { ForwardContext } from "./context.ts";
-import type * as Layers from "./layers.ts";
+import type { AttentionOptions, ForwardContext } from "./layer_ops.ts";
 import { countSpecs, type ParamInit, ParamScope, type ParamSpec } from "./params.ts";
 
-export type { ForwardContext } from "./context.ts";
+export type { ForwardContext } from "./layer_ops.ts";
 
 /** An attention block type. */
 export type AttentionKind = "linear" | "full" | "none";
@@ -80,8 +78,8 @@ class Conv {
     if (bias) scope.declare("bias", [cout], uniform(k * k * cin));
   }
 
-  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
-    return ctx.layers.conv(x, ctx.p, this.#prefix, this.#bias);
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    return ctx.ops.conv(x, this.#prefix, { bias: this.#bias });
   }
 }
 
@@ -95,8 +93,8 @@ class Linear {
     scope.declare("bias", [cout], uniform(cin));
   }
 
-  forward(x: tf.Tensor2D, ctx: ForwardContext): tf.Tensor2D {
-    return ctx.layers.linear(x, ctx.p, this.#prefix);
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    return ctx.ops.linear(x, this.#prefix);
   }
 }
 
@@ -112,8 +110,8 @@ class GroupNorm {
     scope.declare("bias", [c], { kind: "zeros" });
   }
 
-  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
-    return ctx.layers.groupNorm(x, ctx.p, this.#prefix, this.#groups);
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    return ctx.ops.groupNorm(x, this.#prefix, this.#groups);
   }
 }
 
@@ -123,7 +121,6 @@ class GroupNorm {
  * 1x1 conv when the width changes).
  */
 class ResBlock {
-  readonly #dimOut: number;
   readonly #dropout: number;
   readonly #mlp: Linear;
   readonly #block1: { proj: Conv; norm: GroupNorm };
@@ -137,7 +134,6 @@ class ResBlock {
   ) {
     const { dimIn, dimOut } = dims;
     const { groups } = options;
-    this.#dimOut = dimOut;
     this.#dropout = options.dropout;
     this.#mlp = new Linear(scope.at("mlp.1"), options.timeDim, 2 * dimOut);
     this.#block1 = {
@@ -153,17 +149,14 @@ class ResBlock {
       : new Conv(scope.at("res_conv"), { k: 1, cin: dimIn, cout: dimOut });
   }
 
-  forward(x: tf.Tensor4D, temb: tf.Tensor2D, ctx: ForwardContext): tf.Tensor4D {
-    const { tf, layers: L } = ctx;
+  forward<T>(x: T, temb: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
     const ss = this.#mlp.forward(L.silu(temb), ctx);
-    const [scale, shift] = tf.split(tf.reshape(ss, [-1, 1, 1, 2 * this.#dimOut]), 2, 3);
     let h = this.#block1.norm.forward(this.#block1.proj.forward(x, ctx), ctx);
-    h = L.silu(tf.add(tf.mul(h, tf.add(scale, 1)), shift));
-    if (ctx.dropoutRng && this.#dropout > 0) {
-      h = L.dropout(h, { rate: this.#dropout, rng: ctx.dropoutRng });
-    }
+    h = L.silu(L.scaleShift(h, ss));
+    if (this.#dropout > 0) h = L.dropout(h, this.#dropout);
     h = L.silu(this.#block2.norm.forward(this.#block2.proj.forward(h, ctx), ctx));
-    return tf.add(h, this.#resConv ? this.#resConv.forward(x, ctx) : x);
+    return L.add(h, this.#resConv ? this.#resConv.forward(x, ctx) : x);
   }
 }
 
@@ -173,14 +166,15 @@ class ResBlock {
  */
 class AttentionBlock {
   readonly #kind: "linear" | "full";
-  readonly #heads: Layers.AttentionOptions;
+  readonly #heads: AttentionOptions;
   readonly #fn: string;
   readonly #norm: GroupNorm;
+  readonly #out: [Conv, GroupNorm | null];
 
   constructor(
     scope: ParamScope,
     dim: number,
-    options: { kind: "linear" | "full"; heads: Layers.AttentionOptions },
+    options: { kind: "linear" | "full"; heads: AttentionOptions },
   ) {
     this.#kind = options.kind;
     this.#heads = options.heads;
@@ -188,19 +182,24 @@ class AttentionBlock {
     this.#fn = fn.prefix;
     const hidden = options.heads.heads * options.heads.dimHead;
     new Conv(fn.at("to_qkv"), { k: 1, cin: dim, cout: 3 * hidden, bias: false });
-    if (options.kind === "linear") {
-      new Conv(fn.at("to_out.0"), { k: 1, cin: hidden, cout: dim });
-      new GroupNorm(fn.at("to_out.1"), dim, 1);
-    } else {
-      new Conv(fn.at("to_out"), { k: 1, cin: hidden, cout: dim });
-    }
+    this.#out = options.kind === "linear"
+      ? [
+        new Conv(fn.at("to_out.0"), { k: 1, cin: hidden, cout: dim }),
+        new GroupNorm(fn.at("to_out.1"), dim, 1),
+      ]
+      : [new Conv(fn.at("to_out"), { k: 1, cin: hidden, cout: dim }), null];
     this.#norm = new GroupNorm(scope.at("fn.norm"), dim, 1);
   }
 
-  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
     const normed = this.#norm.forward(x, ctx);
-    const fn = this.#kind === "linear" ? ctx.layers.linearAttention : ctx.layers.attention;
-    return ctx.tf.add(x, fn(normed, ctx.p, this.#fn, this.#heads));
+    const merged = this.#kind === "linear"
+      ? L.linearAttention(normed, this.#fn, this.#heads)
+      : L.attention(normed, this.#fn, this.#heads);
+    const [conv, norm] = this.#out;
+    const out = conv.forward(merged, ctx);
+    return L.add(x, norm ? norm.forward(out, ctx) : out);
   }
 }
 
@@ -227,10 +226,10 @@ class Change {
       : new Conv(scope.at(1), { k: 3, cin: dimIn, cout: dimOut });
   }
 
-  forward(x: tf.Tensor4D, ctx: ForwardContext): tf.Tensor4D {
-    const L = ctx.layers;
+  forward<T>(x: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
     if (this.#resample === "down") return this.#conv.forward(L.pixelUnshuffle(x), ctx);
-    if (this.#resample === "up") return this.#conv.forward(L.upsampleNearest2x(x), ctx);
+    if (this.#resample === "up") return this.#conv.forward(L.upsample(x), ctx);
     return this.#conv.forward(x, ctx);
   }
 }
@@ -246,6 +245,8 @@ interface Level {
 export class Unet {
   /** Every parameter, in PyTorch's state-dict order. */
   readonly params: readonly ParamSpec[];
+  /** A conditional network's label shape; undefined for an unconditional one. */
+  readonly condition: ConditionShape | undefined;
   readonly #width: number;
   readonly #initConv: Conv;
   readonly #timeMlp: [Linear, Linear];
@@ -316,6 +317,7 @@ export class Unet {
     this.#finalConv = new Conv(root.at("final_conv"), { k: 1, cin: d, cout: shape.channels });
     this.#cond = null;
     const c = shape.condition;
+    this.condition = c;
     if (c) {
       const tokens = c.tokens * c.width;
       const cross = c.crossAttention;
@@ -345,28 +347,27 @@ export class Unet {
   }
 
   /**
-   * The network output for `x` [B, H, W, C] at float timesteps `t` [B]. With
-   * `ctx.dropoutRng` (training) the residual blocks apply dropout, masks drawn in forward order;
-   * without it (sampling) dropout is off. Call it inside `tf.tidy`.
+   * The network output for `x` [B, H, W, C] at float timesteps `t` [B], in the ops of `ctx`
+   * (tfjs tensors, or graph nodes when traced). The residual blocks' dropout is the ops' own
+   * (on while training, off while sampling).
    */
-  forward(x: tf.Tensor4D, t: tf.Tensor1D, ctx: ForwardContext): tf.Tensor4D {
-    const { tf, layers: L } = ctx;
-    const attend = (h: tf.Tensor4D, block: AttentionBlock | null) =>
-      block ? block.forward(h, ctx) : h;
+  forward<T>(x: T, t: T, ctx: ForwardContext<T>): T {
+    const L = ctx.ops;
+    const attend = (h: T, block: AttentionBlock | null) => block ? block.forward(h, ctx) : h;
     x = this.#initConv.forward(x, ctx);
     const r = x;
     const [mlp1, mlp3] = this.#timeMlp;
     let temb = mlp3.forward(
-      L.gelu(mlp1.forward(L.sinusoidalEmbedding(t, this.#width), ctx)),
+      L.gelu(mlp1.forward(L.timeEmbedding(t, this.#width), ctx)),
       ctx,
     );
     const cond = this.#cond;
     if (!cond && ctx.condition) throw new Error("labels given to an unconditional network");
-    const emb = cond ? cond.tau.forward(ctx.condition, x.shape[0], ctx) : null;
-    if (cond?.timeProj && emb) temb = tf.add(temb, cond.timeProj.forward(emb, ctx));
-    const crossAttend = (h: tf.Tensor4D, block: CrossAttention | null | undefined) =>
+    const emb = cond ? cond.tau.forward(x, ctx) : null;
+    if (cond?.timeProj && emb) temb = L.add(temb, cond.timeProj.forward(emb, ctx));
+    const crossAttend = (h: T, block: CrossAttention | null | undefined) =>
       block && emb ? block.forward(h, emb, ctx) : h;
-    const skips: tf.Tensor4D[] = [];
+    const skips: T[] = [];
     this.#downs.forEach((level, i) => {
       level.blocks.forEach((block, j) => {
         x = block.forward(x, temb, ctx);
@@ -382,11 +383,11 @@ export class Unet {
     x = mid2.forward(x, temb, ctx);
     this.#ups.forEach((level, i) => {
       for (const block of level.blocks) {
-        x = block.forward(tf.concat([x, skips.pop()!], 3), temb, ctx);
+        x = block.forward(L.concat(x, skips.pop()!), temb, ctx);
       }
       x = level.change.forward(crossAttend(attend(x, level.attention), cond?.ups[i]), ctx);
     });
-    x = this.#finalRes.forward(tf.concat([x, r], 3), temb, ctx);
+    x = this.#finalRes.forward(L.concat(x, r), temb, ctx);
     return this.#finalConv.forward(x, ctx);
   }
 }
