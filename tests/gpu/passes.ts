@@ -1,26 +1,36 @@
 /**
- * Running a builder's result (one kernel or several passes) on the test device: each pass's
- * read_write outputs become inputs of the later passes, the way the engine binds one buffer
- * per name (`tmp` scratch included).
+ * Running a kernel family's passes in sequence, as the engine will: one buffer per binding name
+ * for the whole sequence (so a pass reads what an earlier one wrote, `tmp` scratch included).
  * @module
  */
 import type { KernelSpec } from "../../src/gpu/kernel.ts";
 import { type KernelData, runKernel } from "../../src/gpu/testing.ts";
 
-/** Runs `specs` in order on `device`; returns every binding any pass wrote, by name. */
+/**
+ * Runs `specs` in order on `device`; each binding starts from `inputs[name]` (else zeros) and
+ * carries what the passes before wrote. Returns the final contents of every binding some pass
+ * writes.
+ */
 export async function runPasses(
   device: GPUDevice,
   specs: KernelSpec | KernelSpec[],
   inputs: KernelData = {},
-): Promise<Record<string, Float32Array>> {
-  const data: Record<string, Float32Array<ArrayBuffer>> = {};
-  for (const [k, v] of Object.entries(inputs)) data[k] = new Float32Array(v.buffer.slice(0));
-  const written: Record<string, Float32Array> = {};
+): Promise<Record<string, Float32Array<ArrayBuffer>>> {
+  const state: Record<string, Float32Array<ArrayBuffer> | Uint32Array<ArrayBuffer>> = {
+    ...inputs,
+  };
+  const written: Record<string, Float32Array<ArrayBuffer>> = {};
   for (const spec of Array.isArray(specs) ? specs : [specs]) {
+    const data: KernelData = {};
+    for (const b of spec.bindings) {
+      const v = state[b.name];
+      if (v !== undefined) data[b.name] = v;
+    }
     const out = await runKernel(device, spec, data);
-    for (const [k, v] of Object.entries(out)) {
-      data[k] = new Float32Array(v);
-      written[k] = v;
+    for (const [name, v] of Object.entries(out)) {
+      const copy = new Float32Array(v);
+      state[name] = copy;
+      written[name] = copy;
     }
   }
   return written;
