@@ -217,7 +217,7 @@ Deno.test("crossAttentionForwardRef equals conditioning.ts CrossAttention", () =
     s.batch,
     s.tokens * width,
   ]);
-  const y = block.forward(x, labels, { p, tf, layers });
+  const y = block.forward<tf.Tensor>(x, labels, { ops: layers.tfjsLayers(p) }) as tf.Tensor4D;
   const merged = tf.sub(y, x).dataSync();
   const tokens = tf.reshape(labels, [-1, width]) as tf.Tensor2D;
   const q = layers.groupNorm(x, p, "ca.norm", 1).dataSync();
