@@ -7,11 +7,11 @@
  */
 import { parseArgs } from "node:util";
 import { type LoadedExperiment, loadExperiment } from "../config/mod.ts";
-import { UserError } from "../errors.ts";
+import { describeError, RunFailure, UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRunsAt } from "../run/list.ts";
 import { describeRun, experimentFolder } from "../run/describe.ts";
-import { readManifest } from "../run/manifest.ts";
+import { hasCheckpoint, readManifest } from "../run/manifest.ts";
 import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
 import { loadSweepPoint } from "../sweep/spec.ts";
 import { TerminalProgress } from "./progress.ts";
@@ -136,10 +136,17 @@ async function runCommand(args: string[]): Promise<number> {
   }
   let resume = values.resume ?? false;
   if (sweepIndex !== undefined && !resume && !values.force) {
-    // A sweep point stopped earlier (Ctrl-C, a cancelled Slurm task) continues where it stopped.
+    // A sweep point stopped earlier (Ctrl-C, a cancelled or requeued Slurm task, a full disk)
+    // continues from its checkpoint.
     const dir = experimentFolder(loaded.config, outRoot);
-    if ((await readManifest(dir))?.status === "interrupted") {
-      console.log(`resuming the interrupted point at ${dir}`);
+    const manifest = await readManifest(dir);
+    if (manifest && manifest.status !== "complete" && hasCheckpoint(manifest)) {
+      const status = manifest.status === "running" ? "killed" : manifest.status;
+      const restart = Deno.env.get("SLURM_RESTART_COUNT");
+      console.log(
+        `resuming the ${status} point at ${dir}` +
+          (restart && restart !== "0" ? ` (Slurm restart ${restart})` : ""),
+      );
       resume = true;
     }
   }
@@ -425,9 +432,11 @@ export async function main(args: string[]): Promise<number> {
     }
     return await handler(rest);
   } catch (err) {
-    if (err instanceof UserError) {
-      console.error(`error: ${err.message}`);
-      return 2;
+    // Expected failures print their message alone; DDPM_LAB_DEBUG=1 adds the stacks.
+    const debug = Deno.env.get("DDPM_LAB_DEBUG") === "1";
+    if (err instanceof UserError || err instanceof RunFailure) {
+      console.error(describeError(err, { debug }));
+      return err instanceof UserError ? 2 : 1;
     }
     if (
       err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS")
@@ -435,7 +444,9 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${err.message}\n\n${USAGE}`);
       return 2;
     }
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    // A full disk or a folder that cannot be written, in a command that is not a run.
+    const { explainCommandFailure } = await import("../run/failures.ts");
+    console.error(describeError((await explainCommandFailure(err)) ?? err, { debug }));
     return 1;
   }
 }

@@ -105,6 +105,11 @@ export async function hashArtifacts(
   return { artifacts, volatileArtifacts };
 }
 
+/** Whether `manifest` records a checkpoint (the hashes of its files). */
+export function hasCheckpoint(manifest: Manifest): boolean {
+  return Object.keys(manifest.artifacts).some((p) => p.startsWith("checkpoint/"));
+}
+
 /** Writes manifest.json atomically. */
 export async function writeManifest(runDir: string, manifest: Manifest): Promise<void> {
   await writeFileAtomic(join(runDir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
