@@ -26,6 +26,11 @@ export interface Manifest {
   reusedTraining?: { dir: string; name: string; configHash: string };
   /** ISO times at which this run was resumed. */
   resumedAt?: string[];
+  /**
+   * Each time the run stopped to be requeued by Slurm (its warning before the time limit): when,
+   * at which step (its checkpoint) and the job (`scontrol requeue <job>`).
+   */
+  requeues?: { at: string; step: number; job: string }[];
   /** Run state. */
   status: RunStatus;
   /** Error message of a failed run. */

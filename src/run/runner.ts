@@ -98,6 +98,21 @@ export interface RunOptions {
    * accuracy per attribute, KID...); the numbers go to `guidance.md` and `guidance.json`.
    */
   scoreConditional?: ConditionalScorer;
+  /**
+   * Under Slurm: when `signal` aborted for the warning before the time limit, the run (after
+   * its checkpoint, marked interrupted) records the requeue in its manifest and requeues the job.
+   */
+  requeue?: RequeueRequest;
+}
+
+/** How a run requeues its Slurm job (see {@linkcode RunOptions.requeue}). */
+export interface RequeueRequest {
+  /** The job `requeue` requeues (recorded in the manifest). */
+  job: string;
+  /** Whether the stop was the warning (rather than Ctrl-C or SIGTERM). */
+  requested(): boolean;
+  /** Requeues the job; throws with the reason when it cannot. */
+  requeue(): Promise<void>;
 }
 
 /** What a run produced. */
@@ -108,6 +123,8 @@ export interface RunResult {
   status: Manifest["status"] | "dry-run";
   /** The manifest written (absent for a dry run). */
   manifest?: Manifest;
+  /** The Slurm job this interrupted run requeued, and the step it resumes from. */
+  requeued?: { job: string; step: number };
 }
 
 /** The long phases of a run. */
@@ -243,6 +260,7 @@ async function runInFolder(
   let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
   let run: RunRecord | undefined;
+  let requeued: RunResult["requeued"];
   try {
     workers = await startWorkers(config, { backend, labelSizes });
 
@@ -364,7 +382,25 @@ async function runInFolder(
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
     await writeLossPlot(dir);
+    // Slurm's warning: the requeue is recorded before it is asked for (the job is killed then).
+    const requeue = stopped() && options.requeue?.requested() ? options.requeue : undefined;
+    if (requeue) {
+      const requeues = run.manifest.requeues ?? [];
+      requeues.push({ at: new Date().toISOString(), step: trained.step, job: requeue.job });
+      run.manifest.requeues = requeues;
+    }
     await run.end(stopped() ? "interrupted" : "complete");
+    if (requeue) {
+      try {
+        await requeue.requeue();
+        requeued = { job: requeue.job, step: trained.step };
+      } catch (err) {
+        run.manifest.requeues!.pop();
+        if (run.manifest.requeues!.length === 0) delete run.manifest.requeues;
+        await run.save();
+        log(`could not requeue Slurm job ${requeue.job}: ${(err as Error).message}`);
+      }
+    }
   } catch (err) {
     if (run === undefined) throw err;
     // The run folder is marked failed with the explanation the user will read.
@@ -386,7 +422,12 @@ async function runInFolder(
     ema?.dispose();
   }
   log(`${run.manifest.status}: ${dir}`);
-  return { dir, status: run.manifest.status, manifest: run.manifest };
+  return {
+    dir,
+    status: run.manifest.status,
+    manifest: run.manifest,
+    ...(requeued ? { requeued } : {}),
+  };
 }
 
 /** What {@link trainPhase} needs of the run besides the networks. */
