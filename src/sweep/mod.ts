@@ -111,7 +111,8 @@ async function estimatePoints(sweep: Sweep, plan: LaunchPlan): Promise<string> {
   for (const item of plan.items) {
     const point = sweep.points.find((p) => p.index === item.index)!;
     const e = await estimateRun(point.loaded);
-    const sampling = e.sampleSteps * e.secondsPerSampleStep;
+    // A point that reuses a training samples and evaluates at the end only.
+    const sampling = e.sampleSteps * e.secondsPerSampleStep + (e.evaluation?.finalSeconds ?? 0);
     const seconds = item.after === null ? e.totalSeconds : sampling;
     total += seconds;
     lines.push(
