@@ -134,7 +134,7 @@ Deno.test("the sbatch script holds launcher.slurm's resources and runs --sweep-i
     script,
     /\nexec \S+ run -A .* run '\/x\/q1 sweep.json' --sweep-index "\$SLURM_ARRAY_TASK_ID" --out \/shared\/outputs --set train.epochs=1 --requeue\n/,
   );
-  assert.match(script, /#SBATCH --signal=B:USR1@300\n#SBATCH --requeue\n/);
+  assert.match(script, /#SBATCH --signal=B:USR2@300\n#SBATCH --requeue\n/);
   // No warning: no requeue.
   const plain = sbatchScript(SlurmSchema.parse({ signal: 0 }), {
     name: "q1",

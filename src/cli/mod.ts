@@ -58,7 +58,7 @@ run options:
                      the one interrupted run of this file, whatever its overrides)
   --retrain          train even if a complete run has the same training config
   --sweep-index I    run point I of the file's sweep (what a sweep's processes run)
-  --requeue          on SIGUSR1 (Slurm's warning before the time limit): checkpoint,
+  --requeue          on SIGUSR2 (Slurm's warning before the time limit): checkpoint,
                      then requeue this Slurm job, which resumes the run (the sweep's
                      sbatch script passes it)
   -h, --help         this help
@@ -103,7 +103,7 @@ function abortOnSignals(controller: AbortController): () => void {
 }
 
 /**
- * `run --requeue` (what a sweep's sbatch script runs): on SIGUSR1, Slurm's warning before the
+ * `run --requeue` (what a sweep's sbatch script runs): on SIGUSR2, Slurm's warning before the
  * time limit, the run stops after its step, checkpoints, and requeues its job, which resumes it.
  * Listens from the start of the command, so that a warning during loading is not lost.
  */
@@ -114,17 +114,17 @@ function requeueOnWarning(controller: AbortController): RequeueRequest & { relea
     if (warned || controller.signal.aborted) return;
     warned = true;
     console.error(
-      "\nSIGUSR1 (Slurm: the time limit is near): finishing the current step, writing a " +
+      "\nSIGUSR2 (Slurm: the time limit is near): finishing the current step, writing a " +
         `checkpoint, then ${job ? `requeueing job ${job}` : "stopping (not in a Slurm job)"}`,
     );
     controller.abort();
   };
-  Deno.addSignalListener("SIGUSR1", handler);
+  Deno.addSignalListener("SIGUSR2", handler);
   return {
     job: job ?? "none",
     requested: () => warned && job !== null,
     requeue: () => requeueJob(job!),
-    release: () => Deno.removeSignalListener("SIGUSR1", handler),
+    release: () => Deno.removeSignalListener("SIGUSR2", handler),
   };
 }
 

@@ -48,7 +48,7 @@ export function slurmSeconds(time: string): number | null {
 export const DEFAULT_SIGNAL_SECONDS = 300;
 
 /**
- * The seconds before the time limit at which Slurm sends SIGUSR1 (`launcher.slurm.signal`, or
+ * The seconds before the time limit at which Slurm sends SIGUSR2 (`launcher.slurm.signal`, or
  * its default: 300, a quarter of a `time` under 20 minutes); 0 for none. Throws a
  * {@linkcode UserError} when the warning would come at the start (not shorter than `time`).
  */
@@ -75,9 +75,11 @@ export function warningSeconds(slurm: SlurmConfig): number {
 
 /**
  * The `sbatch` array script of a sweep: resources from `launcher.slurm`, one task per point.
+ * The warning is SIGUSR2, not Slurm's customary SIGUSR1: on SIGUSR1 Deno opens its inspector
+ * (as Node does), a debugger port on the compute node.
  * The point replaces the shell (`exec`), so Slurm's signals reach the run itself and the job's
  * exit status is the run's; with a warning ({@linkcode warningSeconds}) the job asks for
- * SIGUSR1 before its time limit and may be requeued, and the run requeues itself on it.
+ * SIGUSR2 before its time limit and may be requeued, and the run requeues itself on it.
  */
 export function sbatchScript(slurm: SlurmConfig, options: ScriptOptions): string {
   const warning = warningSeconds(slurm);
@@ -90,7 +92,7 @@ export function sbatchScript(slurm: SlurmConfig, options: ScriptOptions): string
     ...(slurm.cpus !== undefined ? [`--cpus-per-task=${slurm.cpus}`] : []),
     ...(slurm.memory ? [`--mem=${slurm.memory}`] : []),
     ...(slurm.time ? [`--time=${slurm.time}`] : []),
-    ...(warning > 0 ? [`--signal=B:USR1@${warning}`, "--requeue"] : []),
+    ...(warning > 0 ? [`--signal=B:USR2@${warning}`, "--requeue"] : []),
     ...slurm.extra,
   ];
   const command = pointCommand(options.file, {
