@@ -12,7 +12,8 @@ import { main } from "../src/cli/mod.ts";
 import { RunFailure } from "../src/errors.ts";
 import { WriteError, writeFilesAtomic } from "../src/io/files.ts";
 import { readManifest } from "../src/run/manifest.ts";
-import { fileProblem } from "../src/run/failures.ts";
+import { explainFailure, fileProblem, type RunProgress } from "../src/run/failures.ts";
+import { loadExperiment } from "../src/config/mod.ts";
 import { listRuns } from "../src/run/list.ts";
 import { keptLines } from "../src/run/logs.ts";
 import { encodePng } from "../src/io/image.ts";
@@ -241,6 +242,42 @@ Deno.test("a checkpoint is written whole or not at all; a metrics line cut short
   const metrics = join(dir, "metrics.jsonl");
   await Deno.writeTextFile(metrics, '{"step":1,"loss":1}\n{"step":2,"loss":2}\n{"step":3,"lo');
   assert.equal(await keptLines(metrics, 5), '{"step":1,"loss":1}\n{"step":2,"loss":2}\n');
+});
+
+Deno.test("a full disk after training names the phase; a bug is left to its stack trace", async () => {
+  const loaded = await loadExperiment(await experimentFile(TINY));
+  const at: RunProgress = {
+    loaded,
+    outRoot: "/o",
+    dir: "/o/tiny/seed-0-12345678",
+    folder: "open",
+    checkpointStep: 6,
+    step: 6,
+    totalSteps: 6,
+    perEpoch: 3,
+    phase: "sampling",
+  };
+  const full = Object.assign(new Error("No space left on device (os error 28)"), {
+    code: "ENOSPC",
+  });
+  const failure = await explainFailure(
+    new WriteError("/o/tiny/seed-0-12345678/samples.png", { bytes: 2048, cause: full }),
+    at,
+  );
+  assert.ok(failure instanceof RunFailure);
+  assert.match(
+    failure.message,
+    /^no space left on the device: could not write \/o\/tiny\/seed-0-12345678\/samples\.png while sampling, after step 6 of 6 \(epoch 2 of 2\): the file needs 2\.0 KiB/,
+  );
+  assert.match(
+    failure.message,
+    /kept: the checkpoint of step 6 \(checkpoint\/, intact\); the run folder, marked failed/,
+  );
+  assert.match(
+    failure.message,
+    /then continue from step 6 with:\n {4}deno task run \S+ --out \/o --resume$/,
+  );
+  assert.equal(await explainFailure(new TypeError("x is undefined"), at), null);
 });
 
 /** Runs `args` with the DAC override capability dropped when root (so that modes apply). */

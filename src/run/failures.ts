@@ -35,6 +35,8 @@ export interface RunProgress {
   totalSteps: number | null;
   /** Steps per epoch, once known. */
   perEpoch: number | null;
+  /** What the run does after training (`sampling`, `the final evaluation`), once it does. */
+  phase?: string;
 }
 
 /** The file-system failures {@linkcode explainFailure} explains, by error code. */
@@ -241,7 +243,11 @@ async function fileFailure(
   const path = problem.path;
   const inOutputs = path !== undefined &&
     !relative(resolve(at.outRoot), resolve(path)).startsWith("..");
-  const phase = at.folder === "open" && at.step > 0 ? ` at ${where(at)}` : "";
+  const phase = at.folder !== "open" || at.step === 0
+    ? ""
+    : at.phase
+    ? ` while ${at.phase}, after ${where(at)}`
+    : ` at ${where(at)}`;
   const { what, place, full } = await fileWhat(problem, {
     phase,
     fallback: resolve(at.outRoot),

@@ -350,6 +350,7 @@ async function runInFolder(
     // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some,
     // on the engine `sampler.engine` names (ONNX Runtime runs the exported checkpoint).
     run.manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
+    at.phase = "sampling";
     if (!stopped()) {
       if (config.sampler.engine === "onnxruntime") {
         // ONNX Runtime does not use the tfjs gradient workers: free their memory before it
@@ -378,9 +379,11 @@ async function runInFolder(
       });
     }
     if (!stopped() && hook) {
+      at.phase = "the final evaluation";
       const through = engine?.denoise ?? denoise;
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
+    at.phase = "writing loss.png and the manifest";
     await writeLossPlot(dir);
     // Slurm's warning: the requeue is recorded before it is asked for (the job is killed then).
     const requeue = stopped() && options.requeue?.requested() ? options.requeue : undefined;
