@@ -632,6 +632,13 @@ export const SlurmSchema = z.strictObject({
   time: z.string().regex(/^[0-9:-]+$/).optional().describe(
     "#SBATCH --time, e.g. 02:00:00 or 1-00:00:00",
   ),
+  signal: int(0, 86400).optional().describe(
+    "Seconds before the time limit at which Slurm warns a point (#SBATCH --signal=B:USR2@N " +
+      "and --requeue): it finishes its step, writes a checkpoint and requeues itself, and " +
+      "resumes when Slurm starts it again. Default 300, or a quarter of `time` when that is " +
+      "shorter than 20 minutes; 0: no warning (a point killed at its limit resumes when the " +
+      "sweep runs again). Slurm may send it up to a minute early",
+  ),
   extra: z.array(z.string().min(1)).default([]).describe(
     'More #SBATCH lines, written as given after "#SBATCH ", e.g. "--account=lab"',
   ),
