@@ -52,6 +52,7 @@ import {
 import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { acquireRunLock } from "./lock.ts";
+import { peakRssMiB } from "./memory.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -325,6 +326,8 @@ export async function runExperiment(
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
     await writeLossPlot(dir);
+    // ... and to the end of the run (sampling and evaluation included).
+    run.manifest.summary.peakRssMiB = peakRssMiB();
     await run.end(stopped() ? "interrupted" : "complete");
   } catch (err) {
     await run.end("failed", err);
@@ -428,7 +431,12 @@ async function trainPhase(
     const trained = { step: result.steps, epoch: trainLog.last?.epoch ?? resumed?.epoch ?? 0 };
     await run.checkpoint(saved, trained);
     if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
-    Object.assign(run.manifest.summary, { steps: result.steps, ...trainLog.summary() });
+    Object.assign(run.manifest.summary, {
+      steps: result.steps,
+      ...trainLog.summary(),
+      // The process's peak memory up to the end of training (data, model, optimizer, workers).
+      trainPeakRssMiB: peakRssMiB(),
+    });
     return trained;
   } finally {
     trainLog.close();
