@@ -240,10 +240,10 @@ Deno.test("question 1: the table and the sentence from four T's", async () => {
     ["FID", "yes (> 5% rule)", "expected to fall: holds"],
   ]);
   assert.match(section.verdict, /^From T = 100 to T = 500: /);
-  assert.match(section.verdict, /sampling time 10\.0 → 50\.0 s \(×5\.00; one measurement each/);
+  assert.match(section.verdict, /sampling time: 10\.0 → 50\.0 s \(×5\.00; one measurement each/);
   assert.match(
     section.verdict,
-    /KID 0\.0500 → 0\.0300 \(−0\.0200, larger than 2× its error 0\.00566\)/,
+    /KID: 0\.0500 → 0\.0300 \(−0\.0200, larger than 2× its error 0\.00566\)/,
   );
   assert.match(
     section.verdict,
@@ -297,9 +297,9 @@ Deno.test("question 2: means over 3 seeds, diversity kept with x_T = 0, none wit
   assert.deepEqual(table.rows[3].slice(0, 2), ["0", "off"]);
   assert.match(
     section.verdict,
-    /diversity with x_T = 0 11\.0 → 10\.0 \(−1\.00, within 2× its error 0\.816\)/,
+    /diversity with x_T = 0: 11\.0 → 10\.0 \(−1\.00, within 2× its error 0\.816\)/,
   );
-  assert.match(section.verdict, /KID without z 0\.0420 → 0\.210 \(\+0\.168, larger than/);
+  assert.match(section.verdict, /KID without z: 0\.0420 → 0\.210 \(\+0\.168, larger than/);
   assert.match(
     section.verdict,
     /holds for KID without z; it is not shown for diversity with x_T = 0/,
@@ -579,7 +579,7 @@ Deno.test("answers end to end on complete fixture runs: nothing runs, the docume
   assert.match(md, /<!-- answers:tiny:begin -->\n\n## Budget `tiny`/);
   assert.match(
     md,
-    /Made by `deno task answers --budget tiny --only q1-steps` from 4 run folder\(s\)/,
+    /Made by `deno task answers --budget tiny` from 4 run folder\(s\)/,
   );
   assert.match(
     md,
@@ -587,6 +587,11 @@ Deno.test("answers end to end on complete fixture runs: nothing runs, the docume
   );
   assert.match(md, /!\[T = 100 \(seed 0\)\]\(answers\/tiny\/q1-steps\/t100\.png\)/);
   assert.match(md, /\*\*Answer at this budget:\*\* From T = 100 to T = 500: /);
+  // the questions not run at this budget are there, and say so
+  assert.match(
+    md,
+    /### Question 2: [^\n]*\n\n\*\*Claim\*\* \(seed 000, 001\): [^\n]*\n\n\*\*Answer at this budget:\*\* Not run yet at this budget\./,
+  );
   assert.match(md, /kept/); // the gpu block
   assert.ok(md.indexOf("answers:gpu:begin") < md.indexOf("answers:tiny:begin"));
   const picture = await Deno.readFile(join(docsDir, "answers", "tiny", "q1-steps", "t500.png"));

@@ -288,13 +288,8 @@ async function writeDocs(
 }
 
 /** The command line that makes a budget's answers, for the documents. */
-function commandLine(options: AnswersOptions, budget: string): string {
-  return [
-    "deno task answers --budget",
-    budget,
-    ...(options.only?.length ? ["--only", options.only.join(",")] : []),
-    ...(options.sets ?? []).flatMap((s) => ["--set", quoteArg(s)]),
-  ].join(" ");
+function commandLine(budget: string): string {
+  return `deno task answers --budget ${budget}`;
 }
 
 /**
@@ -338,15 +333,34 @@ export async function runAnswers(options: AnswersOptions = {}): Promise<AnswersR
       failures.push(...formatFailures(result.failed, result.indexPath).split("\n"));
     }
   }
-  const sweeps = await readSweeps(questions, { budget, outRoot, extra });
-  const sections = questions.map((q, i) => buildSection(q, sweeps[i]));
+  // The documents show every question found at this budget, not only those run now.
+  const sweeps = await readSweeps(QUESTIONS, { budget, outRoot, extra });
+  const sections = QUESTIONS.map((q, i) => {
+    const section = buildSection(q, sweeps[i]);
+    const own = questionSets(budget, q.id);
+    const added = (sweeps[i]?.sets ?? []).filter((s) => !own.includes(s));
+    if (added.length > 0) {
+      section.notes.unshift(
+        `Run with overrides beyond the budget's: ${added.join(" ")} (a shrunk budget: these ` +
+          "are not its numbers).",
+      );
+    }
+    return section;
+  });
+  const extraFound = [
+    ...new Set(
+      sweeps.flatMap((s, i) =>
+        (s?.sets ?? []).filter((x) => !questionSets(budget, QUESTIONS[i].id).includes(x))
+      ),
+    ),
+  ];
   const { seconds, runs } = runTime(sweeps);
   const header: BudgetHeader = {
     name: budget.name,
     description: budget.description,
-    command: commandLine(options, budget.name),
+    command: commandLine(budget.name),
     sets: budget.sets,
-    extraSets: extra,
+    extraSets: extraFound,
     out: relative(PROJECT_DIR, outRoot).startsWith("..") ? outRoot : relative(PROJECT_DIR, outRoot),
     writtenAt: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
     git: await gitState(PROJECT_DIR),

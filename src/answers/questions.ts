@@ -105,6 +105,12 @@ function samplePictures(
 
 const T_PATH = "schedule.timesteps";
 
+/** The images of a run's samples.png (`sampler.count` of its config), or null. */
+function sampleCount(run: AnswerRun | undefined): number | null {
+  const count = (run?.config.sampler as { count?: unknown } | undefined)?.count;
+  return typeof count === "number" ? count : null;
+}
+
 /** Question 1: the number of steps T. */
 export const Q1: Question = {
   id: "q1-steps",
@@ -140,10 +146,11 @@ export const Q1: Question = {
       ],
       rows,
       note:
-        `${seedsNote(groups)} Sampling time: ${
-          formatNumber(summaryNumber(groups[0]?.runs[0] ?? emptyRun, "samplingSteps"))
-        }-step sampling of the run's samples.png; KID and FID: the final evaluation, against as ` +
-        "many training images, with the real-vs-real floor (two disjoint sets of training images).",
+        `${seedsNote(groups)} Sampling time: the run's samples.png (${
+          formatNumber(sampleCount(groups[0]?.runs[0]))
+        } images, T network evaluations each); peak memory: the process's resident high-water ` +
+        "mark up to the end of training; KID and FID: the final evaluation, against as many " +
+        "training images, with the real-vs-real floor (two disjoint sets of training images).",
     };
     const first = groups[0];
     const last = groups.at(-1);
@@ -176,25 +183,6 @@ export const Q1: Question = {
       notes: [],
     };
   },
-};
-
-/** A run with nothing in it (for lookups on an empty group). */
-const emptyRun: AnswerRun = {
-  index: 0,
-  overrides: {},
-  seed: 0,
-  dir: "",
-  status: "pending",
-  config: {},
-  summary: {},
-  reused: false,
-  evals: [],
-  losses: [],
-  timings: [],
-  recovery: null,
-  guidance: null,
-  labelledImages: null,
-  images: [],
 };
 
 const NOT_ENOUGH = "Not enough complete points to compare yet.";
@@ -326,7 +314,7 @@ export const SEED002: Question = {
     const sentences: string[] = [];
     if (judged.length > 0) {
       sentences.push(
-        `KID ${judged[0].detail}: the two variances ${
+        `KID: ${judged[0].detail}; the two variances ${
           judged[0].finding === "holds" ? "give images of the same quality" : "differ"
         } at this budget.`,
       );
@@ -388,7 +376,7 @@ export const SEED002: Question = {
           dir: withRecovery.dir,
           file: "recovery.png",
           name: "recovery.png",
-          caption: "x_0 | x_t | recovered with σ² = β | with σ² = β̃, for each t",
+          caption: "for each t: x_0, x_t, recovered with σ² = β, with σ² = β̃",
         });
       }
     }
@@ -541,7 +529,7 @@ function epochChart(
           {
             mark: { type: "rule" },
             encoding: {
-              x: { field: "epoch", type: "quantitative" },
+              x: { field: "epoch", type: "quantitative", scale: { zero: false } },
               y: { field: "low", type: "quantitative", title: null },
               y2: { field: "high" },
             },
@@ -549,7 +537,13 @@ function epochChart(
           {
             mark: { type: "line", point: true },
             encoding: {
-              x: { field: "epoch", type: "quantitative", title: "epoch", axis: { tickMinStep: 1 } },
+              x: {
+                field: "epoch",
+                type: "quantitative",
+                title: "epoch",
+                scale: { zero: false },
+                axis: { tickMinStep: 1 },
+              },
               y: { field: "value", type: "quantitative", scale: { zero: false }, title: null },
             },
           },
@@ -658,7 +652,7 @@ export const SEED004: Question = {
       | null => (a && b ? { what, aLabel: labels[0], bLabel: labels[1], a, b, expect } : null);
     const judged = judge([
       pair(
-        `mean accuracy at w = ${w0}, one-hot against integer`,
+        `one-hot's mean accuracy over integer's at w = ${w0}`,
         meanAccuracy(integer, w0),
         meanAccuracy(onehot, w0),
         ["integer", "one-hot"],
@@ -667,14 +661,14 @@ export const SEED004: Question = {
       ...(w0 !== wMax
         ? [
           pair(
-            `one-hot mean accuracy, w = ${w0} → ${wMax}`,
+            `one-hot's mean accuracy from w = ${w0} to ${wMax}`,
             meanAccuracy(onehot, w0),
             meanAccuracy(onehot, wMax),
             [`w = ${w0}`, `w = ${wMax}`],
             "increase",
           ),
           pair(
-            `one-hot KID, w = ${w0} → ${wMax}`,
+            `one-hot's KID from w = ${w0} to ${wMax}`,
             kidAt(onehot, w0),
             kidAt(onehot, wMax),
             [`w = ${w0}`, `w = ${wMax}`],

@@ -111,7 +111,7 @@ export function budgetMarkdown(header: BudgetHeader, sections: readonly Section[
     (header.extraSets.length > 0
       ? `; and, on the command line, ${
         header.extraSets.map((s) => `\`${s}\``).join(" ")
-      } (a shrunk budget: not its numbers)`
+      } (a shrunk budget: these are not its numbers)`
       : "") +
     ".",
     ...sections.map((s) => sectionMarkdown(s, { assets: assetsDir(header.name) })),

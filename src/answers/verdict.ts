@@ -121,5 +121,5 @@ export function summarise(judged: readonly Judged[]): string {
 
 /** Each judged check as `what: detail`, joined with semicolons. */
 export function details(judged: readonly Judged[]): string {
-  return judged.map((j) => `${j.what} ${j.detail}`).join("; ");
+  return judged.map((j) => `${j.what}: ${j.detail}`).join("; ");
 }

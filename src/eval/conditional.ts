@@ -70,7 +70,7 @@ export async function conditionalScorer(
     // KID with its spread over subsets (at most half the samples each: an error bar).
     Object.assign(out, kid.metrics);
     // What the judge sees on held-out real images: the ceiling of the accuracies above.
-    for (const [name, value] of Object.entries(judge.accuracy)) out[`real/${name}`] = value;
+    for (const name of Object.keys(accuracy)) out[`real/${name}`] = judge.accuracy[name];
     return out;
   };
   return {
