@@ -311,6 +311,21 @@ export async function runAnswers(options: AnswersOptions = {}): Promise<AnswersR
       estimate: options.estimate ?? true,
     });
     log(listing);
+    if (options.launcher === "slurm") {
+      // What each question's submission would be: its points and sbatch script, as for sweeps.
+      for (const question of questions) {
+        log(`\n== ${question.id} on Slurm`);
+        await runSweep(questionFile(question.id), {
+          launcher: "slurm",
+          jobs: options.jobs,
+          outRoot,
+          sets: questionSets(budget, question.id, extra),
+          dryRun: true,
+          estimate: false,
+          log,
+        });
+      }
+    }
     return { listing, estimatedSeconds: seconds, sections: [], failures: [] };
   }
   const launcher = options.launcher ?? "local";
