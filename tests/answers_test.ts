@@ -20,7 +20,7 @@ import {
 import { markdownTable, spliceAnswers } from "../src/answers/render.ts";
 import { loadSweep } from "../src/sweep/mod.ts";
 import { buildIndex } from "../src/sweep/sweep_index.ts";
-import { encodePng } from "../src/io/image.ts";
+import { decodePng, encodePng } from "../src/io/image.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -594,8 +594,11 @@ Deno.test("answers end to end on complete fixture runs: nothing runs, the docume
   );
   assert.match(md, /kept/); // the gpu block
   assert.ok(md.indexOf("answers:gpu:begin") < md.indexOf("answers:tiny:begin"));
-  const picture = await Deno.readFile(join(docsDir, "answers", "tiny", "q1-steps", "t500.png"));
-  assert.ok(picture.length > 0);
+  // the 4x4 fixture picture, enlarged by a whole factor (pixels repeated) to 256 px
+  const picture = await decodePng(
+    await Deno.readFile(join(docsDir, "answers", "tiny", "q1-steps", "t500.png")),
+  );
+  assert.deepEqual([picture.width, picture.height, picture.data[0]], [256, 256, 200]);
   const html = await Deno.readTextFile(join(docsDir, "answers", "tiny", "index.html"));
   assert.match(html, /<img src="q1-steps\/t100\.png"/);
   assert.match(html, /<td>0\.0350 ± 0\.0040<\/td>/);

@@ -226,16 +226,25 @@ async function readSweeps(
 
 /** Largest width of a picture copied into docs/ (wider ones are shrunk by a whole factor). */
 const MAX_PICTURE_WIDTH = 640;
+/** Smallest width of a picture copied into docs/ (narrower ones are enlarged by a whole factor). */
+const MIN_PICTURE_WIDTH = 256;
 
-/** Copies a picture into docs, shrunk by a whole factor when wider than {@link MAX_PICTURE_WIDTH}. */
+/**
+ * Copies a picture into docs, shrunk by a whole factor when wider than {@link MAX_PICTURE_WIDTH}
+ * (smoothly), enlarged by a whole factor when narrower than {@link MIN_PICTURE_WIDTH} (pixels
+ * repeated, so that 16x16 faces stay sharp and the file stays small).
+ */
 async function copyPicture(from: string, to: string): Promise<void> {
   const image = sharp(await Deno.readFile(from));
   const { width = 0 } = await image.metadata();
-  const factor = Math.ceil(width / MAX_PICTURE_WIDTH);
-  const out = factor > 1
-    ? await image.resize({ width: Math.round(width / factor), kernel: "lanczos3" })
-      .png({ compressionLevel: 9 }).toBuffer()
-    : await image.png({ compressionLevel: 9 }).toBuffer();
+  const shrink = Math.ceil(width / MAX_PICTURE_WIDTH);
+  const grow = width > 0 ? Math.floor(MIN_PICTURE_WIDTH / width) : 1;
+  const resized = shrink > 1
+    ? image.resize({ width: Math.round(width / shrink), kernel: "lanczos3" })
+    : grow > 1
+    ? image.resize({ width: width * grow, kernel: "nearest" })
+    : image;
+  const out = await resized.png({ compressionLevel: 9 }).toBuffer();
   await writeFileAtomic(to, new Uint8Array(out));
 }
 

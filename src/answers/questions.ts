@@ -147,7 +147,7 @@ export const Q1: Question = {
       rows,
       note:
         `${seedsNote(groups)} Sampling time: the run's samples.png (${
-          formatNumber(sampleCount(groups[0]?.runs[0]))
+          sampleCount(groups[0]?.runs[0]) ?? "?"
         } images, T network evaluations each); peak memory: the process's resident high-water ` +
         "mark up to the end of training; KID and FID: the final evaluation, against as many " +
         "training images, with the real-vs-real floor (two disjoint sets of training images).",
