@@ -460,11 +460,11 @@ Deno.test("seed 004: accuracies with binomial errors, one-hot against integer, g
 Deno.test("answers.md: writing one budget's block keeps the other's", () => {
   const cpu = "<!-- answers:cpu:begin -->\ncpu one\n<!-- answers:cpu:end -->";
   const gpu = "<!-- answers:gpu:begin -->\ngpu\n<!-- answers:gpu:end -->";
-  const first = spliceAnswers(null, cpu, "cpu");
+  const first = spliceAnswers(null, { block: cpu, budget: "cpu" });
   assert.match(first, /^# Answers to the seeds' questions/);
-  const both = spliceAnswers(first, gpu, "gpu");
+  const both = spliceAnswers(first, { block: gpu, budget: "gpu" });
   assert.ok(both.indexOf("cpu one") < both.indexOf("gpu\n"));
-  const again = spliceAnswers(both, cpu.replace("cpu one", "cpu two"), "cpu");
+  const again = spliceAnswers(both, { block: cpu.replace("cpu one", "cpu two"), budget: "cpu" });
   assert.ok(!again.includes("cpu one") && again.includes("cpu two") && again.includes("gpu\n"));
   assert.equal(again.match(/answers:cpu:begin/g)!.length, 1);
 });
@@ -564,7 +564,10 @@ Deno.test("answers end to end on complete fixture runs: nothing runs, the docume
   }
   await Deno.writeTextFile(
     join(docsDir, "answers.md"),
-    spliceAnswers(null, "<!-- answers:gpu:begin -->\nkept\n<!-- answers:gpu:end -->", "gpu"),
+    spliceAnswers(null, {
+      block: "<!-- answers:gpu:begin -->\nkept\n<!-- answers:gpu:end -->",
+      budget: "gpu",
+    }),
   );
   const result = await runAnswers({
     budget: "tiny",

@@ -186,11 +186,11 @@ Deno.test("KID of one subset is the direct MMD² of one pair of half-size subset
 });
 
 Deno.test("KID subsets are at most half the smaller set", () => {
-  assert.equal(kidSubsetSize(1000, 256, 256), 128);
-  assert.equal(kidSubsetSize(1000, 5000, 5000), 1000);
-  assert.equal(kidSubsetSize(100, 256, 1000), 100);
-  assert.equal(kidSubsetSize(1000, 256, 100), 50);
-  assert.equal(kidSubsetSize(1000, 3, 3), 2);
+  assert.equal(kidSubsetSize(1000, { n: 256, m: 256 }), 128);
+  assert.equal(kidSubsetSize(1000, { n: 5000, m: 5000 }), 1000);
+  assert.equal(kidSubsetSize(100, { n: 256, m: 1000 }), 100);
+  assert.equal(kidSubsetSize(1000, { n: 256, m: 100 }), 50);
+  assert.equal(kidSubsetSize(1000, { n: 3, m: 3 }), 2);
 });
 
 Deno.test("KID's std is an error bar when the subset size asked for exceeds the sets", () => {

@@ -56,10 +56,14 @@ export async function loadBudget(
 
 /**
  * The `--set` overrides of question `id` at `budget`: the budget's, then the question's, then
- * `extra` (the command's own --set, which win).
+ * `options.extra` (the command's own --set, which win).
  */
-export function questionSets(budget: Budget, id: string, extra: readonly string[] = []): string[] {
-  return [...budget.sets, ...(budget.questions[id] ?? []), ...extra];
+export function questionSets(
+  budget: Budget,
+  id: string,
+  options: { extra?: readonly string[] } = {},
+): string[] {
+  return [...budget.sets, ...(budget.questions[id] ?? []), ...(options.extra ?? [])];
 }
 
 /** The outputs root of a budget, absolute (relative paths are relative to the current folder). */

@@ -105,7 +105,10 @@ function quoteArg(arg: string): string {
 }
 
 /** The `deno task sweep` command that runs one question at a budget by hand. */
-export function sweepCommandLine(file: string, options: { out: string; sets: readonly string[] }) {
+export function sweepCommandLine(
+  file: string,
+  options: { out: string; sets: readonly string[] },
+): string {
   const rel = (p: string) => {
     const r = relative(Deno.cwd(), p);
     return r.startsWith("..") ? p : r;
@@ -143,7 +146,7 @@ async function planListing(
   let left = 0;
   for (const question of questions) {
     const file = questionFile(question.id);
-    const sets = questionSets(budget, question.id, extra);
+    const sets = questionSets(budget, question.id, { extra });
     const sweep = await loadSweep(file, { sets });
     const indexPath = join(sweepFolder(outRoot, sweep.name), "sweep.json");
     const index = await refreshIndex(buildIndex(sweep, { outRoot, launcher: "local" }), indexPath);
@@ -217,7 +220,7 @@ async function readSweeps(
 ): Promise<(AnswerSweep | null)[]> {
   const out: (AnswerSweep | null)[] = [];
   for (const question of questions) {
-    const sets = questionSets(options.budget, question.id, options.extra);
+    const sets = questionSets(options.budget, question.id, { extra: options.extra });
     const sweep = await loadSweep(questionFile(question.id), { sets });
     out.push(await readAnswerSweep(join(sweepFolder(options.outRoot, sweep.name), "sweep.json")));
   }
@@ -288,7 +291,7 @@ async function writeDocs(
   const existing = await Deno.readTextFile(markdown).catch(() => null);
   await writeFileAtomic(
     markdown,
-    spliceAnswers(existing, budgetMarkdown(header, sections), header.name),
+    spliceAnswers(existing, { block: budgetMarkdown(header, sections), budget: header.name }),
   );
   const html = join(assets, "index.html");
   await Deno.mkdir(assets, { recursive: true });
@@ -328,7 +331,7 @@ export async function runAnswers(options: AnswersOptions = {}): Promise<AnswersR
           launcher: "slurm",
           jobs: options.jobs,
           outRoot,
-          sets: questionSets(budget, question.id, extra),
+          sets: questionSets(budget, question.id, { extra }),
           dryRun: true,
           estimate: false,
           log,
@@ -348,7 +351,7 @@ export async function runAnswers(options: AnswersOptions = {}): Promise<AnswersR
       launcher,
       jobs: options.jobs,
       outRoot,
-      sets: questionSets(budget, question.id, extra),
+      sets: questionSets(budget, question.id, { extra }),
       wait: options.wait,
       signal: options.signal,
       log,
@@ -362,6 +365,10 @@ export async function runAnswers(options: AnswersOptions = {}): Promise<AnswersR
   const sections = QUESTIONS.map((q, i) => {
     const section = buildSection(q, sweeps[i]);
     const own = questionSets(budget, q.id);
+    const mine = budget.questions[q.id] ?? [];
+    if (mine.length > 0 && sweeps[i]) {
+      section.notes.unshift(`This question's own overrides at this budget: ${mine.join(" ")}.`);
+    }
     const added = (sweeps[i]?.sets ?? []).filter((s) => !own.includes(s));
     if (added.length > 0) {
       section.notes.unshift(

@@ -274,7 +274,9 @@ export const Q2: Question = {
 const VARIANCE = "sampler.variance";
 
 /** The recovery rows of seed 002 as measures (mean over images, error spread / √n). */
-function recoveryMeasure(stat: { mean: number; std: number; n: number } | null | undefined) {
+function recoveryMeasure(
+  stat: { mean: number; std: number; n: number } | null | undefined,
+): Measure | null {
   if (!stat) return null;
   return { value: stat.mean, error: stat.std / Math.sqrt(stat.n), spread: stat.std, n: 1 };
 }

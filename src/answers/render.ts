@@ -134,7 +134,11 @@ of the command rewrites its budget's block. Each budget also has an HTML page,
  * docs/answers.md with `block` (a budget's, markers included) in place of that budget's old
  * block, or added after the others; the other budgets' blocks are kept as they are.
  */
-export function spliceAnswers(existing: string | null, block: string, budget: string): string {
+export function spliceAnswers(
+  existing: string | null,
+  options: { block: string; budget: string },
+): string {
+  const { block, budget } = options;
   const blocks: string[] = [];
   const pattern = /<!-- answers:([a-z0-9-]+):begin -->[\s\S]*?<!-- answers:\1:end -->/g;
   let replaced = false;
