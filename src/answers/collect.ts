@@ -145,7 +145,7 @@ export async function readAnswerRun(
   };
 }
 
-/** Reads the sweep at `path` (sweep.json or its folder) and its points' run folders; null without. */
+/** Reads the sweep at `path` (sweep.json or its folder) and its points' run folders, or null. */
 export async function readAnswerSweep(path: string): Promise<AnswerSweep | null> {
   const found = await readIndex(path);
   if (!found) return null;

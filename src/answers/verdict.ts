@@ -89,8 +89,8 @@ export function differencesTable(judged: readonly Judged[], title?: string): Tab
     }),
     note: `± is the spread (over seeds where there are several, else the run's own); a ` +
       `difference counts when it is more than ${Z} times √(e₁² + e₂²) of the errors of the ` +
-      `values (spread/√n over seeds); a value without an error bar counts as changed only when it ` +
-      `differs by more than ${UNCERTAIN_FRACTION * 100}%.`,
+      "values (spread/√n over seeds); a value without an error bar counts as changed only when " +
+      `it differs by more than ${UNCERTAIN_FRACTION * 100}%.`,
   };
 }
 

@@ -248,12 +248,13 @@ function choose(rng: Rng, n: number, k: number): Int32Array {
 }
 
 /**
- * The KID subset size for sets of `sizes.n` and `sizes.m` images: min(`requested`, ⌊min(n, m) / 2⌋), and at
- * least 2 (with fewer than 4 images the subsets cannot differ much). clean-fid and torch-fidelity take min(requested, n): with fewer images than the
- * requested size (1000 by default) every subset is then the whole set, all subsets give the same
- * number and the "standard deviation" is round-off (1e-14). Subsets of at most half the set
- * overlap by about half their images, so their spread measures how much the estimate moves with
- * the images it is made from.
+ * The KID subset size for sets of `sizes.n` and `sizes.m` images: min(`requested`,
+ * ⌊min(n, m) / 2⌋), and at least 2 (with fewer than 4 images the subsets cannot differ much).
+ * clean-fid and torch-fidelity take min(requested, n): with fewer images than the requested size
+ * (1000 by default) every subset is then the whole set, all subsets give the same number and the
+ * "standard deviation" is round-off (1e-14). Subsets of at most half the set overlap by about half
+ * their images, so their spread measures how much the estimate moves with the images it is made
+ * from.
  */
 export function kidSubsetSize(requested: number, sizes: { n: number; m: number }): number {
   return Math.max(2, Math.min(requested, Math.floor(Math.min(sizes.n, sizes.m) / 2)));
