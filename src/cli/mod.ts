@@ -15,6 +15,7 @@ import { hasCheckpoint, readManifest } from "../run/manifest.ts";
 import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
 import { loadSweepPoint } from "../sweep/spec.ts";
 import { TerminalProgress } from "./progress.ts";
+import { ANSWERS_USAGE, answersCommand } from "./answers.ts";
 import { REPORT_USAGE, reportCommand } from "./report.ts";
 import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
 import { currentSlurmJob, requeueJob } from "../sweep/slurm.ts";
@@ -34,6 +35,9 @@ usage:
   deno task sweep <experiment.json> [options] run the points of the file's sweep
   deno task report <runs or sweeps...> [--out DIR]
                                               an HTML page comparing runs
+  deno task answers [--budget cpu|gpu] [--dry-run]
+                                              the seeds' questions answered: run what is
+                                              missing, write docs/answers.md
   deno task fid <folderA|run> [<folderB|run>] [--json] [--resize N]
                                               KID and FID of two image sets (a run: its
                                               samples.png; one run alone: against its dataset)
@@ -64,7 +68,8 @@ run options:
   -h, --help         this help
 
 ${SWEEP_USAGE}
-${REPORT_USAGE}`;
+${REPORT_USAGE}
+${ANSWERS_USAGE}`;
 
 function parseSeed(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -488,6 +493,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   runs: runsCommand,
   sweep: sweepCommand,
   report: reportCommand,
+  answers: answersCommand,
   fid: fidCmd,
   eval: evalCmd,
   judge: judgeCmd,

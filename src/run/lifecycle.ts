@@ -246,7 +246,8 @@ export class RunRecord {
     }
     const state = await loadCheckpoint(this.checkpointDir, parts);
     this.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
-    for (const key of ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds"]) {
+    const keys = ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds", "trainPeakRssMiB"];
+    for (const key of keys) {
       this.manifest.summary[key] = from.summary[key] ?? null;
     }
     return state;

@@ -52,6 +52,7 @@ import {
 import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { acquireRunLock } from "./lock.ts";
+import { peakRssMiB } from "./memory.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
@@ -386,6 +387,8 @@ async function runInFolder(
     }
     at.phase = "writing loss.png and the manifest";
     await writeLossPlot(dir);
+    // ... and to the end of the run (sampling and evaluation included).
+    run.manifest.summary.peakRssMiB = peakRssMiB();
     // Slurm's warning: the requeue is recorded before it is asked for (the job is killed then).
     const requeue = stopped() && options.requeue?.requested() ? options.requeue : undefined;
     if (requeue) {
@@ -524,7 +527,12 @@ async function trainPhase(
     const trained = { step: result.steps, epoch: trainLog.last?.epoch ?? resumed?.epoch ?? 0 };
     await run.checkpoint(saved, trained);
     if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
-    Object.assign(run.manifest.summary, { steps: result.steps, ...trainLog.summary() });
+    Object.assign(run.manifest.summary, {
+      steps: result.steps,
+      ...trainLog.summary(),
+      // The process's peak memory up to the end of training (data, model, optimizer, workers).
+      trainPeakRssMiB: peakRssMiB(),
+    });
     return trained;
   } finally {
     trainLog.close();
