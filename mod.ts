@@ -11,7 +11,7 @@ export { runExperiment, type RunOptions, type RunResult } from "./src/run/runner
 export { type Dataset, loadDataset, makeBatch } from "./src/data/mod.ts";
 export { makeSchedule, type Schedule } from "./src/diffusion/schedule.ts";
 export { qSample } from "./src/diffusion/forward.ts";
-export { ddpmRule, ddpmStep, type Denoiser, type StepRule } from "./src/diffusion/sampler.ts";
+export { ddpmRule, ddpmStep, type Denoiser, type StepRule } from "./src/diffusion/ddpm.ts";
 export { ddimRule } from "./src/diffusion/ddim.ts";
 export { generate, reverseProcess, sampleDdim, sampleDdpm } from "./src/diffusion/generate.ts";
 export { countParameters, createModel, type DenoiseModel } from "./src/model/mod.ts";

@@ -24,7 +24,7 @@ import { type BackendName, initBackend } from "../src/backend/mod.ts";
 import { makeBatch } from "../src/data/mod.ts";
 import { benchDecode } from "./decode_bench.ts";
 import { generate } from "../src/diffusion/generate.ts";
-import { ddpmStep, type Denoiser } from "../src/diffusion/sampler.ts";
+import { ddpmStep, type Denoiser } from "../src/diffusion/ddpm.ts";
 import { makeSchedule } from "../src/diffusion/schedule.ts";
 import { countParameters, createModel, exportParams } from "../src/model/mod.ts";
 import {

@@ -5,7 +5,7 @@
  *
  * One section maps to one module: `dataset` and `transform` -> src/data, `schedule` ->
  * src/diffusion/schedule.ts, `model` -> src/model, `loss` and `optimizer` and `train` ->
- * src/train, `sampler` -> src/diffusion/sampler.ts and ddim.ts, `recovery` ->
+ * src/train, `sampler` -> src/diffusion/ddpm.ts and ddim.ts, `recovery` ->
  * src/diffusion/recovery.ts, `eval` -> src/eval.
  * @module
  */

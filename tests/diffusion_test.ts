@@ -8,7 +8,7 @@ import {
   type Denoiser,
   posteriorCoefficients,
   posteriorMean,
-} from "../src/diffusion/sampler.ts";
+} from "../src/diffusion/ddpm.ts";
 import { ddimSigma, ddimTimesteps, ddimVisited } from "../src/diffusion/ddim.ts";
 import { generate, sampleDdim, sampleDdpm, visitedTimesteps } from "../src/diffusion/generate.ts";
 import { recover, recoveryGridImages } from "../src/diffusion/recovery.ts";

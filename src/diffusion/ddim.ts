@@ -11,7 +11,7 @@
  */
 import type { SamplerConfig } from "../../schemas/experiment.ts";
 import { tf } from "../tf.ts";
-import { type StepRule, visitedStates } from "./sampler.ts";
+import { type StepRule, visitedStates } from "./ddpm.ts";
 import type { Schedule } from "./schedule.ts";
 import { type Denoised, interpretOutput, noiseLevelAt, type Prediction } from "./targets.ts";
 

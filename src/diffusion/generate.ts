@@ -1,7 +1,7 @@
 /**
  * The one sampling loop, as in a diffusers pipeline:
  * `for i in timesteps: out = denoise(x, i); x = rule.step(out, x, i)`. DDPM and DDIM are step
- * rules (./sampler.ts, ./ddim.ts) over a list of 0-based timesteps; recovery runs the same loop
+ * rules (./ddpm.ts, ./ddim.ts) over a list of 0-based timesteps; recovery runs the same loop
  * over a shortened list. `generate` picks the rule and the list from the `sampler` section.
  * @module
  */
@@ -18,7 +18,7 @@ import {
   type StateCallback,
   type StepRule,
   visitedStates,
-} from "./sampler.ts";
+} from "./ddpm.ts";
 import type { Schedule } from "./schedule.ts";
 import type { Prediction } from "./targets.ts";
 import type { DdimFlags } from "./ddim.ts";

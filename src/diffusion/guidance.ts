@@ -8,7 +8,7 @@
  * @module
  */
 import { tf } from "../tf.ts";
-import type { Denoiser, DenoiserOutput } from "./sampler.ts";
+import type { Denoiser, DenoiserOutput } from "./ddpm.ts";
 
 /**
  * (1 + w)·conditional − w·unconditional, element-wise, in float32 (the formula a test checks

@@ -9,7 +9,7 @@ import { Rng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { qSample } from "./forward.ts";
 import { reverseProcess } from "./generate.ts";
-import { ddpmRule, ddpmTimesteps, type Denoiser } from "./sampler.ts";
+import { ddpmRule, ddpmTimesteps, type Denoiser } from "./ddpm.ts";
 import type { Schedule } from "./schedule.ts";
 import type { Prediction } from "./targets.ts";
 

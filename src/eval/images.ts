@@ -14,7 +14,7 @@ import {
 import { listImages } from "../data/folder.ts";
 import { loadDataset } from "../data/mod.ts";
 import { generate } from "../diffusion/generate.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
 import { decodePng, makeGrid } from "../io/image.ts";

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from "node:path";
 import type { EvalConfig, Experiment } from "../../schemas/experiment.ts";
 import type { Dataset } from "../data/mod.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import { makeSchedule, type Schedule } from "../diffusion/schedule.ts";
 import { plannedSteps } from "../train/mod.ts";
 import { UserError } from "../errors.ts";

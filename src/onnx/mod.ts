@@ -8,7 +8,7 @@
  */
 import { join } from "node:path";
 import type { Experiment, ModelConfig } from "../../schemas/experiment.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { decodeSafetensors } from "../io/safetensors.ts";
 import { type ConditionInput, encodedWidth, encodeLabels } from "../model/mod.ts";

@@ -9,7 +9,7 @@ import { ExperimentSchema } from "../../schemas/experiment.ts";
 import { initBackend } from "../backend/mod.ts";
 import { loadExperiment } from "../config/mod.ts";
 import { loadDataset } from "../data/mod.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import { UserError } from "../errors.ts";
 import {
   compareImageSets,

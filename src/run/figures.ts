@@ -11,7 +11,7 @@ import { type Dataset, makeBatch } from "../data/mod.ts";
 import { qSample } from "../diffusion/forward.ts";
 import { generate, visitedTimesteps } from "../diffusion/generate.ts";
 import { recover, recoveryDistances, recoveryGridImages } from "../diffusion/recovery.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
 import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
 import { trajectoryGif, trajectoryStrip } from "../io/animation.ts";

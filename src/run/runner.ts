@@ -12,7 +12,7 @@ import { plural } from "../config/summary.ts";
 import { batchLabels, type Dataset, loadDataset, makeBatch } from "../data/mod.ts";
 import { progressReporter } from "../data/progress.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
-import type { Denoiser } from "../diffusion/sampler.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
 import { makeSchedule, terminalSignal } from "../diffusion/schedule.ts";
 import { guidedDenoiser } from "../diffusion/guidance.ts";
 import { checkEvalInput, RunEvaluator } from "../eval/mod.ts";

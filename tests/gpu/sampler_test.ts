@@ -10,7 +10,7 @@ import { ScheduleSchema } from "../../schemas/experiment.ts";
 import { ddimTimesteps } from "../../src/diffusion/ddim.ts";
 import { generate, type GenerateFlags } from "../../src/diffusion/generate.ts";
 import { guidanceMix, guidedDenoiser } from "../../src/diffusion/guidance.ts";
-import { ddpmRule } from "../../src/diffusion/sampler.ts";
+import { ddpmRule } from "../../src/diffusion/ddpm.ts";
 import { ddimRule } from "../../src/diffusion/ddim.ts";
 import { makeSchedule } from "../../src/diffusion/schedule.ts";
 import type { Prediction } from "../../src/diffusion/targets.ts";

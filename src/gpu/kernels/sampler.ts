@@ -1,5 +1,5 @@
 /**
- * The sampling kernels: one reverse step of DDPM (src/diffusion/sampler.ts) or DDIM
+ * The sampling kernels: one reverse step of DDPM (src/diffusion/ddpm.ts) or DDIM
  * (src/diffusion/ddim.ts) for a whole batch, and classifier-free guidance's mix
  * (src/diffusion/guidance.ts), element-wise over n = B·H·W·C floats (NHWC, but the layout does
  * not matter: every element is independent).
@@ -23,7 +23,7 @@ import type { SamplerConfig } from "../../../schemas/experiment.ts";
 import { ddimAlphaBar, ddimCoefficients } from "../../diffusion/ddim.ts";
 import { type GenerateFlags, samplerRule, samplerTimesteps } from "../../diffusion/generate.ts";
 import { guidanceWeights } from "../../diffusion/guidance.ts";
-import { ddpmEpsCoefficients, ddpmSigma, posteriorCoefficients } from "../../diffusion/sampler.ts";
+import { ddpmEpsCoefficients, ddpmSigma, posteriorCoefficients } from "../../diffusion/ddpm.ts";
 import type { Schedule } from "../../diffusion/schedule.ts";
 import { noiseLevelAt, type Prediction } from "../../diffusion/targets.ts";
 import { type Binding, declareBindings, type KernelSpec, linearWorkgroups } from "../kernel.ts";
@@ -127,7 +127,7 @@ function interpretWgsl(
 }
 
 /**
- * One DDPM reverse step (sampler.ts's `ddpmRule`) at the index whose {@link ddpmHyper} is in
+ * One DDPM reverse step (ddpm.ts's `ddpmRule`) at the index whose {@link ddpmHyper} is in
  * `hyper`: with the `eps` prediction and no clipping its ε form
  * mean = (x_t - epsCoef · ε̂) / √α_t (`ddpmStep`), else the x̂_0 form
  * mean = meanX0 · x̂_0 + meanXt · x_t (`ddpmStepFromX0`, x̂_0 from targets.ts's
@@ -249,7 +249,7 @@ export function ddimStepRef(
 
 /**
  * {@link ddpmStep}'s `hyper` for the step at 0-based `index` with σ_t² = β_t or β̃_t
- * (`variance`): sampler.ts's `ddpmEpsCoefficients`, targets.ts's `noiseLevelAt`,
+ * (`variance`): ddpm.ts's `ddpmEpsCoefficients`, targets.ts's `noiseLevelAt`,
  * `posteriorCoefficients` and `ddpmSigma`.
  */
 export function ddpmHyper(
