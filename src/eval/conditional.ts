@@ -6,7 +6,7 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import type { Dataset } from "../data/mod.ts";
-import { evaluateSamples } from "./evaluate.ts";
+import { evaluateSamples } from "./samples_vs_reference.ts";
 import { type FeatureNetwork, loadFeatureNetwork } from "./features.ts";
 import { toUint8Images } from "./images.ts";
 import { type Judge, judgeAccuracy, labelledFromDataset, trainJudge } from "./judge.ts";

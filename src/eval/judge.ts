@@ -17,7 +17,7 @@ import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import { datasetContentHash } from "./evaluate.ts";
+import { datasetContentHash } from "./samples_vs_reference.ts";
 
 /** One categorical attribute: its name, its number of values and, when known, their names. */
 export type AttributeDescriptor = Attribute;

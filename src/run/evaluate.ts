@@ -21,7 +21,7 @@ import {
   type RunEvaluation,
   RunEvaluator,
 } from "../eval/mod.ts";
-import { type EvalResult, evaluateSamples } from "../eval/evaluate.ts";
+import { type EvalResult, evaluateSamples } from "../eval/samples_vs_reference.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { createModel, withParams } from "../model/mod.ts";
 import { createSamplingEngine, type EngineInfo, type SamplingEngine } from "../onnx/mod.ts";
