@@ -7,7 +7,9 @@
  */
 export { main } from "./src/cli/mod.ts";
 export { type LoadedExperiment, loadExperiment } from "./src/config/mod.ts";
-export { runExperiment, type RunOptions, type RunResult } from "./src/run/runner.ts";
+export { runExperiment } from "./src/run/runner.ts";
+export type { RunOptions, RunResult } from "./src/run/types.ts";
+export { RunSession } from "./src/run/session.ts";
 export { type Dataset, loadDataset, makeBatch } from "./src/data/mod.ts";
 export { makeSchedule, type Schedule } from "./src/diffusion/schedule.ts";
 export { qSample } from "./src/diffusion/forward.ts";

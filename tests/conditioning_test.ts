@@ -24,7 +24,7 @@ import { conditionedAttributes, planLabels } from "../src/run/conditions.ts";
 import { guidanceTableMarkdown } from "../src/run/guidance_table.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { resampleRun } from "../src/run/resample.ts";
-import type { ConditionalScorer } from "../src/run/runner.ts";
+import type { ConditionalScorer } from "../src/run/types.ts";
 import { tf } from "../src/tf.ts";
 import { initBackend } from "../src/backend/mod.ts";
 import { stepCondition } from "../src/train/mod.ts";

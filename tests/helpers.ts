@@ -5,7 +5,8 @@
  */
 import { join } from "node:path";
 import { loadExperiment } from "../src/config/mod.ts";
-import { runExperiment, type RunOptions, type RunResult } from "../src/run/runner.ts";
+import { runExperiment } from "../src/run/runner.ts";
+import type { RunOptions, RunResult } from "../src/run/types.ts";
 
 /** The ddpm-lab checkout. */
 export const ROOT: string = new URL("..", import.meta.url).pathname;

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
-import type { ProgressDetail } from "../src/run/runner.ts";
+import type { ProgressDetail } from "../src/run/types.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { sha256File } from "../src/io/files.ts";
 import { decodePng } from "../src/io/image.ts";

@@ -8,7 +8,7 @@
 // @ts-types="@types/cli-progress"
 import cliProgress from "cli-progress";
 import process from "node:process";
-import type { ProgressDetail, ProgressPhase, ProgressReporter } from "../run/runner.ts";
+import type { ProgressDetail, ProgressPhase, ProgressReporter } from "../run/types.ts";
 import { formatDuration, LOSS_NAME } from "../run/logs.ts";
 
 const LABELS: Record<ProgressPhase, { label: string; unit: string }> = {

@@ -8,17 +8,14 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import type { LoadedExperiment } from "../config/mod.ts";
-import { initBackend } from "../backend/mod.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
-import { makeSchedule } from "../diffusion/schedule.ts";
-import { createModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
-import { Adam, type BatchSource, plannedSteps, trainModel } from "../train/mod.ts";
+import { type BatchSource, plannedSteps, trainModel } from "../train/mod.ts";
 import { datasetSize } from "./describe.ts";
 import { plural } from "../config/summary.ts";
 import { formatDuration } from "./logs.ts";
-import { startWorkers } from "./runner.ts";
+import { RunSession } from "./session.ts";
 
 /** Training steps timed (after one warm-up step). */
 const TIMED_STEPS = 2;
@@ -144,17 +141,21 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
     ...loaded.config,
     model: { ...loaded.config.model, conditioning: undefined },
   };
-  const backend = await initBackend(config.backend);
+  // The configured model and optimizer on random data; the workers start only to measure steps.
+  await using session = await RunSession.open({ ...loaded, config }, {
+    purpose: "train",
+    dataset: "none",
+    workers: false,
+  });
+  const { backend, schedule, model, optimizer } = session;
   const size = config.transform.size;
   const c = config.model.channels;
-  const schedule = makeSchedule(config.schedule);
   const plan = plannedSteps(await datasetSize(config, loaded.file), config.train);
   const steps = plan.total;
   const { batchSize } = config.train;
   const sampler = config.sampler;
   const sampleSteps = samplingSteps(sampler, schedule.timesteps) *
     Math.ceil(sampler.count / sampler.batchSize);
-  const model = createModel(config.model, { rng: deriveRng(config.seed, "model/init") });
   const rng = deriveRng(config.seed, "estimate");
   const forward = async (n: number) => {
     const x = tf.tensor4d(rng.normal(n * size * size * c), [n, size, size, c]);
@@ -163,88 +164,82 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
     await out.data();
     tf.dispose([x, t, out]);
   };
-  const optimizer = new Adam(model.params, config.optimizer);
-  let workers: Awaited<ReturnType<typeof startWorkers>>;
-  try {
-    await forward(1); // warm-up: kernels compiled, weights uploaded
-    const batchForward = await probeForward(forward, {
-      batchSize,
-      budget: MAX_MEASURE_SECONDS / 2,
-    });
-    let skipped: string | undefined;
-    // A training step costs about three forward passes (forward, and a backward pass of about
-    // twice that).
-    const measuring = 3 * batchForward.seconds * (1 + TIMED_STEPS);
-    if (batchForward.images < batchSize || measuring > MAX_MEASURE_SECONDS) {
-      skipped = `measuring ${1 + TIMED_STEPS} training steps would take about ` +
-        `${formatDuration(measuring)}: estimated as 3 forward passes of a batch` +
-        (batchForward.images < batchSize
-          ? `, timed up to ${batchForward.images} images and extrapolated`
-          : "");
-    }
-    const samplePerStep = batchForward.seconds * Math.min(sampler.batchSize, sampler.count) /
-      batchSize;
-    let secondsPerStep = 3 * batchForward.seconds;
-    if (!skipped) {
-      workers = await startWorkers(config, { backend });
-      const data: BatchSource = {
-        count: batchSize * (1 + TIMED_STEPS),
-        shape: [size, size, c],
-        flip: false,
-        batch: (indices) => rng.normal(indices.length * size * size * c).map((v) => v / 3),
-      };
-      const times: number[] = [];
-      const started = performance.now();
-      let last = started;
-      await trainModel(model, {
-        seed: config.seed,
-        schedule,
-        loss: config.loss,
-        train: { ...config.train, epochs: 1, maxSteps: 1 + TIMED_STEPS, dropLast: true },
-        optimizer,
-        model: config.model,
-        optimizerConfig: config.optimizer,
-        workers,
-        data,
-        // Slower than predicted (a busy machine): stop once the time is spent.
-        shouldStop: () =>
-          times.length > 0 && (performance.now() - started) / 1000 > MAX_MEASURE_SECONDS,
-        onStep: () => {
-          const now = performance.now();
-          times.push((now - last) / 1000);
-          last = now;
-        },
-      });
-      // The first step warms up; when it is the only one, it stands for all (an upper bound).
-      const timedSteps = times.length > 1 ? times.slice(1) : times;
-      secondsPerStep = timedSteps.reduce((a, b) => a + b, 0) / timedSteps.length;
-      if (times.length < 1 + TIMED_STEPS) {
-        skipped = `stopped measuring after ${plural(times.length, "training step")} ` +
-          `(${formatDuration((performance.now() - started) / 1000)})` +
-          (times.length === 1 ? ": the warm-up step stands for all (an upper bound)" : "");
-      }
-    }
-    const evaluation = estimateEvaluation(config, {
-      steps: plan,
-      secondsPerImageStep: batchForward.seconds / batchSize,
-      timesteps: schedule.timesteps,
-    });
-    return {
-      backend: backend.name,
-      secondsPerStep,
-      steps,
-      secondsPerSampleStep: samplePerStep,
-      sampleSteps,
-      ...(evaluation ? { evaluation } : {}),
-      totalSeconds: secondsPerStep * steps + samplePerStep * sampleSteps +
-        (evaluation?.seconds ?? 0),
-      ...(skipped ? { skipped } : {}),
-    };
-  } finally {
-    workers?.close();
-    optimizer.dispose();
-    model.dispose();
+  await forward(1); // warm-up: kernels compiled, weights uploaded
+  const batchForward = await probeForward(forward, {
+    batchSize,
+    budget: MAX_MEASURE_SECONDS / 2,
+  });
+  let skipped: string | undefined;
+  // A training step costs about three forward passes (forward, and a backward pass of about
+  // twice that).
+  const measuring = 3 * batchForward.seconds * (1 + TIMED_STEPS);
+  if (batchForward.images < batchSize || measuring > MAX_MEASURE_SECONDS) {
+    skipped = `measuring ${1 + TIMED_STEPS} training steps would take about ` +
+      `${formatDuration(measuring)}: estimated as 3 forward passes of a batch` +
+      (batchForward.images < batchSize
+        ? `, timed up to ${batchForward.images} images and extrapolated`
+        : "");
   }
+  const samplePerStep = batchForward.seconds * Math.min(sampler.batchSize, sampler.count) /
+    batchSize;
+  let secondsPerStep = 3 * batchForward.seconds;
+  if (!skipped) {
+    await session.startWorkers();
+    const data: BatchSource = {
+      count: batchSize * (1 + TIMED_STEPS),
+      shape: [size, size, c],
+      flip: false,
+      batch: (indices) => rng.normal(indices.length * size * size * c).map((v) => v / 3),
+    };
+    const times: number[] = [];
+    const started = performance.now();
+    let last = started;
+    const engine = session.trainEngine;
+    await trainModel(model, {
+      seed: config.seed,
+      schedule,
+      loss: config.loss,
+      train: { ...config.train, epochs: 1, maxSteps: 1 + TIMED_STEPS, dropLast: true },
+      optimizer,
+      model: config.model,
+      optimizerConfig: config.optimizer,
+      workers: session.workers,
+      ...(engine ? { engine } : {}),
+      data,
+      // Slower than predicted (a busy machine): stop once the time is spent.
+      shouldStop: () =>
+        times.length > 0 && (performance.now() - started) / 1000 > MAX_MEASURE_SECONDS,
+      onStep: () => {
+        const now = performance.now();
+        times.push((now - last) / 1000);
+        last = now;
+      },
+    });
+    // The first step warms up; when it is the only one, it stands for all (an upper bound).
+    const timedSteps = times.length > 1 ? times.slice(1) : times;
+    secondsPerStep = timedSteps.reduce((a, b) => a + b, 0) / timedSteps.length;
+    if (times.length < 1 + TIMED_STEPS) {
+      skipped = `stopped measuring after ${plural(times.length, "training step")} ` +
+        `(${formatDuration((performance.now() - started) / 1000)})` +
+        (times.length === 1 ? ": the warm-up step stands for all (an upper bound)" : "");
+    }
+  }
+  const evaluation = estimateEvaluation(config, {
+    steps: plan,
+    secondsPerImageStep: batchForward.seconds / batchSize,
+    timesteps: schedule.timesteps,
+  });
+  return {
+    backend: backend.name,
+    secondsPerStep,
+    steps,
+    secondsPerSampleStep: samplePerStep,
+    sampleSteps,
+    ...(evaluation ? { evaluation } : {}),
+    totalSeconds: secondsPerStep * steps + samplePerStep * sampleSteps +
+      (evaluation?.seconds ?? 0),
+    ...(skipped ? { skipped } : {}),
+  };
 }
 
 /** The dry run's lines about the estimate: the time, and the evaluation's cost on its own line. */

@@ -39,6 +39,25 @@ export interface RunProgress {
   phase?: string;
 }
 
+/** Where a run is before it starts: nothing done, its folder untouched (`resume`) or not made. */
+export function startProgress(
+  loaded: LoadedExperiment,
+  where: { outRoot: string; dir: string; resume?: boolean },
+): RunProgress {
+  const { outRoot, dir } = where;
+  const folder = where.resume ? "unchanged" : "none";
+  return {
+    loaded,
+    outRoot,
+    dir,
+    folder,
+    checkpointStep: null,
+    step: 0,
+    totalSteps: null,
+    perEpoch: null,
+  };
+}
+
 /** The file-system failures {@linkcode explainFailure} explains, by error code. */
 const FILE_PROBLEMS: Record<string, string> = {
   ENOSPC: "no space left on the device",

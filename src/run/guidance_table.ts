@@ -5,7 +5,6 @@
  * @module
  */
 import { join } from "node:path";
-import type { ConditionalScorer } from "../eval/conditional.ts";
 import { writeFileAtomic } from "../io/files.ts";
 
 /** One row: a guidance weight and its numbers by metric name. */

@@ -5,6 +5,7 @@
  */
 import type { DatasetRecord } from "../data/mod.ts";
 import { join } from "node:path";
+import { UserError } from "../errors.ts";
 import { listFilesRecursive, sha256File, writeFileAtomic } from "../io/files.ts";
 
 /** How a run ended (`running` while it runs, or when the process was killed outright). */
@@ -127,6 +128,17 @@ export async function readManifest(runDir: string): Promise<Manifest | null> {
   } catch {
     return null;
   }
+}
+
+/** The manifest of the run folder `dir`; a {@link UserError} when it is not one. */
+export async function runManifest(dir: string): Promise<Manifest> {
+  const manifest = await readManifest(dir);
+  if (manifest === null) {
+    throw new UserError(`${dir} is not a run folder (no readable manifest.json)`, {
+      expected: "a folder written by `deno task run`, e.g. outputs/<name>/seed-<seed>-<hash>",
+    });
+  }
+  return manifest;
 }
 
 /**

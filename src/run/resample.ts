@@ -9,25 +9,13 @@
  */
 import { join } from "node:path";
 import type { Experiment } from "../../schemas/experiment.ts";
-import { initBackend } from "../backend/mod.ts";
 import { canonicalJson, describeSampler, loadExperiment } from "../config/mod.ts";
-import { makeSchedule } from "../diffusion/schedule.ts";
 import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
-import { createModel, withParams } from "../model/mod.ts";
-import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
-import { deriveRng } from "../rng.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
-import { Ema } from "../train/mod.ts";
-import { type Dataset, loadDataset } from "../data/mod.ts";
-import { resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
-import { type Manifest, readManifest, verifyArtifacts } from "./manifest.ts";
-import {
-  type ProgressReporter,
-  samplingDenoiser,
-  samplingWorkers,
-  writeSamples,
-} from "./runner.ts";
+import { runManifest, verifyArtifacts } from "./manifest.ts";
+import { writeSamples } from "./sample_phase.ts";
+import { RunSession } from "./session.ts";
+import type { ProgressReporter } from "./types.ts";
 
 /** Options of {@linkcode resampleRun}. */
 export interface ResampleOptions {
@@ -59,31 +47,13 @@ function samplingFolder(run: string, config: Experiment): string {
   return join(run, "samples", `seed-${config.seed}-${hash.slice(0, 8)}`);
 }
 
-/** A conditional run's dataset (its labels) and its conditioning resolved against it. */
-async function conditionalPlan(
-  config: Experiment,
-  manifest: Manifest,
-): Promise<ResolvedConditioning & { dataset: Dataset }> {
-  const dataset = await loadDataset(config.dataset, {
-    transform: config.transform,
-    seed: config.seed,
-    experimentFile: manifest.source.file,
-  });
-  return { dataset, ...resolveConditioning(config, { labels: dataset.labels })! };
-}
-
 /** Samples the trained run in `run` again (see the module documentation). */
 export async function resampleRun(
   run: string,
   options: ResampleOptions = {},
 ): Promise<ResampleResult> {
   const log = options.log ?? ((line: string) => console.log(line));
-  const manifest = await readManifest(run);
-  if (manifest === null) {
-    throw new UserError(`${run} is not a run folder (no readable manifest.json)`, {
-      expected: "a folder written by `deno task run`, e.g. outputs/<name>/seed-<seed>-<hash>",
-    });
-  }
+  const manifest = await runManifest(run);
   const sets = [...(options.sets ?? [])];
   for (const set of sets) {
     if (!/^sampler(\.|=)/.test(set)) {
@@ -109,73 +79,50 @@ export async function resampleRun(
     log(`note: the run is ${manifest.status}; sampling its last checkpoint`);
   }
 
-  const backend = await initBackend(config.backend);
-  const schedule = makeSchedule(config.schedule);
   // A conditional model: the label sizes and what to sample come from its dataset (cached).
-  const labelled = config.model.conditioning ? await conditionalPlan(config, manifest) : undefined;
-  const labelSizes = labelled?.labelSizes;
-  const model = createModel(config.model, {
-    rng: deriveRng(config.seed, "model/init"),
-    labelSizes,
+  const checkpoint = join(run, "checkpoint");
+  await using session = await RunSession.open(loaded, {
+    purpose: "sample",
+    experimentFile: manifest.source.file,
+    dataset: "labels",
+    checkpoint,
+    log,
   });
-  const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
-  const workers = await samplingWorkers(config, { backend, labelSizes });
-  let engine: SamplingEngine | undefined;
+  const engine = await session.startSampling(checkpoint);
+  const step = session.checkpoint!.step;
+  const count = session.conditioning?.plan.count ?? config.sampler.count;
+  const how = describeSampler({ ...config.sampler, count }, session.schedule.timesteps);
+  log(`sampling ${run} at step ${step}, seed ${config.seed}: ${how}`);
+  const started = performance.now();
+  // Written into a scratch folder that becomes the sub-folder only when sampling completes.
+  const dir = samplingFolder(run, config);
+  const scratch = `${dir}.partial-${Deno.pid}`;
+  await Deno.mkdir(scratch, { recursive: true });
   try {
-    const state = await loadCheckpoint(join(run, "checkpoint"), { model, ema });
-    const net = ema ? withParams(model, ema.params) : model;
-    engine = await createSamplingEngine(config, {
-      tfjs: (condition) => samplingDenoiser(net, { workers, condition }),
-      tfjsBackend: backend.name,
-      checkpointDir: join(run, "checkpoint"),
-      size: config.transform.size,
-      ...(labelSizes ? { labelSizes } : {}),
-      log,
+    const done = await writeSamples(session, {
+      dir: scratch,
+      options: { log, signal: options.signal, progress: options.progress },
     });
-    const count = labelled?.plan.count ?? config.sampler.count;
-    const how = describeSampler({ ...config.sampler, count }, schedule.timesteps);
-    log(`sampling ${run} at step ${state.step}, seed ${config.seed}: ${how}`);
-    const started = performance.now();
-    // Written into a scratch folder that becomes the sub-folder only when sampling completes.
-    const dir = samplingFolder(run, config);
-    const scratch = `${dir}.partial-${Deno.pid}`;
-    await Deno.mkdir(scratch, { recursive: true });
-    try {
-      const done = await writeSamples(engine, {
-        config,
-        dir: scratch,
-        schedule,
-        size: config.transform.size,
-        backend: backend.name,
-        ...(labelled ? { conditional: labelled } : {}),
-        options: { log, signal: options.signal, progress: options.progress },
-      });
-      if (!done) return { dir: null, config };
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-      await Deno.rename(scratch, dir);
-    } finally {
-      await Deno.remove(scratch, { recursive: true }).catch(() => {});
-    }
-    const record = {
-      run,
-      configHash: manifest.configHash,
-      step: state.step,
-      seed: config.seed,
-      overrides: loaded.overrides,
-      sampler: config.sampler,
-      backend: backend.name,
-      engine: engine.info,
-      weights: ema ? "ema" : "model",
-      seconds: +((performance.now() - started) / 1000).toFixed(1),
-      createdAt: new Date().toISOString(),
-    };
-    await writeFileAtomic(join(dir, "sample.json"), JSON.stringify(record, null, 2) + "\n");
-    log(`samples: ${dir}`);
-    return { dir, config };
+    if (!done) return { dir: null, config };
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.rename(scratch, dir);
   } finally {
-    await engine?.close();
-    workers?.close();
-    model.dispose();
-    ema?.dispose();
+    await Deno.remove(scratch, { recursive: true }).catch(() => {});
   }
+  const record = {
+    run,
+    configHash: manifest.configHash,
+    step,
+    seed: config.seed,
+    overrides: loaded.overrides,
+    sampler: config.sampler,
+    backend: session.backend.name,
+    engine: engine.info,
+    weights: session.weights,
+    seconds: +((performance.now() - started) / 1000).toFixed(1),
+    createdAt: new Date().toISOString(),
+  };
+  await writeFileAtomic(join(dir, "sample.json"), JSON.stringify(record, null, 2) + "\n");
+  log(`samples: ${dir}`);
+  return { dir, config };
 }

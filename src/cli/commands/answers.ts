@@ -6,7 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { UserError } from "../errors.ts";
+import { UserError } from "../../errors.ts";
 
 /** The answers command's part of the usage text. */
 export const ANSWERS_USAGE = `answers (deno task answers [options]): each seed question of
@@ -59,7 +59,7 @@ export async function answersCommand(args: string[]): Promise<number> {
   if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) {
     throw new UserError(`--jobs ${values.jobs}: not a positive integer`, { expected: "N >= 1" });
   }
-  const { runAnswers } = await import("../answers/mod.ts");
+  const { runAnswers } = await import("../../answers/mod.ts");
   const controller = new AbortController();
   const onSignal = () => {
     console.error("\ninterrupt: starting no more points; running points checkpoint and stop");

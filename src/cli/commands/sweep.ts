@@ -5,8 +5,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { UserError } from "../errors.ts";
-import { formatFailures, formatPoints, runSweep } from "../sweep/mod.ts";
+import { UserError } from "../../errors.ts";
+import { formatFailures, formatPoints, runSweep } from "../../sweep/mod.ts";
 
 /** The sweep command's part of the usage text. */
 export const SWEEP_USAGE = `sweep options (deno task sweep <experiment.json> [options]):

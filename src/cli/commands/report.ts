@@ -4,8 +4,8 @@
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { UserError } from "../errors.ts";
-import { writeReport } from "../report/mod.ts";
+import { UserError } from "../../errors.ts";
+import { writeReport } from "../../report/mod.ts";
 
 /** The report command's part of the usage text. */
 export const REPORT_USAGE = `report (deno task report <runs or sweeps...> [--out DIR]):

@@ -1,0 +1,414 @@
+/**
+ * One way to open a run: {@linkcode RunSession} brings up what training, sampling and
+ * evaluating a configured (or trained) model need, in this order: the backend, the schedule, the
+ * dataset, the conditioning resolved against its labels, the model, the optimizer, the weight
+ * average, a checkpoint, the gradient workers, and (once there are trained weights) the sampling
+ * engine. `run`, `sample`, `eval`, `judge` and the dry-run estimate open one each, and
+ * `await using` frees it all together:
+ *
+ * ```ts
+ * await using session = await RunSession.open(loaded, { purpose: "sample", checkpoint });
+ * const engine = await session.startSampling(checkpoint);
+ * ```
+ *
+ * What computes is chosen in one place, {@linkcode chooseEngine}, from `backend.engine`.
+ * @module
+ */
+import type { Experiment } from "../../schemas/experiment.ts";
+import { type BackendInfo, initBackend } from "../backend/mod.ts";
+import type { LoadedExperiment } from "../config/mod.ts";
+import { plural } from "../config/summary.ts";
+import { type Dataset, loadDataset } from "../data/mod.ts";
+import type { Denoiser } from "../diffusion/ddpm.ts";
+import { makeSchedule, type Schedule } from "../diffusion/schedule.ts";
+import { RunFailure } from "../errors.ts";
+import { type ConditionInput, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
+import { deriveRng } from "../rng.ts";
+import { tf } from "../tf.ts";
+import { type CheckpointState, loadCheckpoint } from "../train/checkpoint.ts";
+import { Adam, Ema, type TrainEngine } from "../train/mod.ts";
+import { GradientWorkers } from "../train/parallel/mod.ts";
+import { resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
+
+/**
+ * What a session is opened for: `train` (an optimizer, and the gradient workers of
+ * `train.workers`), `sample` (the trained network only; no workers when ONNX Runtime samples, it
+ * does not use them) or `data` (the backend, the dataset and its conditioning; no network).
+ */
+export type SessionPurpose = "train" | "sample" | "data";
+
+/** Options of {@linkcode RunSession.open}. */
+export interface OpenOptions {
+  /** What the session is for (see {@linkcode SessionPurpose}). */
+  purpose: SessionPurpose;
+  /**
+   * The experiment file a relative dataset path (and a message) is relative to: default the
+   * loaded file; a run folder's config.json passes its experiment's (`manifest.source.file`).
+   */
+  experimentFile?: string;
+  /**
+   * The training images: `load` them (the default), load them only when the model is
+   * conditional (`labels`: its label sizes and what to sample come from them), `none` (the
+   * estimate, which times random data of the configured shape), or a dataset already loaded.
+   */
+  dataset?: "load" | "labels" | "none" | Dataset;
+  /** Folder of the avatar cache (default `<project>/.cache/avatars`). */
+  cacheDir?: string;
+  /** Told how many images are decoded or rendered. */
+  onDataProgress?: (done: number, total: number) => void;
+  /** A checkpoint folder whose weights (and EMA, and with `train` Adam's moments) are loaded. */
+  checkpoint?: string;
+  /** Start the gradient workers now (default); false: {@linkcode RunSession.startWorkers} later. */
+  workers?: boolean;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+/**
+ * What computes the network, chosen by {@linkcode chooseEngine}: the training steps and the
+ * samplers' network.
+ */
+export interface NetworkEngine {
+  /**
+   * A compiled engine that runs whole optimizer steps (`trainModel`'s `engine`); absent: the
+   * tfjs step, on this thread or sharded over the gradient workers.
+   */
+  train?: TrainEngine;
+  /** The samplers' network; a conditional one without `condition` uses its null embedding. */
+  denoiser(condition?: ConditionInput): Denoiser;
+  /** Frees what the engine holds (nothing for tfjs). */
+  dispose?(): void | Promise<void>;
+}
+
+/** The network, its training state and the engines of a session (absent for `data`). */
+interface Network {
+  model: DenoiseModel;
+  optimizer: Adam | null;
+  ema: Ema | null;
+  /** The network as the samplers see it: the EMA weights when the experiment keeps them. */
+  net: DenoiseModel;
+  engine: NetworkEngine;
+}
+
+/** A run opened: see the module documentation. */
+export class RunSession implements AsyncDisposable {
+  /** The resolved experiment. */
+  readonly config: Experiment;
+  /** The tfjs backend that runs, and what trains and samples (`backend.engine`). */
+  readonly backend: BackendInfo;
+  /** The noise schedule. */
+  readonly schedule: Schedule;
+  /** The training images, unless opened without them (see {@linkcode OpenOptions.dataset}). */
+  readonly dataset: Dataset | undefined;
+  /** A conditional model's attributes, label sizes and label plan (undefined otherwise). */
+  readonly conditioning: ResolvedConditioning | undefined;
+  #checkpoint: CheckpointState | null = null;
+  #purpose: SessionPurpose;
+  #network: Network | undefined;
+  #workers: GradientWorkers | undefined;
+  #sampling: SamplingEngine | undefined;
+  #log: (line: string) => void;
+
+  private constructor(parts: {
+    config: Experiment;
+    backend: BackendInfo;
+    dataset: Dataset | undefined;
+    conditioning: ResolvedConditioning | undefined;
+    purpose: SessionPurpose;
+    log: (line: string) => void;
+  }) {
+    this.config = parts.config;
+    this.backend = parts.backend;
+    this.schedule = makeSchedule(parts.config.schedule);
+    this.dataset = parts.dataset;
+    this.conditioning = parts.conditioning;
+    this.#purpose = parts.purpose;
+    this.#log = parts.log;
+  }
+
+  /**
+   * Opens `loaded`: everything that can fail on bad input (the backend, a dataset, a label
+   * name, workers that cannot start) fails here, before a caller writes anything.
+   */
+  static async open(loaded: LoadedExperiment, options: OpenOptions): Promise<RunSession> {
+    const { config } = loaded;
+    const log = options.log ?? (() => {});
+    const file = options.experimentFile ?? loaded.file;
+    const backend = await initBackend(config.backend);
+    const wanted = options.dataset ?? "load";
+    let dataset: Dataset | undefined;
+    if (typeof wanted === "object") dataset = wanted;
+    else if (wanted === "load" || (wanted === "labels" && config.model.conditioning)) {
+      log(`loading dataset (${config.dataset.kind})...`);
+      dataset = await loadDataset(config.dataset, {
+        transform: config.transform,
+        seed: config.seed,
+        cacheDir: options.cacheDir,
+        experimentFile: file,
+        onProgress: options.onDataProgress,
+      });
+      log(`  ${dataset.source}`);
+    }
+    // A conditional model: its attributes in the dataset, and what to sample (bad names fail here).
+    const conditioning = resolveConditioning(config, { labels: dataset?.labels, file });
+    const session = new RunSession({
+      config,
+      backend,
+      dataset,
+      conditioning,
+      purpose: options.purpose,
+      log,
+    });
+    if (options.purpose === "data") return session;
+    try {
+      session.#network = session.#createNetwork();
+      if (options.checkpoint) await session.loadCheckpoint(options.checkpoint);
+      if (options.workers ?? true) await session.startWorkers();
+      return session;
+    } catch (err) {
+      await session[Symbol.asyncDispose]();
+      throw err;
+    }
+  }
+
+  /** The model, its optimizer (training) and weight average, and the engine that computes it. */
+  #createNetwork(): Network {
+    const { config } = this;
+    const model = createModel(config.model, {
+      rng: deriveRng(config.seed, "model/init"),
+      labelSizes: this.labelSizes,
+    });
+    const optimizer = this.#purpose === "train" ? new Adam(model.params, config.optimizer) : null;
+    const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
+    // The samplers and evaluations see the weight average when the experiment keeps one.
+    const net = ema ? withParams(model, ema.params) : model;
+    const engine = chooseEngine(this.backend, {
+      model,
+      net,
+      workers: () => this.#workers,
+    });
+    return { model, optimizer, ema, net, engine };
+  }
+
+  #need(): Network {
+    if (!this.#network) throw new Error("this run session was opened without its network (data)");
+    return this.#network;
+  }
+
+  /** A conditional model's number of values per conditioned attribute. */
+  get labelSizes(): number[] | undefined {
+    return this.conditioning?.labelSizes;
+  }
+
+  /** Image side: the dataset's, or the transform's when opened without it. */
+  get size(): number {
+    return this.dataset?.size ?? this.config.transform.size;
+  }
+
+  /** The network being trained (its own weights). */
+  get model(): DenoiseModel {
+    return this.#need().model;
+  }
+
+  /** Adam and its moments (sessions opened to `train`). */
+  get optimizer(): Adam {
+    const { optimizer } = this.#need();
+    if (!optimizer) throw new Error("this run session was opened to sample: it has no optimizer");
+    return optimizer;
+  }
+
+  /** The weight average, when the experiment keeps one. */
+  get ema(): Ema | null {
+    return this.#need().ema;
+  }
+
+  /** The network as the samplers see it: the EMA weights when the experiment keeps them. */
+  get net(): DenoiseModel {
+    return this.#need().net;
+  }
+
+  /** Which weights sample: `ema` or `model`. */
+  get weights(): "ema" | "model" {
+    return this.ema ? "ema" : "model";
+  }
+
+  /** The parameters of the network. */
+  get parameters(): number {
+    return this.model.net.parameterCount;
+  }
+
+  /** The step and epoch of the checkpoint loaded last, if any. */
+  get checkpoint(): CheckpointState | null {
+    return this.#checkpoint;
+  }
+
+  /** The gradient workers, while they run. */
+  get workers(): GradientWorkers | undefined {
+    return this.#workers;
+  }
+
+  /** The engine that runs the training steps instead of tfjs, if any (`trainModel`'s `engine`). */
+  get trainEngine(): TrainEngine | undefined {
+    return this.#need().engine.train;
+  }
+
+  /** The sampling engine, once {@linkcode startSampling} started it. */
+  get sampling(): SamplingEngine | undefined {
+    return this.#sampling;
+  }
+
+  /**
+   * The samplers' network on the session's engine (through the gradient workers while they
+   * run); a conditional one given `condition`, or without it its null embedding.
+   */
+  denoiser(condition?: ConditionInput): Denoiser {
+    return this.#need().engine.denoiser(condition);
+  }
+
+  /** Loads the checkpoint in `dir` into the model, the EMA and (training) the optimizer. */
+  async loadCheckpoint(dir: string): Promise<CheckpointState> {
+    const { model, optimizer, ema } = this.#need();
+    this.#checkpoint = await loadCheckpoint(dir, {
+      model,
+      ema,
+      ...(optimizer ? { optimizer } : {}),
+    });
+    return this.#checkpoint;
+  }
+
+  /**
+   * Starts the gradient workers of `train.workers` on the backends that run them (none
+   * elsewhere, and none for sampling on ONNX Runtime). Throws a {@linkcode RunFailure} saying how
+   * to run without them when they cannot start.
+   */
+  async startWorkers(): Promise<void> {
+    this.#need();
+    if (this.#workers) return;
+    if (this.#purpose === "sample" && this.config.sampler.engine === "onnxruntime") return;
+    this.#workers = await startWorkers(this.config, {
+      backend: this.backend,
+      labelSizes: this.labelSizes,
+    });
+  }
+
+  /**
+   * The engine `sampler.engine` names, on the trained weights in `checkpointDir` (ONNX Runtime
+   * exports them; should it fail to load, tfjs samples). Before ONNX Runtime loads, the gradient
+   * workers stop (it does not use them: their memory is freed).
+   */
+  async startSampling(checkpointDir: string): Promise<SamplingEngine> {
+    this.#need();
+    if (this.config.sampler.engine === "onnxruntime") {
+      this.#workers?.close();
+      this.#workers = undefined;
+    }
+    await this.#sampling?.close();
+    this.#sampling = await createSamplingEngine(this.config, {
+      tfjs: (condition) => this.denoiser(condition),
+      tfjsBackend: this.backend.name,
+      checkpointDir,
+      size: this.size,
+      ...(this.labelSizes ? { labelSizes: this.labelSizes } : {}),
+      log: this.#log,
+    });
+    return this.#sampling;
+  }
+
+  /** Frees the sampling engine, the workers, the network engine, the model, Adam and the EMA. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#sampling?.close();
+    this.#sampling = undefined;
+    this.#workers?.close();
+    this.#workers = undefined;
+    const network = this.#network;
+    this.#network = undefined;
+    if (!network) return;
+    await network.engine.dispose?.();
+    network.model.dispose();
+    network.optimizer?.dispose();
+    network.ema?.dispose();
+  }
+}
+
+/**
+ * THE ENGINE CHOICE: what runs the training steps and the samplers' network, from
+ * `backend.engine`. A new engine adds its case here (its {@linkcode TrainEngine} for
+ * `trainModel`, its denoiser for the samplers, what to free).
+ *
+ * - `tfjs`: tfjs's own training step (no `train` engine: `trainModel` runs `trainStep`, sharded
+ *   over the gradient workers when there are some) and the tfjs network, on this thread or
+ *   sharded over the workers while they run.
+ * - `webgpu`: the compiled engine of src/gpu is not wired here yet: tfjs (on `backend.name`)
+ *   trains and samples meanwhile.
+ */
+export function chooseEngine(
+  backend: BackendInfo,
+  parts: {
+    /** The network trained. */
+    model: DenoiseModel;
+    /** The network the samplers see (the EMA weights when kept). */
+    net: DenoiseModel;
+    /** The gradient workers running when called (they start late and may stop early). */
+    workers: () => GradientWorkers | undefined;
+  },
+): NetworkEngine {
+  switch (backend.engine) {
+    case "tfjs":
+    case "webgpu":
+      return {
+        denoiser: (condition) =>
+          samplingDenoiser(parts.net, { workers: parts.workers(), condition }),
+      };
+  }
+}
+
+/**
+ * The tfjs network as the samplers see it: on this thread, or sharded over the gradient
+ * workers.
+ */
+export function samplingDenoiser(
+  net: DenoiseModel,
+  options: { workers: GradientWorkers | undefined; condition?: ConditionInput },
+): Denoiser {
+  const { workers, condition } = options;
+  if (workers) return (x, t) => workers.predictSharded(net, { x, t, condition });
+  return (x, t) => tf.tidy(() => net.predict(x, t, { condition }));
+}
+
+/**
+ * The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere).
+ * Throws a {@linkcode RunFailure} saying how to run without them when they cannot start.
+ */
+async function startWorkers(
+  config: Experiment,
+  options: { backend: BackendInfo; labelSizes?: number[] },
+): Promise<GradientWorkers | undefined> {
+  const { backend, labelSizes } = options;
+  const count = config.train.workers;
+  if (count === 0 || (backend.name !== "wasm" && backend.name !== "cpu")) {
+    return undefined;
+  }
+  try {
+    return await GradientWorkers.start({
+      count,
+      model: config.model,
+      backend: backend.name,
+      ...(labelSizes ? { labelSizes } : {}),
+    });
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new RunFailure(
+      `the ${plural(count, "gradient worker")} of train.workers could not start on ` +
+        `${backend.name}: ${why}`,
+      {
+        kept: "nothing: they start before the run folder is written",
+        todo: [
+          "run on this thread alone with --set train.workers=0 (a different config: its bytes " +
+          "differ from a run with workers), or free memory for the workers' wasm instances",
+        ],
+        cause: err,
+      },
+    );
+  }
+}
