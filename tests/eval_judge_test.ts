@@ -39,7 +39,7 @@ function shapes(count: number, stream: string, only?: { colour: number }): Label
   return {
     count,
     size,
-    images,
+    pixels: images,
     attributes: [
       { name: "colour", count: 3, values: ["red", "green", "blue"] },
       { name: "side", count: 2 },
@@ -63,20 +63,20 @@ Deno.test("judge: learns labelled shapes, scores distributions and requested lab
 
     // fresh images from the same distribution: close to the real distribution
     const same = shapes(300, "same");
-    const near = await attributeDistance(judge, same.images, same.count);
+    const near = await attributeDistance(judge, same.pixels, same.count);
     assert.ok(near.perAttribute.colour < 0.12, JSON.stringify(near));
     // only red squares: colour is 2/3 away from a uniform distribution, side is not
     const red = shapes(300, "red", { colour: 0 });
-    const far = await attributeDistance(judge, red.images, red.count);
+    const far = await attributeDistance(judge, red.pixels, red.count);
     assert.ok(Math.abs(far.perAttribute.colour - 2 / 3) < 0.1, JSON.stringify(far));
     assert.ok(far.perAttribute.side < 0.12, JSON.stringify(far));
 
     // conditional use: accuracy on the requested labels
-    const right = await judgeAccuracy(judge, { pixels: same.images, count: same.count }, {
+    const right = await judgeAccuracy(judge, { pixels: same.pixels, count: same.count }, {
       colour: same.labels[0],
     });
     assert.ok(right.colour >= 0.95, JSON.stringify(right));
-    const wrong = await judgeAccuracy(judge, { pixels: same.images, count: same.count }, {
+    const wrong = await judgeAccuracy(judge, { pixels: same.pixels, count: same.count }, {
       colour: same.labels[0].map((v) => (v + 1) % 3),
     });
     assert.ok(wrong.colour <= 0.05, JSON.stringify(wrong));
@@ -85,7 +85,7 @@ Deno.test("judge: learns labelled shapes, scores distributions and requested lab
     const again = await trainJudge(data, settings);
     assert.equal(again.cached, true);
     assert.deepEqual(again.accuracy, judge.accuracy);
-    assert.deepEqual(await again.predict(same.images, 50), await judge.predict(same.images, 50));
+    assert.deepEqual(await again.predict(same.pixels, 50), await judge.predict(same.pixels, 50));
     judge.dispose();
     again.dispose();
   } finally {

@@ -35,6 +35,7 @@ import type { DatasetConfig } from "../../schemas/experiment.ts";
 import { UserError } from "../errors.ts";
 import { deriveRng } from "../rng.ts";
 import type { Attribute, LabelSet } from "./labels.ts";
+import type { RgbImages } from "./images.ts";
 
 /** Version of the avatar cache format and rendering recipe; bump it to invalidate old caches. */
 export const AVATAR_FORMAT_VERSION = 1;
@@ -59,14 +60,8 @@ export type AvatarAttributes = NonNullable<
   Extract<DatasetConfig, { kind: "avatars" }>["attributes"]
 >;
 
-/** A rendered set of avatars. */
-export interface AvatarSet {
-  /** Number of faces. */
-  count: number;
-  /** Width and height in pixels (the render size). */
-  size: number;
-  /** `count x size x size x 3` RGB bytes, NHWC. */
-  pixels: Uint8Array;
+/** A rendered set of avatars (`size`: the render size). */
+export interface AvatarSet extends RgbImages {
   /** The chosen variant (or group) of each component and the colours of every face. */
   labels: LabelSet;
   /** Whether the set was read from the cache rather than rendered. */

@@ -16,19 +16,14 @@ import sharp from "sharp";
 import { writeFileAtomic } from "../io/files.ts";
 import type { SkippedFile } from "./decode.ts";
 import type { Attribute, LabelSet } from "./labels.ts";
+import type { RgbImages } from "./images.ts";
 import type { DecodeTransform } from "./transform.ts";
 
 /** Version of the cache format and decoding recipe; bump it to invalidate old entries. */
 export const DECODED_CACHE_VERSION = 1;
 
 /** A cached decoded dataset. */
-export interface DecodedEntry {
-  /** Number of images. */
-  count: number;
-  /** Width and height. */
-  size: number;
-  /** `count x size x size x 3` bytes. */
-  pixels: Uint8Array;
+export interface DecodedEntry extends RgbImages {
   /** Labels, if the source has any. */
   labels?: LabelSet;
   /** Files left out, with reasons. */

@@ -22,6 +22,7 @@ import { listImages, openFolder } from "./folder.ts";
 import { type Attribute, type LabelSet, selectLabels, valueCounts } from "./labels.ts";
 import { resizeImages } from "./resize.ts";
 import type { ImageSource } from "./source.ts";
+import type { RgbImages } from "./images.ts";
 import { RunFailure } from "../errors.ts";
 import {
   centerCropImages,
@@ -37,17 +38,15 @@ export type { Attribute, LabelSet } from "./labels.ts";
 export { batchLabels, valueCounts } from "./labels.ts";
 export type { SkippedFile } from "./decode.ts";
 export { makeBatch, type MakeBatchOptions } from "./transform.ts";
+export type { RgbImages } from "./images.ts";
 
-/** A loaded dataset: uint8 RGB images, NHWC, center-cropped and resized by the transform. */
-export interface Dataset {
-  /** Number of images. */
-  count: number;
-  /** Width and height in pixels after the transform's resize. */
-  size: number;
+/**
+ * A loaded dataset: uint8 RGB images, NHWC, center-cropped and resized by the transform (`size`
+ * is the size after the resize).
+ */
+export interface Dataset extends RgbImages {
   /** Colour channels (RGB). */
   channels: 3;
-  /** `count x size x size x 3` bytes, NHWC. */
-  pixels: Uint8Array;
   /** Per-image labels, when the source has them (avatar attributes, folder classes, CSVs). */
   labels?: LabelSet;
   /** The transform's normalisation as a lookup table (see `normalisationTable`). */

@@ -8,6 +8,7 @@
  * @module
  */
 import type { TransformConfig } from "../../schemas/experiment.ts";
+import type { RgbImages } from "./images.ts";
 
 /** The sharp kernel of `transform.kernel` when unset: antialiased bilinear, as PIL's BILINEAR. */
 export const DEFAULT_KERNEL = "linear";
@@ -145,13 +146,7 @@ export function normalisationTable(n: Normalisation): Float32Array {
 const DEFAULT_TABLE = normalisationTable({ mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], scale: 1 });
 
 /** What {@link makeBatch} reads: uint8 RGB images, NHWC, and the normalisation table. */
-export interface BatchImages {
-  /** Number of images. */
-  count: number;
-  /** Width and height. */
-  size: number;
-  /** `count x size x size x 3` bytes. */
-  pixels: Uint8Array;
+export interface BatchImages extends RgbImages {
   /** {@link normalisationTable} of the transform; default [-1, 1]. */
   table?: Float32Array;
 }

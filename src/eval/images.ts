@@ -12,6 +12,7 @@ import {
   TransformSchema,
 } from "../../schemas/experiment.ts";
 import { listImages } from "../data/folder.ts";
+import type { RgbImages } from "../data/images.ts";
 import { loadDataset } from "../data/mod.ts";
 import { generate } from "../diffusion/generate.ts";
 import type { Denoiser } from "../diffusion/ddpm.ts";
@@ -20,14 +21,8 @@ import { UserError } from "../errors.ts";
 import { decodePng, makeGrid } from "../io/image.ts";
 import type { Rng } from "../rng.ts";
 
-/** `count` uint8 RGB images of `size x size` pixels, NHWC. */
-export interface ImageSet {
-  /** Number of images. */
-  count: number;
-  /** Width and height. */
-  size: number;
-  /** `count x size x size x 3` bytes. */
-  pixels: Uint8Array;
+/** Images to evaluate, and where they came from. */
+export interface ImageSet extends RgbImages {
   /** Where the images came from, in words. */
   source: string;
 }

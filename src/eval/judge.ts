@@ -12,7 +12,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { Attribute, Dataset } from "../data/mod.ts";
+import type { Attribute, Dataset, RgbImages } from "../data/mod.ts";
 import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
@@ -23,13 +23,7 @@ import { datasetContentHash } from "./samples_vs_reference.ts";
 export type AttributeDescriptor = Attribute;
 
 /** Labelled uint8 RGB images. */
-export interface LabelledImages {
-  /** Number of images. */
-  count: number;
-  /** Width and height. */
-  size: number;
-  /** `count x size x size x 3` bytes, NHWC. */
-  images: Uint8Array;
+export interface LabelledImages extends RgbImages {
   /** The attributes. */
   attributes: AttributeDescriptor[];
   /** One array per attribute: the label of each image, in `[0, count)`. */
@@ -87,7 +81,7 @@ export function labelledFromDataset(dataset: Dataset): LabelledImages {
   return {
     count: dataset.count,
     size: dataset.size,
-    images: dataset.pixels,
+    pixels: dataset.pixels,
     attributes: labels.attributes,
     labels: labels.labels,
   };
@@ -202,7 +196,7 @@ export async function trainJudge(
     });
   }
   const key = sha256Hex(JSON.stringify({
-    content: datasetContentHash({ pixels: data.images, size, count }),
+    content: datasetContentHash({ pixels: data.pixels, size, count }),
     labels: data.labels.map((l) => sha256Hex(new Uint8Array(l.buffer, l.byteOffset, l.byteLength))),
     attributes,
     settings,
@@ -263,7 +257,7 @@ export async function trainJudge(
         perm.subarray(start, Math.min(start + settings.batchSize, train.length)),
         (p) => train[p],
       );
-      const x = inputTensor(data.images, idx, size);
+      const x = inputTensor(data.pixels, idx, size);
       const ys = data.labels.map((l) =>
         tf.tensor2d(Float32Array.from(idx, (i) => l[i]), [idx.length, 1])
       );
@@ -285,7 +279,7 @@ export async function trainJudge(
   const testImages = new Uint8Array(heldOutCount * size * size * 3);
   test.forEach((k, i) =>
     testImages.set(
-      data.images.subarray(k * size * size * 3, (k + 1) * size * size * 3),
+      data.pixels.subarray(k * size * size * 3, (k + 1) * size * size * 3),
       i * size * size * 3,
     )
   );

@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import type { RgbImages } from "../data/images.ts";
 import { UserError } from "../errors.ts";
 import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
@@ -99,7 +100,7 @@ export function compareFeatures(
 }
 
 /** sha256 of a dataset's pixels and size: the key of everything cached about its content. */
-export function datasetContentHash(set: Pick<ImageSet, "pixels" | "size" | "count">): string {
+export function datasetContentHash(set: RgbImages): string {
   return createHash("sha256").update(`${set.count}x${set.size}x${set.size}x3\n`)
     .update(set.pixels).digest("hex");
 }
