@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ["src/config", "src/backend", "src/train", "src/gpu"],
   ["src/eval", "src/onnx"],
   ["src/run"],
-  ["src/sweep", "src/report"],
+  ["src/sweep", "src/report", "src/answers"],
   ["src/cli"],
   ["mod.ts"],
 ];
@@ -103,9 +103,17 @@ export async function importGraph(root: string, roots: string[]): Promise<Map<st
   return edges;
 }
 
-/** The problems of a graph: cycles, and imports from a lower layer to a higher one. */
+/**
+ * The problems of a graph: cycles, modules of src/ in no layer (a new folder must be placed in
+ * {@link LAYERS}), and imports from a lower layer to a higher one.
+ */
 export function importProblems(edges: Map<string, string[]>): string[] {
   const problems = findCycles(edges).map((c) => `import cycle: ${c.join(" <-> ")}`);
+  for (const from of edges.keys()) {
+    if (from.startsWith("src/") && layerOf(from) === undefined) {
+      problems.push(`not in a layer (add its folder to LAYERS and ARCHITECTURE.md): ${from}`);
+    }
+  }
   for (const [from, tos] of edges) {
     const a = layerOf(from);
     if (a === undefined) continue;

@@ -1,6 +1,6 @@
 /** The import guard of CI (.ci/check_imports.ts): cycles and upward imports are found. */
 import assert from "node:assert/strict";
-import { findCycles, importProblems, layerOf } from "../.ci/check_imports.ts";
+import { findCycles, importProblems, layerOf, LAYERS } from "../.ci/check_imports.ts";
 
 Deno.test("import guard: finds every cycle, and imports against the layers", () => {
   const edges = new Map([
@@ -25,4 +25,26 @@ Deno.test("import guard: finds every cycle, and imports against the layers", () 
   assert.equal(layerOf("tests/t.ts"), undefined);
   assert.ok(layerOf("src/model/unet.ts")! < layerOf("src/gpu/engine/plan.ts")!);
   assert.ok(layerOf("src/run/runner.ts")! < layerOf("src/cli/mod.ts")!);
+});
+
+Deno.test("import guard: a module of src/ in no layer is a problem", () => {
+  const edges = new Map([
+    ["src/newfolder/a.ts", ["src/rng.ts"]],
+    ["src/rng.ts", []],
+    ["src/answers/mod.ts", ["src/sweep/mod.ts"]],
+    ["src/sweep/mod.ts", []],
+  ]);
+  assert.deepEqual(importProblems(edges), [
+    "not in a layer (add its folder to LAYERS and ARCHITECTURE.md): src/newfolder/a.ts",
+  ]);
+});
+
+Deno.test("import guard: ARCHITECTURE.md lists exactly its LAYERS", async () => {
+  const text = await Deno.readTextFile(new URL("../ARCHITECTURE.md", import.meta.url));
+  const block = text.split("```")[1];
+  const listed = block.split("\n").filter((line) => /^\d+\s/.test(line)).map((line) =>
+    line.split(/\s+/).slice(1).filter((w) => /^(src\/|schemas|mod\.ts)/.test(w))
+      .map((w) => w.replace(/\/$/, ""))
+  );
+  assert.deepEqual(listed, LAYERS.map((layer) => [...layer]));
 });
