@@ -170,7 +170,7 @@ export function importParams(model: DenoiseModel, arrays: Map<string, NamedArray
         `checkpoint parameter ${name} has shape [${a.shape}], model needs [${v.shape}]`,
       );
     }
-    v.assign(tf.tensor(a.data, a.shape));
+    tf.tidy(() => v.assign(tf.tensor(a.data, a.shape)));
   }
 }
 

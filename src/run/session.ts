@@ -162,7 +162,7 @@ export class RunSession implements AsyncDisposable {
     });
     if (options.purpose === "data") return session;
     try {
-      session.#network = session.#createNetwork();
+      session.#network = await session.#createNetwork(options.purpose);
       if (options.checkpoint) await session.loadCheckpoint(options.checkpoint);
       if (options.workers ?? true) await session.startWorkers();
       return session;
@@ -173,22 +173,35 @@ export class RunSession implements AsyncDisposable {
   }
 
   /** The model, its optimizer (training) and weight average, and the engine that computes it. */
-  #createNetwork(): Network {
+  async #createNetwork(purpose: "train" | "sample"): Promise<Network> {
     const { config } = this;
     const model = createModel(config.model, {
       rng: deriveRng(config.seed, "model/init"),
       labelSizes: this.labelSizes,
     });
-    const optimizer = this.#purpose === "train" ? new Adam(model.params, config.optimizer) : null;
+    const optimizer = purpose === "train" ? new Adam(model.params, config.optimizer) : null;
     const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
     // The samplers and evaluations see the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
-    const engine = chooseEngine(this.backend, {
-      model,
-      net,
-      workers: () => this.#workers,
-    });
-    return { model, optimizer, ema, net, engine };
+    try {
+      const engine = await chooseEngine(this.backend, {
+        config,
+        schedule: this.schedule,
+        purpose,
+        labelSizes: this.labelSizes,
+        model,
+        optimizer,
+        ema,
+        net,
+        workers: () => this.#workers,
+      });
+      return { model, optimizer, ema, net, engine };
+    } catch (err) {
+      model.dispose();
+      optimizer?.dispose();
+      ema?.dispose();
+      throw err;
+    }
   }
 
   #need(): Network {
@@ -344,23 +357,38 @@ export class RunSession implements AsyncDisposable {
  */
 export function chooseEngine(
   backend: BackendInfo,
-  parts: {
-    /** The network trained. */
-    model: DenoiseModel;
-    /** The network the samplers see (the EMA weights when kept). */
-    net: DenoiseModel;
-    /** The gradient workers running when called (they start late and may stop early). */
-    workers: () => GradientWorkers | undefined;
-  },
-): NetworkEngine {
+  parts: EngineParts,
+): Promise<NetworkEngine> {
   switch (backend.engine) {
     case "tfjs":
     case "webgpu":
-      return {
+      return Promise.resolve({
         denoiser: (condition) =>
           samplingDenoiser(parts.net, { workers: parts.workers(), condition }),
-      };
+      });
   }
+}
+
+/** What an engine is built from (see {@linkcode chooseEngine}). */
+export interface EngineParts {
+  /** The resolved experiment (model, loss, optimizer, train and sampler sections). */
+  config: Experiment;
+  /** The noise schedule. */
+  schedule: Schedule;
+  /** What the session is for: an engine need not train when it only samples. */
+  purpose: Exclude<SessionPurpose, "data">;
+  /** A conditional model's number of values per conditioned attribute. */
+  labelSizes?: number[];
+  /** The network trained (its parameters are the tfjs copy a checkpoint saves). */
+  model: DenoiseModel;
+  /** Adam and its moments (training only). */
+  optimizer: Adam | null;
+  /** The weight average, when the experiment keeps one. */
+  ema: Ema | null;
+  /** The network the samplers see (the EMA weights when kept). */
+  net: DenoiseModel;
+  /** The gradient workers running when called (they start late and may stop early). */
+  workers: () => GradientWorkers | undefined;
 }
 
 /**

@@ -73,7 +73,7 @@ export class Ema {
       if (a.shape.join("x") !== v.shape.join("x")) {
         throw new Error(`ema state ${name} has shape [${a.shape}], expected [${v.shape}]`);
       }
-      v.assign(tf.tensor(a.data, a.shape));
+      tf.tidy(() => v.assign(tf.tensor(a.data, a.shape)));
     }
     this.#step = state.step;
   }

@@ -145,7 +145,7 @@ export class Adam {
       ) {
         const a = state.tensors.get(`${name}.${suffix}`);
         if (!a) throw new Error(`optimizer state has no ${name}.${suffix}`);
-        variable.assign(tf.tensor(a.data, a.shape));
+        tf.tidy(() => variable.assign(tf.tensor(a.data, a.shape)));
       }
     }
     this.#step = state.step;
