@@ -116,8 +116,15 @@ export class GpuEngine {
   readonly predictDispatchCount: number;
   /** Bytes of every device buffer the engine made. */
   readonly peakBytes: number;
-  /** Host milliseconds of the last {@link GpuEngine.trainStep} (fill, encode, submit). */
-  lastStepHostMs = 0;
+  /**
+   * Host milliseconds of the last {@link GpuEngine.trainStep}: writing the inputs (masks drawn,
+   * one writeBuffer), encoding the pass, submitting.
+   */
+  lastStepHostMs: { fill: number; encode: number; submit: number } = {
+    fill: 0,
+    encode: 0,
+    submit: 0,
+  };
   /** The flat parameter layout. */
   readonly layout: ParamLayout;
 
@@ -358,10 +365,25 @@ export class GpuEngine {
     );
     if (opt.ema) host.set(emaHyper(step, opt.ema), f.ema!.offset);
     this.#device.queue.writeBuffer(c.input, 0, host);
-    this.#run(c);
+    const t1 = performance.now();
+    const commands = this.#encode(c).finish();
+    const t2 = performance.now();
+    this.#device.queue.submit([commands]);
     this.#step = step;
     this.#pendingLosses++;
-    this.lastStepHostMs = performance.now() - t0;
+    this.lastStepHostMs = { fill: t1 - t0, encode: t2 - t1, submit: performance.now() - t2 };
+  }
+
+  /**
+   * Encodes the training step's pass `times` times without submitting it and returns the
+   * host milliseconds of one encode (the bench's measure of the per-step host cost).
+   */
+  measureEncode(times = 10): number {
+    const c = this.#train;
+    if (!c) throw new Error("engine: a sampling engine has no training step");
+    const t0 = performance.now();
+    for (let i = 0; i < times; i++) this.#encode(c).finish();
+    return (performance.now() - t0) / times;
   }
 
   /**
@@ -560,10 +582,6 @@ export class GpuEngine {
     }
     pass.end();
     return encoder;
-  }
-
-  #run(c: CompiledPlan): void {
-    this.#device.queue.submit([this.#encode(c).finish()]);
   }
 
   async #readState(name: StateBuffer): Promise<Float32Array> {
