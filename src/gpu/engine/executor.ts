@@ -221,9 +221,21 @@ export class GpuEngine {
     }
     const pipelines = new Map<string, GPUComputePipeline>();
     const layouts = new Map<string, GPUBindGroupLayout>();
-    const compile = (plan: Plan, name: string): CompiledPlan => {
+    const compile = (plan: Plan, name: string, reuse: GPUBuffer[] = []): CompiledPlan => {
       const input = buffer(plan.input.floats, `${name} input`);
-      const slots = plan.memory.slotFloats.map((f, i) => buffer(f, `${name} value ${i}`));
+      // A plan's values live within one submit, so another plan's buffers can hold them: the
+      // largest value buffers take the largest free buffers of `reuse` that fit.
+      const free = [...reuse].sort((a, b) => b.size - a.size);
+      const slots: GPUBuffer[] = [];
+      const order = plan.memory.slotFloats.map((_, i) => i);
+      order.sort((a, b) => plan.memory.slotFloats[b] - plan.memory.slotFloats[a]);
+      for (const i of order) {
+        const need = plan.memory.slotFloats[i] * 4;
+        const k = free.length > 0 && free[0].size >= need ? 0 : -1;
+        slots[i] = k === 0
+          ? free.shift()!
+          : buffer(plan.memory.slotFloats[i], `${name} value ${i}`);
+      }
       const resolve = (ref: Ref, b: Binding): GPUBufferBinding => {
         if ("value" in ref) {
           return { buffer: slots[plan.memory.slotOf[ref.value]], offset: 0, size: b.length * 4 };
@@ -278,13 +290,13 @@ export class GpuEngine {
         output: { buffer: outBinding.buffer, offset: outBinding.offset ?? 0 },
       };
     };
-    const sample = compile(samplePlan, "sample");
+    const train = trainPlan ? compile(trainPlan, "train") : undefined;
+    const sample = compile(samplePlan, "sample", train?.slots);
     sample.staging = buffer(
       samplePlan.outputFloats,
       "sample output",
       GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     );
-    const train = trainPlan ? compile(trainPlan, "train") : undefined;
     const ringStaging = trainPlan
       ? buffer(trainPlan.ring, "ring staging", GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST)
       : undefined;
@@ -527,7 +539,7 @@ export class GpuEngine {
     for (const c of [this.#train, this.#sample]) {
       if (!c) continue;
       c.input.destroy();
-      c.slots.forEach((s) => s.destroy());
+      c.slots.forEach((s) => s.destroy()); // a buffer shared by both plans: destroyed twice, harmless
       c.staging?.destroy();
     }
     this.#ringStaging?.destroy();

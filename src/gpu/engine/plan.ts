@@ -31,13 +31,8 @@ import type { LossConfig } from "../../../schemas/experiment.ts";
 import type { GraphNode, LayerGraph } from "../../model/graph.ts";
 import { consumers, nodeParams, shapeSize } from "../../model/graph.ts";
 import type { KernelSpec } from "../kernel.ts";
-import { convBiasGrad, convForward, convInputGrad, convWeightGrad } from "../kernels/conv.ts";
-import {
-  linearBiasGrad,
-  linearForward,
-  linearInputGrad,
-  linearWeightGrad,
-} from "../kernels/matmul.ts";
+import { convForward, convInputGrad, convWeightGrad } from "../kernels/conv.ts";
+import { linearForward, linearInputGrad } from "../kernels/matmul.ts";
 import { groupNormBackward, groupNormForward } from "../kernels/group_norm.ts";
 import {
   add,
@@ -69,6 +64,7 @@ import {
   globalNormSquared,
 } from "../kernels/optimizer.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
+import { convWeightBiasGrad, linearWeightBiasGrad, weightBiasLength } from "./fused.ts";
 import { ALIGN_FLOATS, alignFloats, type ParamLayout, paramLayout } from "./layout.ts";
 import { type MemoryPlan, planMemory } from "./memory.ts";
 import type { Env, Lowered, Ref, StateBuffer } from "./types.ts";
@@ -745,20 +741,30 @@ function backwardNode(L: Lowering, node: GraphNode, ctx: BackwardContext): void 
   const n = shapeSize(node.shape);
   const label = `${node.op}' #${node.id}${"param" in node ? ` ${node.param}` : ""}`;
   const pgrad = (name: string) => ctx.paramRef(name, "grads");
+  // The gradient range of `<prefix>.weight` and `<prefix>.bias` together (./fused.ts).
+  const weightBias = (prefix: string): Ref => {
+    const w = pgrad(`${prefix}.weight`) as Ref & { offset: number; length: number };
+    const b = pgrad(`${prefix}.bias`) as Ref & { offset: number; length: number };
+    const length = weightBiasLength(w.length, b.length);
+    if (b.offset !== w.offset + length - b.length) {
+      throw new Error(`plan: ${prefix}.bias does not follow its weight in the flat layout`);
+    }
+    return { state: "grads", offset: w.offset, length };
+  };
   switch (node.op) {
     case "conv": {
       const s = convShape(node, inShape);
       const w = ctx.paramRef(`${node.param}.weight`);
-      L.emit(convWeightGrad(s), { x: a[0], dy, dw: pgrad(`${node.param}.weight`) }, label);
-      if (node.bias) L.emit(convBiasGrad(s), { dy, db: pgrad(`${node.param}.bias`) }, label);
+      if (node.bias) {
+        L.emit(convWeightBiasGrad(s), { x: a[0], dy, dwb: weightBias(node.param) }, label);
+      } else L.emit(convWeightGrad(s), { x: a[0], dy, dw: pgrad(`${node.param}.weight`) }, label);
       router.into(i0, (accumulate) => convInputGrad(s, { accumulate }), { dy, w }, "dx", label);
       return;
     }
     case "linear": {
       const s = { rows: inShape[0], cin: inShape[1], cout: node.shape[1] };
       const w = ctx.paramRef(`${node.param}.weight`);
-      L.emit(linearWeightGrad(s), { x: a[0], dy, dw: pgrad(`${node.param}.weight`) }, label);
-      L.emit(linearBiasGrad(s), { dy, db: pgrad(`${node.param}.bias`) }, label);
+      L.emit(linearWeightBiasGrad(s), { x: a[0], dy, dwb: weightBias(node.param) }, label);
       router.into(i0, (accumulate) => linearInputGrad(s, { accumulate }), { dy, w }, "dx", label);
       return;
     }
