@@ -2,7 +2,7 @@
  * The engine's sampling plan (src/gpu/engine): `predict` equals the tfjs model's `predict`
  * within 1e-4 for each option family of the network (attention kinds at the levels and in the
  * middle, residual blocks, the conditional network with tau, time projection, cross-attention
- * and the null mix), for a batch smaller than the plan's.
+ * and the null mix), for batches larger than the plan's (in pieces) and equal to it.
  */
 import assert from "node:assert/strict";
 import { initBackend } from "../../src/backend/mod.ts";
@@ -26,7 +26,7 @@ for (const [name, body] of Object.entries(FAMILIES)) {
         gpu: gpu!,
         net: model.net,
         image: { size: SIZE, channels: CHANNELS },
-        sampleBatch: 3,
+        sampleBatch: 2,
       });
       engine.setParams(params);
       const conditional = model.net.condition !== undefined;

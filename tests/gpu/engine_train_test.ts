@@ -22,7 +22,7 @@ import { initBackend } from "../../src/backend/mod.ts";
 import { makeSchedule } from "../../src/diffusion/schedule.ts";
 import { GpuEngine } from "../../src/gpu/engine/mod.ts";
 import type { NamedArray } from "../../src/io/safetensors.ts";
-import { type DenoiseModel, exportParams } from "../../src/model/mod.ts";
+import { type DenoiseModel, exportParams, withParams } from "../../src/model/mod.ts";
 import { deriveRng } from "../../src/rng.ts";
 import { tf } from "../../src/tf.ts";
 import { Adam, Ema, learningRate } from "../../src/train/mod.ts";
@@ -213,6 +213,22 @@ for (const [name, c] of Object.entries(CASES)) {
             assertSame((await engine.ema())!, (await parts.ema.exportState()).tensors, 1e-4, "ema");
           } else assert.equal(await engine.ema(), undefined);
         }
+        if (parts.ema) {
+          // Sampling with the average: the network of the EMA weights.
+          const x = testData(2 * SIZE * SIZE * CHANNELS, 21);
+          const condition = conditional
+            ? { labels: new Int32Array([1, 0, 2, 1]), drop: new Uint8Array([0, 1]) }
+            : undefined;
+          const want = tf.tidy(() =>
+            withParams(model, parts.ema!.params).predict(
+              tf.tensor4d(x, [2, SIZE, SIZE, CHANNELS]),
+              tf.tensor1d([3, 30]),
+              { condition },
+            ).dataSync()
+          );
+          const got = await engine.predict(x, [3, 30], { condition, weights: "ema" });
+          assertClose(got, want, 1e-4, "predict with the EMA");
+        }
       } finally {
         engine.destroy();
         parts.adam.dispose();
@@ -222,6 +238,31 @@ for (const [name, c] of Object.entries(CASES)) {
     },
   });
 }
+
+Deno.test({
+  name: "engine train step on a smaller batch than the configured one (dropLast false)",
+  ignore: noGpu,
+  fn: async () => {
+    const c = CASES["conditional: eps, L2, dropped labels, clipping"];
+    const parts = await setup(c);
+    const { model, engine } = parts;
+    try {
+      const small = { ...c, batch: 2 };
+      const loss = await tfjsStep(small, parts, 1);
+      engineStep(small, engine, 1, true);
+      engineStep(c, engine, 2, true);
+      const loss2 = await tfjsStep(c, parts, 2);
+      const losses = await engine.readLosses();
+      assertClose(losses, [loss, loss2], 1e-4, "losses");
+      assertSame(await engine.params(), await exportParams(model), 1e-4, "params");
+    } finally {
+      engine.destroy();
+      parts.adam.dispose();
+      parts.ema?.dispose();
+      model.dispose();
+    }
+  },
+});
 
 Deno.test({
   name: "engine training: 20 steps' losses within 1e-3 of the tfjs run's, and the same bytes twice",

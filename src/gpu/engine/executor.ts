@@ -9,15 +9,16 @@ import type { LossConfig, OptimizerConfig } from "../../../schemas/experiment.ts
 import type { Schedule } from "../../diffusion/schedule.ts";
 import type { NamedArray } from "../../io/safetensors.ts";
 import { type ConditionInput, encodedWidth, encodeLabels } from "../../model/conditioning.ts";
-import { traceUnet } from "../../model/graph.ts";
+import { type LayerGraph, traceUnet } from "../../model/graph.ts";
 import type { Unet } from "../../model/unet.ts";
 import { deriveRng } from "../../rng.ts";
 import type { GpuContext } from "../device.ts";
 import type { Binding } from "../kernel.ts";
 import { qSampleCoefficients } from "../kernels/loss.ts";
 import { adamHyper, emaHyper } from "../kernels/optimizer.ts";
+import { type CompiledPlan, DeviceCompiler } from "./compile.ts";
 import { packFlat, type ParamLayout, unpackFlat } from "./layout.ts";
-import { lowerGraph, type Plan, type Ref, type StateBuffer } from "./plan.ts";
+import { lowerGraph, type Plan, type StateBuffer } from "./plan.ts";
 
 /** How a training engine trains (the experiment's sections). */
 export interface TrainingSetup {
@@ -74,6 +75,32 @@ export interface StepOptions {
   dropout?: { seed: number; stream: string };
 }
 
+function trace(
+  options: Pick<EngineOptions, "net" | "image">,
+  batch: number,
+  training: boolean,
+): LayerGraph {
+  const { size, channels } = options.image;
+  return traceUnet(options.net, { batch, size, channels, training });
+}
+
+/** The training plan of `options.training` for batches of `batch`. */
+function trainingPlan(
+  options: Pick<EngineOptions, "net" | "image" | "training">,
+  batch: number,
+): Plan {
+  const training = options.training!;
+  return lowerGraph(trace(options, batch, true), {
+    objective: {
+      loss: training.loss,
+      prediction: training.prediction,
+      clip: training.optimizer.clipGradNorm !== undefined,
+      ema: training.optimizer.ema !== undefined,
+      ring: training.ring ?? 256,
+    },
+  });
+}
+
 /** Adam's state as src/train/optimizer.ts `Adam.exportState` gives it. */
 export interface OptimizerState {
   /** Updates applied. */
@@ -81,29 +108,6 @@ export interface OptimizerState {
   /** `<name>.exp_avg`, `<name>.exp_avg_sq`. */
   tensors: Map<string, NamedArray>;
 }
-
-/** One dispatch, ready to encode. */
-interface Command {
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  x: number;
-  y: number;
-  z: number;
-}
-
-/** A plan on the device. */
-interface CompiledPlan {
-  plan: Plan;
-  input: GPUBuffer;
-  host: Float32Array<ArrayBuffer>;
-  hostU32: Uint32Array<ArrayBuffer>;
-  slots: GPUBuffer[];
-  commands: Command[];
-  output: { buffer: GPUBuffer; offset: number };
-  staging?: GPUBuffer;
-}
-
-const STORAGE = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /**
  * A U-Net compiled for one device. Create it with {@link GpuEngine.create}; give it weights with
@@ -114,8 +118,6 @@ export class GpuEngine {
   readonly dispatchCount: number;
   /** Dispatches of one {@link GpuEngine.predict}. */
   readonly predictDispatchCount: number;
-  /** Bytes of every device buffer the engine made. */
-  readonly peakBytes: number;
   /**
    * Host milliseconds of the last {@link GpuEngine.trainStep}: writing the inputs (masks drawn,
    * one writeBuffer), encoding the pass, submitting.
@@ -130,10 +132,16 @@ export class GpuEngine {
 
   readonly #device: GPUDevice;
   readonly #net: Unet;
+  readonly #image: { size: number; channels: number };
   readonly #training?: TrainingSetup;
+  readonly #compiler: DeviceCompiler;
   readonly #state: Partial<Record<StateBuffer, GPUBuffer>>;
+  /** Training plans by batch size (the first: the configured batch). */
+  readonly #trainPlans = new Map<number, CompiledPlan>();
   readonly #train?: CompiledPlan;
   readonly #sample: CompiledPlan;
+  #sampleEma?: CompiledPlan;
+  readonly #sampleStaging: GPUBuffer;
   readonly #ringStaging?: GPUBuffer;
   readonly #imageFloats: number;
   #step = 0;
@@ -143,31 +151,37 @@ export class GpuEngine {
   #destroyed = false;
 
   private constructor(parts: {
-    device: GPUDevice;
-    net: Unet;
-    training?: TrainingSetup;
-    state: Partial<Record<StateBuffer, GPUBuffer>>;
+    options: EngineOptions;
+    compiler: DeviceCompiler;
     train?: CompiledPlan;
     sample: CompiledPlan;
+    sampleStaging: GPUBuffer;
     ringStaging?: GPUBuffer;
-    imageFloats: number;
-    bytes: number;
   }) {
-    this.#device = parts.device;
-    this.#net = parts.net;
-    this.#training = parts.training;
-    this.#state = parts.state;
+    const { options, compiler } = parts;
+    this.#device = compiler.device;
+    this.#net = options.net;
+    this.#image = options.image;
+    this.#training = options.training;
+    this.#compiler = compiler;
+    this.#state = compiler.state;
     this.#train = parts.train;
+    if (parts.train) this.#trainPlans.set(parts.train.plan.batch, parts.train);
     this.#sample = parts.sample;
+    this.#sampleStaging = parts.sampleStaging;
     this.#ringStaging = parts.ringStaging;
-    this.#imageFloats = parts.imageFloats;
+    this.#imageFloats = options.image.size ** 2 * options.image.channels;
     this.layout = parts.sample.plan.params;
     this.dispatchCount = parts.train?.commands.length ?? 0;
     this.predictDispatchCount = parts.sample.commands.length;
-    this.peakBytes = parts.bytes;
-    parts.device.addEventListener("uncapturederror", (e) => {
+    this.#device.addEventListener("uncapturederror", (e) => {
       this.#error ??= (e as GPUUncapturedErrorEvent).error;
     });
+  }
+
+  /** Bytes of every device buffer the engine made (state, inputs, values, staging). */
+  get peakBytes(): number {
+    return this.#compiler.bytes;
   }
 
   /**
@@ -175,146 +189,43 @@ export class GpuEngine {
    * the device accepted them (validation and out-of-memory errors throw here).
    */
   static async create(options: EngineOptions): Promise<GpuEngine> {
-    const { gpu, net, image, training } = options;
+    const { gpu, net, training } = options;
     const device = gpu.device;
     const sampleBatch = options.sampleBatch ?? training?.batch ?? 1;
-    const trace = (batch: number, isTraining: boolean) =>
-      traceUnet(net, { batch, size: image.size, channels: image.channels, training: isTraining });
-    const samplePlan = lowerGraph(trace(sampleBatch, false));
-    const trainPlan = training
-      ? lowerGraph(trace(training.batch, true), {
-        objective: {
-          loss: training.loss,
-          prediction: training.prediction,
-          clip: training.optimizer.clipGradNorm !== undefined,
-          ema: training.optimizer.ema !== undefined,
-          ring: training.ring ?? 256,
-        },
-      })
-      : undefined;
+    const samplePlan = lowerGraph(trace(options, sampleBatch, false));
+    const trainPlan = training ? trainingPlan(options, training.batch) : undefined;
     const layout = samplePlan.params;
     const maxBinding = gpu.limits.maxStorageBufferBindingSize;
     if (layout.floats * 4 > maxBinding) {
       throw new Error(
-        `the parameters (${
-          layout.floats * 4
-        } bytes) pass maxStorageBufferBindingSize ${maxBinding}`,
+        `engine: the parameters (${layout.floats * 4} bytes) pass ` +
+          `maxStorageBufferBindingSize ${maxBinding}`,
       );
     }
     device.pushErrorScope("out-of-memory");
     device.pushErrorScope("validation");
-    let bytes = 0;
-    const buffer = (floats: number, label: string, usage = STORAGE()) => {
-      const size = Math.max(16, Math.ceil(floats * 4 / 16) * 16);
-      bytes += size;
-      return device.createBuffer({ size, usage, label });
-    };
-    const state: Partial<Record<StateBuffer, GPUBuffer>> = {
-      params: buffer(layout.floats, "params"),
-    };
+    const compiler = new DeviceCompiler(device, {});
+    const state = compiler.state;
+    state.params = compiler.buffer(layout.floats, "params");
     if (trainPlan) {
-      state.grads = buffer(layout.floats, "grads");
-      state.m = buffer(layout.floats, "adam.m");
-      state.v = buffer(layout.floats, "adam.v");
-      if (training!.optimizer.ema) state.ema = buffer(layout.floats, "ema");
-      state.ring = buffer(trainPlan.ring, "loss ring");
+      state.grads = compiler.buffer(layout.floats, "grads");
+      state.m = compiler.buffer(layout.floats, "adam.m");
+      state.v = compiler.buffer(layout.floats, "adam.v");
+      if (training!.optimizer.ema) state.ema = compiler.buffer(layout.floats, "ema");
+      state.ring = compiler.buffer(trainPlan.ring, "loss ring");
     }
-    const pipelines = new Map<string, GPUComputePipeline>();
-    const layouts = new Map<string, GPUBindGroupLayout>();
-    const compile = (plan: Plan, name: string, reuse: GPUBuffer[] = []): CompiledPlan => {
-      const input = buffer(plan.input.floats, `${name} input`);
-      // A plan's values live within one submit, so another plan's buffers can hold them: the
-      // largest value buffers take the largest free buffers of `reuse` that fit.
-      const free = [...reuse].sort((a, b) => b.size - a.size);
-      const slots: GPUBuffer[] = [];
-      const order = plan.memory.slotFloats.map((_, i) => i);
-      order.sort((a, b) => plan.memory.slotFloats[b] - plan.memory.slotFloats[a]);
-      for (const i of order) {
-        const need = plan.memory.slotFloats[i] * 4;
-        const k = free.length > 0 && free[0].size >= need ? 0 : -1;
-        slots[i] = k === 0
-          ? free.shift()!
-          : buffer(plan.memory.slotFloats[i], `${name} value ${i}`);
-      }
-      const resolve = (ref: Ref, b: Binding): GPUBufferBinding => {
-        if ("value" in ref) {
-          return { buffer: slots[plan.memory.slotOf[ref.value]], offset: 0, size: b.length * 4 };
-        }
-        const target = ref.state === "input" ? input : state[ref.state];
-        if (!target) throw new Error(`engine: no ${ref.state} buffer`);
-        return { buffer: target, offset: ref.offset * 4, size: b.length * 4 };
-      };
-      const commands = plan.dispatches.map((d): Command => {
-        const signature = d.spec.bindings.map((b) => b.access === "read" ? "r" : "w").join("");
-        let bgl = layouts.get(signature);
-        if (!bgl) {
-          bgl = device.createBindGroupLayout({
-            entries: d.spec.bindings.map((b, i) => ({
-              binding: i,
-              visibility: GPUShaderStage.COMPUTE,
-              buffer: { type: b.access === "read" ? "read-only-storage" : "storage" },
-            })),
-          });
-          layouts.set(signature, bgl);
-        }
-        const key = `${signature}\n${d.spec.code}`;
-        let pipeline = pipelines.get(key);
-        if (!pipeline) {
-          pipeline = device.createComputePipeline({
-            label: d.spec.name,
-            layout: device.createPipelineLayout({ bindGroupLayouts: [bgl] }),
-            compute: {
-              module: device.createShaderModule({ code: d.spec.code, label: d.spec.name }),
-              entryPoint: "main",
-            },
-          });
-          pipelines.set(key, pipeline);
-        }
-        const bindGroup = device.createBindGroup({
-          layout: bgl,
-          entries: d.refs.map((r, i) => ({ binding: i, resource: resolve(r, d.spec.bindings[i]) })),
-        });
-        const [x, y, z] = d.spec.workgroups;
-        return { pipeline, bindGroup, x, y, z };
-      });
-      const out = plan.output;
-      const outBinding = resolve(out, { name: "out", access: "read", length: plan.outputFloats });
-      const host = new Float32Array(plan.input.floats);
-      return {
-        plan,
-        input,
-        host,
-        hostU32: new Uint32Array(host.buffer),
-        slots,
-        commands,
-        output: { buffer: outBinding.buffer, offset: outBinding.offset ?? 0 },
-      };
-    };
-    const train = trainPlan ? compile(trainPlan, "train") : undefined;
-    const sample = compile(samplePlan, "sample", train?.slots);
-    sample.staging = buffer(
-      samplePlan.outputFloats,
-      "sample output",
-      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    );
+    const read = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+    const train = trainPlan ? compiler.compile(trainPlan, "train") : undefined;
+    const sample = compiler.compile(samplePlan, "sample", { reuse: train?.slots });
+    const sampleStaging = compiler.buffer(samplePlan.outputFloats, "sample output", read);
     const ringStaging = trainPlan
-      ? buffer(trainPlan.ring, "ring staging", GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST)
+      ? compiler.buffer(trainPlan.ring, "ring staging", read)
       : undefined;
     const validation = await device.popErrorScope();
     const oom = await device.popErrorScope();
     const error = validation ?? oom;
     if (error) throw new Error(`engine: the device refused the plan: ${error.message}`);
-    return new GpuEngine({
-      device,
-      net,
-      training,
-      state,
-      train,
-      sample,
-      ringStaging,
-      imageFloats: image.size * image.size * image.channels,
-      bytes,
-    });
+    return new GpuEngine({ options, compiler, train, sample, sampleStaging, ringStaging });
   }
 
   /** Optimizer steps applied. */
@@ -339,15 +250,12 @@ export class GpuEngine {
    */
   trainStep(batch: EngineBatch, options: StepOptions = {}): void {
     const t0 = performance.now();
-    const c = this.#train;
     const setup = this.#training;
-    if (!c || !setup) throw new Error("engine: a sampling engine cannot train");
+    if (!setup) throw new Error("engine: a sampling engine cannot train");
     this.#alive();
-    const plan = c.plan;
     const n = batch.steps.length;
-    if (n !== plan.batch) {
-      throw new RangeError(`engine: compiled for batches of ${plan.batch}, got ${n}`);
-    }
+    const c = this.#trainPlan(n);
+    const plan = c.plan;
     const f = plan.input.fields;
     const host = c.host;
     host.set(batch.x0, f.x0!.offset);
@@ -422,39 +330,78 @@ export class GpuEngine {
   }
 
   /**
-   * The network output for x_t [n, H, W, C] (n at most the sample batch) at float timesteps
-   * `t` (one per example, or one for all), through the sampling plan with the weights of
-   * `options.weights` (default the parameters; `"ema"`: the average). A conditional network
-   * without `condition` gets the null embedding for every example.
+   * The network output for x_t [n, H, W, C] at float timesteps `t` (one per example, or one
+   * for all), through the sampling plan (in pieces of the sample batch), with the parameters
+   * or (`options.weights: "ema"`) the EMA. A conditional network without `condition` gets the
+   * null embedding for every example.
    */
   async predict(
     x: Float32Array,
     t: number | ArrayLike<number>,
-    options: { condition?: ConditionInput } = {},
+    options: { condition?: ConditionInput; weights?: "params" | "ema" } = {},
   ): Promise<Float32Array> {
     this.#alive();
-    const c = this.#sample;
+    const c = options.weights === "ema" ? this.#emaSample() : this.#sample;
     const size = this.#imageFloats;
     const n = x.length / size;
-    if (!Number.isInteger(n) || n < 1 || n > c.plan.batch) {
-      throw new RangeError(
-        `engine: predict takes 1 to ${c.plan.batch} images, got ${x.length / size}`,
-      );
+    if (!Number.isInteger(n) || n < 1) {
+      throw new RangeError(`engine: predict takes whole images of ${size} values`);
     }
+    const out = new Float32Array(x.length);
+    const per = this.#sample.plan.batch;
+    const cond = options.condition;
+    const attributes = this.#net.condition?.sizes.length ?? 0;
+    for (let from = 0; from < n; from += per) {
+      const to = Math.min(n, from + per);
+      const part = await this.#predictChunk(
+        c,
+        x.subarray(from * size, to * size),
+        typeof t === "number" ? t : Array.from({ length: to - from }, (_, i) => t[from + i]),
+        cond
+          ? {
+            labels: cond.labels.subarray(from * attributes, to * attributes),
+            ...(cond.drop ? { drop: cond.drop.subarray(from, to) } : {}),
+          }
+          : undefined,
+      );
+      out.set(part, from * size);
+    }
+    return out;
+  }
+
+  /** The sampling plan bound to the EMA weights (made on first use). */
+  #emaSample(): CompiledPlan {
+    const ema = this.#state.ema;
+    if (!ema) throw new Error("engine: no EMA (optimizer.ema is off)");
+    this.#sampleEma ??= this.#compiler.compile(this.#sample.plan, "sample ema", {
+      reuse: this.#sample.slots,
+      params: ema,
+    });
+    return this.#sampleEma;
+  }
+
+  async #predictChunk(
+    c: CompiledPlan,
+    x: Float32Array,
+    t: number | number[],
+    condition: ConditionInput | undefined,
+  ): Promise<Float32Array> {
+    const size = this.#imageFloats;
+    const n = x.length / size;
     const f = c.plan.input.fields;
     c.host.fill(0);
     c.host.set(x, f.x!.offset);
-    for (let i = 0; i < c.plan.batch; i++) {
-      c.host[f.t!.offset + i] = typeof t === "number" ? t : i < n ? t[i] : 0;
-    }
-    this.#writeCondition(c, options.condition, n);
+    for (let i = 0; i < n; i++) c.host[f.t!.offset + i] = typeof t === "number" ? t : t[i];
+    this.#writeCondition(c, condition, n);
     this.#device.queue.writeBuffer(c.input, 0, c.host);
     const encoder = this.#encode(c);
-    encoder.copyBufferToBuffer(c.output.buffer, c.output.offset, c.staging!, 0, n * size * 4);
+    const bytes = n * size * 4;
+    const staging = this.#sampleStaging;
+    encoder.copyBufferToBuffer(c.output.buffer, c.output.offset, staging, 0, bytes);
     this.#device.queue.submit([encoder.finish()]);
-    await c.staging!.mapAsync(GPUMapMode.READ, 0, n * size * 4);
-    const out = new Float32Array(c.staging!.getMappedRange(0, n * size * 4).slice(0));
-    c.staging!.unmap();
+    await staging.mapAsync(GPUMapMode.READ, 0, bytes);
+    const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+    staging.unmap();
     this.#throwError();
     return out;
   }
@@ -535,20 +482,27 @@ export class GpuEngine {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    for (const b of Object.values(this.#state)) b?.destroy();
-    for (const c of [this.#train, this.#sample]) {
-      if (!c) continue;
-      c.input.destroy();
-      c.slots.forEach((s) => s.destroy()); // a buffer shared by both plans: destroyed twice, harmless
-      c.staging?.destroy();
-    }
-    this.#ringStaging?.destroy();
+    for (const b of this.#compiler.buffers) b.destroy();
   }
 
   /** {@link GpuEngine.destroy} for `await using`. */
   [Symbol.asyncDispose](): Promise<void> {
     this.destroy();
     return Promise.resolve();
+  }
+
+  /** The training plan for batches of `n` (other sizes than the configured one: made now). */
+  #trainPlan(n: number): CompiledPlan {
+    let c = this.#trainPlans.get(n);
+    if (c) return c;
+    if (!(Number.isInteger(n) && n > 0)) throw new RangeError(`engine: a batch of ${n}`);
+    const plan = trainingPlan(
+      { net: this.#net, image: this.#image, training: this.#training },
+      n,
+    );
+    c = this.#compiler.compile(plan, `train ${n}`, { reuse: this.#train?.slots });
+    this.#trainPlans.set(n, c);
+    return c;
   }
 
   #alive(): void {
