@@ -258,6 +258,12 @@ export class GpuEngine {
     const plan = c.plan;
     const f = plan.input.fields;
     const host = c.host;
+    if (batch.x0.length !== f.x0!.length || batch.noise.length !== f.noise!.length) {
+      throw new RangeError(
+        `engine: x0 and noise of ${n} examples need ${f.x0!.length} values, got ` +
+          `${batch.x0.length} and ${batch.noise.length}`,
+      );
+    }
     host.set(batch.x0, f.x0!.offset);
     host.set(batch.noise, f.noise!.offset);
     host.set(qSampleCoefficients(setup.schedule, batch.steps), f.coef!.offset);
