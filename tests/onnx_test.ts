@@ -10,7 +10,7 @@ import {
   importParams,
 } from "../src/model/mod.ts";
 import { decodeSafetensors, type NamedArray } from "../src/io/safetensors.ts";
-import { buildUnetOnnx } from "../src/onnx/unet.ts";
+import { buildUnetOnnx } from "../src/onnx/export.ts";
 import { decodeModel, IR_VERSION, OPSET } from "../src/onnx/graph.ts";
 import { loadOnnxRuntime, openModel, OrtUnavailableError } from "../src/onnx/runtime.ts";
 import { deriveRng } from "../src/rng.ts";

@@ -5,11 +5,16 @@
 # sharp's linux-x64 binaries (a native addon cannot be bundled), the wasm binaries, the Vulkan
 # loader packages, and a copy of the PyTorch baseline. At most 64 MiB: the device tool's limit.
 #
+# ONNX Runtime stays out of the bundles (`--external onnxruntime-node`: it is imported only when
+# a run samples through it, and the GPU machine samples through the WebGPU engine).
+#
 #   bench/gpu/pack.sh            # then: the device tool runs `bash bench/gpu/run.sh`, carry .gpu
+#   bench/gpu/pack.sh --check    # only the bundles, in a temporary folder, and the CLI bundle
+#                                # started there without node_modules (tests/bench_pack_test.ts)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=.gpu
-rm -rf "$out"
+check=${1:-}
+if [ "$check" = --check ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; else out=.gpu; rm -rf "$out"; fi
 mkdir -p "$out/app/node_modules/@img" "$out/debs"
 
 deno_cmd() { if command -v deno >/dev/null; then deno "$@"; else npx -y deno@2.9.6 "$@"; fi; }
@@ -18,12 +23,12 @@ deno_cmd install >/dev/null 2>&1 || deno_cmd install
 # 1. Deno itself.
 deno_bin=$(deno_cmd eval 'console.log(Deno.execPath())')
 echo "deno: $deno_bin ($(deno_cmd --version | head -n 1))"
-xz -T2 -6 -c "$deno_bin" >"$out/deno.xz"
+[ "$check" = --check ] || xz -T2 -6 -c "$deno_bin" >"$out/deno.xz"
 
 # 2. Bundles. Emscripten's glue (the wasm backend) reads __dirname, which an ES module lacks: each
 #    bundle defines it first. The bundle starts gradient workers from ./worker.ts beside it.
 bundle() { # entry output
-  deno_cmd bundle --quiet --platform deno -o "$out/app/bundle.tmp.js" "$1"
+  deno_cmd bundle --quiet --platform deno --external onnxruntime-node -o "$out/app/bundle.tmp.js" "$1"
   { echo 'var __dirname = import.meta.dirname, __filename = import.meta.filename;'
     cat "$out/app/bundle.tmp.js"; } >"$out/app/$2"
   rm "$out/app/bundle.tmp.js"
@@ -39,6 +44,12 @@ cp "$store"/@tensorflow+tfjs-backend-wasm@*/node_modules/@tensorflow/tfjs-backen
 cp -rL "$store"/@img+sharp-linux-x64@*/node_modules/@img/sharp-linux-x64 "$out/app/node_modules/@img/"
 cp -rL "$store"/@img+sharp-libvips-linux-x64@*/node_modules/@img/sharp-libvips-linux-x64 \
   "$out/app/node_modules/@img/"
+if [ "$check" = --check ]; then
+  # The CLI bundle starts where there is no node_modules but sharp's (as on the GPU machine).
+  (cd "$out/app" && "$deno_bin" run -A --no-config ddpm.js --help) | head -n 3
+  echo "pack --check: the bundles build and the CLI bundle starts"
+  exit 0
+fi
 cp ../shared/reference/torch_unet_baseline.py bench/gpu/torch_shapes.py "$out/app/"
 tar -C "$out" -cJf "$out/app.tar.xz" app
 rm -rf "$out/app"

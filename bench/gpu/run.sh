@@ -108,7 +108,7 @@ quickstart() { # i
 }
 
 stamp "kernel launch cost"
-"$D" run -A --no-config "$app/dispatch.js" --backend webgpu
+"$D" run -A --no-config "$app/dispatch.js" 700
 bench webgpu-course --size $small --batch $small_batch "${reps[@]}" --backend webgpu --micro-batch 0
 torch torch-$device-course --size $small --batch $small_batch --device $device --threads 16 \
   "${torch_iters[@]}"

@@ -4,11 +4,12 @@
  * - `wasm` (the default): XNNPACK on WebAssembly, single-threaded SIMD build, with the fast
  *   convolution gradients of {@link registerWasmKernels}; same bits on rerun.
  * - `cpu`: pure JavaScript, slow, deterministic.
- * - `webgpu`: needs a WebGPU adapter from `navigator.gpu`; bits repeated on an NVIDIA H200 (same
- *   GPU, driver and tfjs), not on Mesa's software adapter; they differ from wasm's.
+ * - `webgpu`: training and sampling run on the compiled WebGPU engine (src/gpu: the U-Net's
+ *   traced graph as a static plan of WGSL kernels); needs an adapter from `navigator.gpu`. What
+ *   tfjs still computes on the host (evaluation features, figures) runs on wasm.
  * - `tensorflow`: `@tensorflow/tfjs-node-gpu` or `@tensorflow/tfjs-node` (libtensorflow), loaded
  *   only when installed with its native binding.
- * - `auto`: a hardware WebGPU adapter, else tensorflow when installed, else wasm.
+ * - `auto`: the WebGPU engine on a hardware adapter, else tensorflow when installed, else wasm.
  * @module
  */
 import { tf } from "../tf.ts";
@@ -22,8 +23,13 @@ export type BackendName = "auto" | "tensorflow" | "webgpu" | "wasm" | "cpu";
 export interface BackendInfo {
   /** The backend that was asked for. */
   requested: BackendName;
-  /** The tfjs backend that runs (`tf.getBackend()`): `tensorflow`, `webgpu`, `wasm` or `cpu`. */
+  /** The tfjs backend that runs (`tf.getBackend()`): `tensorflow`, `wasm` or `cpu`. */
   name: string;
+  /**
+   * What trains and samples the network: `tfjs` (the backend `name`) or `webgpu` (the compiled
+   * engine of src/gpu, with tfjs on `name` for the rest).
+   */
+  engine: "tfjs" | "webgpu";
   /** Why this backend was chosen, one sentence. */
   reason: string;
   /** Threads of the wasm backend. */
@@ -92,6 +98,7 @@ async function initWasm(requested: BackendName, reason: string): Promise<Backend
   return {
     requested,
     name: "wasm",
+    engine: "tfjs",
     reason,
     threads: wasm.getThreadsCount(),
     tfjsVersion: tf.version.tfjs,
@@ -103,6 +110,7 @@ async function initCpu(requested: BackendName): Promise<BackendInfo> {
   return {
     requested,
     name: "cpu",
+    engine: "tfjs",
     reason: "the pure JavaScript cpu backend was requested (slow, deterministic).",
     tfjsVersion: tf.version.tfjs,
   };
@@ -137,20 +145,17 @@ async function initWebgpu(
       expected: "'wasm', 'cpu' or 'auto' on a machine without WebGPU",
     });
   }
-  await import("@tensorflow/tfjs-backend-webgpu");
-  await setBackend("webgpu", requested);
   const kind = adapter.software ? "a software (CPU-emulated, slow)" : "a hardware";
   const reason = requested === "auto"
-    ? `auto found ${kind} WebGPU adapter.`
-    : `webgpu was requested and ${kind} adapter was found (bits repeat only on the same GPU ` +
-      `and driver, and were seen to repeat on hardware, not on software adapters).`;
+    ? `auto found ${kind} WebGPU adapter: the WebGPU engine trains and samples.`
+    : `webgpu was requested and ${kind} adapter was found: the WebGPU engine trains and ` +
+      `samples (the same bytes on rerun on the same GPU and driver).`;
+  const host = await initWasm(requested, reason);
   return {
-    requested,
-    name: "webgpu",
-    reason,
+    ...host,
+    engine: "webgpu",
     adapter: adapter.description,
     driver: adapter.driver,
-    tfjsVersion: tf.version.tfjs,
   };
 }
 
@@ -224,6 +229,7 @@ async function initTensorflow(requested: BackendName): Promise<BackendInfo> {
   return {
     requested,
     name: "tensorflow",
+    engine: "tfjs",
     reason: requested === "auto"
       ? `auto found no hardware WebGPU adapter and ${loaded} is installed.`
       : `tensorflow was requested and ${loaded} was loaded.`,

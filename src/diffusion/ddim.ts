@@ -45,19 +45,43 @@ export function ddimSigma(
     Math.sqrt(((1 - alphaBarPrev) / (1 - alphaBar)) * (1 - alphaBar / alphaBarPrev));
 }
 
+/**
+ * The coefficients of a DDIM step from ᾱ to ᾱ': x' = signal · x̂_0 + direction · ε̂ + sigma · z
+ * with signal = √ᾱ', direction = √max(0, 1 - ᾱ' - σ²) and sigma = {@link ddimSigma}.
+ */
+export function ddimCoefficients(
+  alphaBar: number,
+  alphaBarPrev: number,
+  options: { eta: number },
+): { sigma: number; signal: number; direction: number } {
+  const sigma = ddimSigma(alphaBar, alphaBarPrev, options);
+  return {
+    sigma,
+    signal: Math.sqrt(alphaBarPrev),
+    direction: Math.sqrt(Math.max(0, 1 - alphaBarPrev - sigma * sigma)),
+  };
+}
+
 /** One DDIM step from ε̂ and x̂_0 to the previous state; `z` null means no noise. Use in tf.tidy. */
 export function ddimStep(
   prediction: Denoised,
   options: { alphaBar: number; alphaBarPrev: number; eta: number; z: tf.Tensor4D | null },
 ): tf.Tensor4D {
-  const { alphaBar, alphaBarPrev } = options;
-  const sigma = ddimSigma(alphaBar, alphaBarPrev, options);
-  const direction = Math.sqrt(Math.max(0, 1 - alphaBarPrev - sigma * sigma));
+  const { sigma, signal, direction } = ddimCoefficients(
+    options.alphaBar,
+    options.alphaBarPrev,
+    options,
+  );
   const mean: tf.Tensor4D = tf.add(
-    tf.mul(prediction.x0, Math.sqrt(alphaBarPrev)),
+    tf.mul(prediction.x0, signal),
     tf.mul(prediction.eps, direction),
   );
   return options.z === null || sigma === 0 ? mean : tf.add(mean, tf.mul(options.z, sigma));
+}
+
+/** ᾱ of step index `index`, 1 for index -1 (the state after the last step, x_0). */
+export function ddimAlphaBar(schedule: Schedule, index: number): number {
+  return index >= 0 ? schedule.alphaBars[index] : 1;
 }
 
 /** The flags of DDIM sampling (a subset of the `sampler` section). */
@@ -76,7 +100,7 @@ export function ddimRule(
 ): StepRule {
   const { flags } = options;
   const prediction = options.prediction ?? "eps";
-  const alphaBarOf = (index: number): number => index >= 0 ? schedule.alphaBars[index] : 1;
+  const alphaBarOf = (index: number): number => ddimAlphaBar(schedule, index);
   return {
     drawsNoise: (index, prevIndex) =>
       flags.stepNoise && ddimSigma(alphaBarOf(index), alphaBarOf(prevIndex), flags) > 0,

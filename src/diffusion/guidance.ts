@@ -18,7 +18,16 @@ export function guidanceMix(
   outputs: { conditional: tf.Tensor; unconditional: tf.Tensor },
   w: number,
 ): tf.Tensor {
-  return tf.sub(tf.mul(outputs.conditional, 1 + w), tf.mul(outputs.unconditional, w));
+  const c = guidanceWeights(w);
+  return tf.sub(
+    tf.mul(outputs.conditional, c.conditional),
+    tf.mul(outputs.unconditional, c.unconditional),
+  );
+}
+
+/** The weights of {@link guidanceMix}: conditional 1 + w, unconditional w (subtracted). */
+export function guidanceWeights(w: number): { conditional: number; unconditional: number } {
+  return { conditional: 1 + w, unconditional: w };
 }
 
 function asTensor(out: DenoiserOutput, like: tf.Tensor4D): tf.Tensor4D {

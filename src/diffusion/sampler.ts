@@ -170,8 +170,30 @@ export interface ReverseStepOptions {
 /** mean + σ_t z, except at the last step (i = 0) or without step noise. */
 function withStepNoise(mean: tf.Tensor4D, options: ReverseStepOptions): tf.Tensor4D {
   if (options.z === null || options.index === 0) return mean;
-  const sigma = Math.sqrt(reverseVariance(options.schedule, options.index, options.variance));
-  return tf.add(mean, tf.mul(options.z, sigma));
+  return tf.add(mean, tf.mul(options.z, ddpmSigma(options.schedule, options)));
+}
+
+/** σ_t, the scale of the step noise of the reverse step at `index`: 0 at the last one (i = 0). */
+export function ddpmSigma(
+  schedule: Schedule,
+  options: { index: number; variance: SamplerConfig["variance"] },
+): number {
+  if (options.index === 0) return 0;
+  return Math.sqrt(reverseVariance(schedule, options.index, options.variance));
+}
+
+/**
+ * The coefficients of {@link ddpmStep}'s mean (x_t - eps · ε̂) / sqrtAlpha at index i:
+ * eps = β_t / √(1 - ᾱ_t), sqrtAlpha = √α_t.
+ */
+export function ddpmEpsCoefficients(
+  schedule: Schedule,
+  index: number,
+): { eps: number; sqrtAlpha: number } {
+  return {
+    eps: schedule.betas[index] / Math.sqrt(1 - schedule.alphaBars[index]),
+    sqrtAlpha: Math.sqrt(schedule.alphas[index]),
+  };
 }
 
 /**
@@ -184,9 +206,8 @@ export function ddpmStep(
   eps: tf.Tensor4D,
   options: ReverseStepOptions,
 ): tf.Tensor4D {
-  const { schedule, index: i } = options;
-  const coef = schedule.betas[i] / Math.sqrt(1 - schedule.alphaBars[i]);
-  const mean: tf.Tensor4D = tf.div(tf.sub(x, tf.mul(eps, coef)), Math.sqrt(schedule.alphas[i]));
+  const c = ddpmEpsCoefficients(options.schedule, options.index);
+  const mean: tf.Tensor4D = tf.div(tf.sub(x, tf.mul(eps, c.eps)), c.sqrtAlpha);
   return withStepNoise(mean, options);
 }
 

@@ -6,11 +6,31 @@
  */
 import type { Experiment } from "../../schemas/experiment.ts";
 import type { Dataset } from "../data/mod.ts";
-import type { ConditionalScorer } from "../run/guidance_table.ts";
 import { evaluateSamples } from "./evaluate.ts";
 import { type FeatureNetwork, loadFeatureNetwork } from "./features.ts";
 import { toUint8Images } from "./images.ts";
 import { type Judge, judgeAccuracy, labelledFromDataset, trainJudge } from "./judge.ts";
+
+/** What {@link ConditionalScorer} sees: one guidance weight's samples and what they asked for. */
+export interface ConditionalSamples {
+  /** The guidance weight. */
+  w: number;
+  /** The samples, NHWC float in [-1, 1] (clamped by the scorer as for a PNG). */
+  images: Float32Array;
+  /** Number of images. */
+  count: number;
+  /** Image side. */
+  size: number;
+  /** The requested value index of each image, per conditioned attribute name. */
+  requested: Record<string, Int32Array>;
+  /** The training images. */
+  dataset: Dataset;
+}
+
+/** Scores a conditional run's samples: metric name (`accuracy/<attribute>`, `kid`) -> value. */
+export type ConditionalScorer = (
+  samples: ConditionalSamples,
+) => Promise<Record<string, number>>;
 
 /** A scorer and what to free when done. */
 export interface ConditionalMeasure {

@@ -15,9 +15,9 @@ import { type ConditionInput, encodedWidth, encodeLabels } from "../model/mod.ts
 import { tf } from "../tf.ts";
 import { decodeModel } from "./graph.ts";
 import { loadOnnxRuntime, openModel, type Ort, type OrtModel, type UnetFeeds } from "./runtime.ts";
-import { buildUnetOnnx } from "./unet.ts";
+import { buildUnetOnnx } from "./export.ts";
 
-export { buildUnetOnnx, type UnetOnnxOptions } from "./unet.ts";
+export { buildUnetOnnx, type UnetOnnxOptions } from "./export.ts";
 export {
   defaultProviders,
   type ExecutionProvider,
@@ -60,7 +60,7 @@ export interface SamplingEngine {
 }
 
 /** Bumped when the graph the exporter writes changes, so that cached model.onnx files are redone. */
-const EXPORTER_VERSION = "1";
+const EXPORTER_VERSION = "2";
 
 /** The cached `model.onnx` of a checkpoint: its bytes and whether an existing file was reused. */
 export interface ExportedModel {

@@ -48,7 +48,7 @@ export async function loadOnnxRuntime(
   }
 }
 
-/** The inputs of one run of the U-Net graph (./unet.ts), as float32 arrays. */
+/** The inputs of one run of the U-Net graph (./export.ts), as float32 arrays. */
 export interface UnetFeeds {
   /** x_t, NHWC. */
   x: Float32Array;

@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { Dataset } from "../data/mod.ts";
+import type { ConditionalScorer } from "../eval/conditional.ts";
 import { writeFileAtomic } from "../io/files.ts";
 
 /** One row: a guidance weight and its numbers by metric name. */
@@ -49,24 +49,3 @@ export async function writeGuidanceTable(
     JSON.stringify(rows.map((r) => ({ w: r.w, ...r.metrics })), null, 1) + "\n",
   );
 }
-
-/** What {@link ConditionalScorer} sees: one guidance weight's samples and what they asked for. */
-export interface ConditionalSamples {
-  /** The guidance weight. */
-  w: number;
-  /** The samples, NHWC float in [-1, 1] (clamped by the scorer as for a PNG). */
-  images: Float32Array;
-  /** Number of images. */
-  count: number;
-  /** Image side. */
-  size: number;
-  /** The requested value index of each image, per conditioned attribute name. */
-  requested: Record<string, Int32Array>;
-  /** The training images. */
-  dataset: Dataset;
-}
-
-/** Scores a conditional run's samples: metric name (`accuracy/<attribute>`, `kid`) -> value. */
-export type ConditionalScorer = (
-  samples: ConditionalSamples,
-) => Promise<Record<string, number>>;

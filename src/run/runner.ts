@@ -55,11 +55,12 @@ import { acquireRunLock } from "./lock.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
-import { type ConditionalScorer, type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
+import type { ConditionalScorer } from "../eval/conditional.ts";
+import { type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
 import { conditionalScorer } from "../eval/conditional.ts";
 
 export { describeRun } from "./describe.ts";
-export type { ConditionalSamples, ConditionalScorer } from "./guidance_table.ts";
+export type { ConditionalSamples, ConditionalScorer } from "../eval/conditional.ts";
 
 /** Options of {@link runExperiment}. */
 export interface RunOptions {

@@ -15,6 +15,7 @@ import type { ConditionInput, DenoiseModel } from "../model/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { UserError } from "../errors.ts";
 import type { Ema } from "./ema.ts";
+import type { TrainEngine } from "./engine.ts";
 import { learningRate } from "./lr.ts";
 import type { GradientWorkers } from "./parallel/mod.ts";
 import type { Adam } from "./optimizer.ts";
@@ -28,6 +29,7 @@ export { learningRate } from "./lr.ts";
 export { clipByGlobalNorm } from "./clip.ts";
 export { trainStep } from "./step.ts";
 export { epochPlan, plannedSteps } from "./plan.ts";
+export type { EngineStep, TrainEngine, TrainState } from "./engine.ts";
 
 /** Where training images come from: a count, the image shape and a batch maker. */
 export interface BatchSource {
@@ -89,6 +91,13 @@ export interface TrainOptions {
    * order) and the probability that an example's labels are dropped (`pUncond`).
    */
   condition?: { columns: number[]; pUncond: number };
+  /**
+   * A compiled engine that runs the steps instead of tfjs (src/gpu): the losses are read every
+   * `train.logEvery` steps and at each epoch's end, where the engine's state is also copied into
+   * `model`, the optimizer and the EMA before `onStep` sees the epoch's last step (so checkpoints
+   * and evaluations read the trained weights), and at the end.
+   */
+  engine?: TrainEngine;
 }
 
 /** The result of a training run. */
@@ -148,11 +157,31 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
   }
   const [h, w, c] = data.shape;
   let step = options.startStep ?? 0;
+  const engine = options.engine;
+  // Steps the engine ran whose losses are not read yet: read in bulk, then reported in order.
+  const pending: { step: number; epoch: number }[] = [];
+  const flush = async (sync: boolean) => {
+    if (!engine || pending.length === 0) return;
+    const losses = await engine.losses();
+    const records = pending.splice(0);
+    const bad = losses.findIndex((l) => !Number.isFinite(l));
+    if (bad >= 0) throw new Error(`loss became ${losses[bad]} at step ${records[bad].step}`);
+    if (sync) {
+      const state = { model, optimizer: options.optimizer, ema: options.ema ?? null };
+      await engine.syncTo(state, records[records.length - 1].step);
+    }
+    for (let i = 0; i < records.length; i++) {
+      await options.onStep?.({ ...records[i], loss: losses[i] });
+    }
+  };
   while (step < total) {
     const epoch = Math.floor(step / perEpoch);
     const { order, flips } = epochPlan(data.count, { seed, epoch, train, flip: data.flip });
     for (let k = step % perEpoch; k < perEpoch && step < total; k++) {
-      if (options.shouldStop?.()) return { steps: step, stopped: true };
+      if (options.shouldStop?.()) {
+        await flush(true);
+        return { steps: step, stopped: true };
+      }
       const start = k * train.batchSize;
       const indices = order.subarray(start, Math.min(start + train.batchSize, data.count));
       const batchFlips = new Uint8Array(indices.length);
@@ -172,15 +201,24 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
         ? stepCondition(data.labels(indices), { seed, step, ...cond })
         : undefined;
       const batch = { x0, ...draws, shape: data.shape, ...(condition ? { condition } : {}) };
+      const dropout = (options.model?.dropout ?? 0) > 0
+        ? { seed, stream: `train/dropout/step-${step}` }
+        : undefined;
+      const lr = opt ? learningRate(step, { ...opt, totalSteps: total }) : undefined;
+      if (engine) {
+        await engine.step(batch, { step, lr, dropout });
+        pending.push({ step, epoch });
+        const endOfEpoch = k === perEpoch - 1 || step === total;
+        if (endOfEpoch || pending.length >= train.logEvery) await flush(endOfEpoch);
+        continue;
+      }
       const loss = await trainStep(model, batch, {
         schedule: options.schedule,
         loss: options.loss,
         optimizer: options.optimizer,
         prediction: options.model?.prediction,
-        dropout: (options.model?.dropout ?? 0) > 0
-          ? { seed, stream: `train/dropout/step-${step}` }
-          : undefined,
-        lr: opt ? learningRate(step, { ...opt, totalSteps: total }) : undefined,
+        dropout,
+        lr,
         clipGradNorm: opt?.clipGradNorm,
         workers: options.workers,
         microBatch: train.microBatch,

@@ -8,6 +8,58 @@ import type { NamedArray } from "../io/safetensors.ts";
 import { tf, variableFrom } from "../tf.ts";
 
 /**
+ * The scalars of Adam's update at optimizer step `step` (1-based), in float64 (the update rounds
+ * each to float32): m' = b1 m + c1 g, v' = b2 v + c2 g², p' = p - stepSize · m' / (√v' / sqrtBc2
+ * + eps). The one place these numbers are computed, for {@link Adam} and the WebGPU engine.
+ */
+export interface AdamConstants {
+  /** β1. */
+  b1: number;
+  /** 1 - β1. */
+  c1: number;
+  /** β2. */
+  b2: number;
+  /** 1 - β2. */
+  c2: number;
+  /** √(1 - β2^k). */
+  sqrtBc2: number;
+  /** ε. */
+  eps: number;
+  /** lr / (1 - β1^k). */
+  stepSize: number;
+}
+
+/** The keys of {@link AdamConstants} in the order the update uses them. */
+export const ADAM_CONSTANTS = [
+  "b1",
+  "c1",
+  "b2",
+  "c2",
+  "sqrtBc2",
+  "eps",
+  "stepSize",
+] as const satisfies readonly (keyof AdamConstants)[];
+
+/** Adam's scalars for step `step` (1-based) with learning rate `options.lr`. */
+export function adamConstants(
+  step: number,
+  options: Pick<OptimizerConfig, "beta1" | "beta2" | "epsilon" | "lr">,
+): AdamConstants {
+  const { beta1, beta2, epsilon, lr } = options;
+  const bc1 = 1 - beta1 ** step;
+  const bc2 = 1 - beta2 ** step;
+  return {
+    b1: beta1,
+    c1: 1 - beta1,
+    b2: beta2,
+    c2: 1 - beta2,
+    sqrtBc2: Math.sqrt(bc2),
+    eps: epsilon,
+    stepSize: lr / bc1,
+  };
+}
+
+/**
  * Adam (Kingma & Ba) over named variables, bias-corrected as torch.optim.Adam.
  *
  * The step's constants are uploaded once per step as scalar tensors, not once per parameter
@@ -46,21 +98,13 @@ export class Adam {
     grads: Record<string, tf.Tensor>,
     options: { lr?: number } = {},
   ): void {
-    const { beta1, beta2, epsilon } = this.#config;
     const lr = options.lr ?? this.#config.lr;
     this.#step++;
-    const bc1 = 1 - beta1 ** this.#step;
-    const bc2 = 1 - beta2 ** this.#step;
+    const constants = adamConstants(this.#step, { ...this.#config, lr });
     tf.tidy(() => {
-      const [b1, c1, b2, c2, sqrtBc2, eps, stepSize] = [
-        beta1,
-        1 - beta1,
-        beta2,
-        1 - beta2,
-        Math.sqrt(bc2),
-        epsilon,
-        lr / bc1,
-      ].map((c) => tf.scalar(c));
+      const [b1, c1, b2, c2, sqrtBc2, eps, stepSize] = ADAM_CONSTANTS.map((key) =>
+        tf.scalar(constants[key])
+      );
       for (const [name, p] of params) {
         const g = grads[name];
         if (!g) continue;
