@@ -46,19 +46,37 @@ export function storageUsage(): number {
   return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 }
 
+/**
+ * The pipelines and bind group layouts made on each device, by WGSL and binding accesses:
+ * shared by every engine on the device (they are immutable), so a second engine of the same
+ * shapes (another batch size's plan, a test's next case) compiles nothing again.
+ */
+const CACHES = new WeakMap<
+  GPUDevice,
+  { pipelines: Map<string, GPUComputePipeline>; layouts: Map<string, GPUBindGroupLayout> }
+>();
+
 /** Creates buffers, pipelines and bind groups for plans on one device, caching pipelines. */
 export class DeviceCompiler {
   /** Bytes of every buffer made so far. */
   bytes = 0;
   /** Buffers made (to destroy). */
   readonly buffers: GPUBuffer[] = [];
-  readonly #pipelines = new Map<string, GPUComputePipeline>();
-  readonly #layouts = new Map<string, GPUBindGroupLayout>();
+  readonly #pipelines: Map<string, GPUComputePipeline>;
+  readonly #layouts: Map<string, GPUBindGroupLayout>;
 
   constructor(
     readonly device: GPUDevice,
     readonly state: Partial<Record<StateBuffer, GPUBuffer>>,
-  ) {}
+  ) {
+    let cache = CACHES.get(device);
+    if (!cache) {
+      cache = { pipelines: new Map(), layouts: new Map() };
+      CACHES.set(device, cache);
+    }
+    this.#pipelines = cache.pipelines;
+    this.#layouts = cache.layouts;
+  }
 
   /** A zeroed buffer of `floats` f32 (rounded up to 16 bytes). */
   buffer(floats: number, label: string, usage = storageUsage()): GPUBuffer {
@@ -69,7 +87,7 @@ export class DeviceCompiler {
     return b;
   }
 
-  /** Pipelines made so far. */
+  /** Pipelines on the device so far (every engine's). */
   get pipelines(): number {
     return this.#pipelines.size;
   }

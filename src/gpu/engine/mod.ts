@@ -46,6 +46,10 @@
  *   `measureEncode(times)` (host ms of encoding a step without submitting it),
  *   `dispatchesByKernel()`, `destroy()` / `[Symbol.asyncDispose]`.
  *
+ * - `asTrainEngine(engine)`: the engine as src/train's `TrainEngine` (`trainModel`'s
+ *   `engine` option): steps queued, losses read in bulk, state synced into the tfjs model,
+ *   Adam and EMA at epoch ends.
+ *
  * The tfjs step it reproduces is src/train/step.ts without micro-batches or workers (those
  * change the order of the gradient sums, not the function). Equal within 1e-4 at the test
  * sizes (tests/gpu/engine_train_test.ts); the same bytes for the same inputs on one device.
@@ -59,5 +63,6 @@ export {
   type StepOptions,
   type TrainingSetup,
 } from "./executor.ts";
+export { asTrainEngine } from "./train_engine.ts";
 export { lowerGraph, type LowerOptions, type Plan, type TrainingObjective } from "./plan.ts";
 export { type ParamLayout, paramLayout } from "./layout.ts";
