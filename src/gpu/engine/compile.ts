@@ -122,7 +122,16 @@ export class DeviceCompiler {
       if (!target) throw new Error(`engine: no ${ref.state} buffer`);
       return { buffer: target, offset: ref.offset * 4, size: length * 4 };
     };
+    const limit = this.device.limits.maxStorageBufferBindingSize;
     const commands = plan.dispatches.map((d): Command => {
+      d.spec.bindings.forEach((b) => {
+        if (b.length * 4 > limit) {
+          throw new RangeError(
+            `engine: ${d.spec.name} binds ${b.length * 4} bytes as ${b.name}, past the device's ` +
+              `maxStorageBufferBindingSize ${limit} (a smaller batch fits)`,
+          );
+        }
+      });
       const { layout, pipeline } = this.#pipeline(d.spec.name, d.spec.code, d.spec.bindings);
       const bindGroup = this.device.createBindGroup({
         label: d.spec.name,
