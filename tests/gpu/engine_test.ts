@@ -12,8 +12,8 @@
  * - `predict` with the EMA weights equals the tfjs network of the EMA.
  * - over many steps, on a one-level network: 20 steps' losses within 1e-3 of the tfjs run's
  *   (read every 5 steps, past the ring of 8); the same steps from the same state give the same
- *   bytes twice; `trainModel` through the engine (`asTrainEngine`, with a smaller last batch
- *   and dropout) gives the tfjs run's losses and, synced into the tfjs objects, its
+ *   bytes twice; `trainModel` through the engine (`asTrainEngine`, with a smaller last batch,
+ *   dropout and tfjs micro-batches whose masks come from generators of their own) gives the tfjs run's losses and, synced into the tfjs objects, its
  *   parameters, moments and EMA.
  * One file, so that the engines share their pipelines (llvmpipe compiles each in ~0.1 s).
  * Adam's ε is 1e-6 in the cases: an element whose gradient is near ε moves by a fraction of
@@ -231,7 +231,14 @@ Deno.test({
   ignore: noGpu,
   fn: async () => {
     // 8 images in batches of 3 without dropLast: each epoch's third step has 2.
-    const train = TrainSchema.parse({ epochs: 2, batchSize: 3, dropLast: false, logEvery: 2 });
+    // Micro-batches of 2: tfjs draws each one's dropout masks from its own generator.
+    const train = TrainSchema.parse({
+      epochs: 2,
+      batchSize: 3,
+      dropLast: false,
+      logEvery: 2,
+      microBatch: 2,
+    });
     const per = SIZE * SIZE * CHANNELS;
     const images = testData(8 * per, 31);
     const data = {
@@ -261,7 +268,7 @@ Deno.test({
           model: { prediction: "eps", dropout: 0.2 },
           optimizerConfig: CASE.optimizer,
           ema: s.ema,
-          ...(s.engine ? { engine: asTrainEngine(s.engine) } : {}),
+          ...(s.engine ? { engine: asTrainEngine(s.engine, { microBatch: 2 }) } : {}),
           onStep: (r) => {
             records.push(r.loss);
           },

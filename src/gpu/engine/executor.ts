@@ -12,6 +12,7 @@ import { type ConditionInput, encodedWidth, encodeLabels } from "../../model/con
 import { type LayerGraph, traceUnet } from "../../model/graph.ts";
 import type { Unet } from "../../model/unet.ts";
 import { deriveRng } from "../../rng.ts";
+import { microBatchRanges, type Range, shardRanges } from "../../train/split.ts";
 import type { GpuContext } from "../device.ts";
 import type { Binding } from "../kernel.ts";
 import { qSampleCoefficients } from "../kernels/loss.ts";
@@ -69,10 +70,13 @@ export interface StepOptions {
   /** This step's learning rate (absent: src/train/lr.ts `learningRate` of the step). */
   lr?: number;
   /**
-   * Dropout masks drawn from `deriveRng(seed, "<stream>/from-0")` in trace order, as the tfjs
-   * step draws them (src/train/step.ts); needed when the network has dropout.
+   * The dropout masks' generators, needed when the network has dropout: as the tfjs step
+   * (src/train/step.ts), each piece [from, to) of the batch that tfjs runs as one forward pass
+   * (its micro-batches, within its workers' shards: {@link dropoutPieces}) draws its rows of
+   * every mask, in trace order, from `deriveRng(seed, "<stream>/from-<from>")`. Default: one
+   * piece, the whole batch.
    */
-  dropout?: { seed: number; stream: string };
+  dropout?: { seed: number; stream: string; pieces?: readonly Range[] };
 }
 
 function trace(
@@ -99,6 +103,21 @@ function trainingPlan(
       ring: training.ring ?? 256,
     },
   });
+}
+
+/**
+ * The pieces of a batch of `n` that the tfjs step runs as one forward pass each: the
+ * micro-batches of at most `microBatch` examples within each of the `1 + workers` shards
+ * (src/train/split.ts), as absolute example ranges. Their dropout masks come from one
+ * generator each ({@link StepOptions.dropout}).
+ */
+export function dropoutPieces(
+  n: number,
+  options: { microBatch?: number; workers?: number } = {},
+): Range[] {
+  return shardRanges(n, 1 + (options.workers ?? 0)).flatMap(([a, b]) =>
+    microBatchRanges(b - a, options.microBatch ?? b - a).map(([f, t]) => [a + f, a + t] as const)
+  );
 }
 
 /** Adam's state as src/train/optimizer.ts `Adam.exportState` gives it. */
@@ -270,15 +289,17 @@ export class GpuEngine {
     for (let i = 0; i < n; i++) host[f.t!.offset + i] = batch.steps[i];
     this.#writeCondition(c, batch.condition, n);
     if (plan.input.masks.length > 0) {
-      if (!options.dropout) {
-        throw new Error("engine: the network has dropout: pass options.dropout");
-      }
-      const rng = deriveRng(options.dropout.seed, `${options.dropout.stream}/from-0`);
-      for (const m of plan.input.masks) {
-        const threshold = Math.floor(m.rate * 0x100000000);
-        const keep = 1 / (1 - m.rate);
-        for (let i = 0; i < m.length; i++) {
-          host[m.offset + i] = rng.nextUint32() >= threshold ? keep : 0;
+      const d = options.dropout;
+      if (!d) throw new Error("engine: the network has dropout: pass options.dropout");
+      for (const [from, to] of d.pieces ?? [[0, n]]) {
+        const rng = deriveRng(d.seed, `${d.stream}/from-${from}`);
+        for (const m of plan.input.masks) {
+          const threshold = Math.floor(m.rate * 0x100000000);
+          const keep = 1 / (1 - m.rate);
+          const per = m.length / n;
+          for (let i = m.offset + from * per; i < m.offset + to * per; i++) {
+            host[i] = rng.nextUint32() >= threshold ? keep : 0;
+          }
         }
       }
     }

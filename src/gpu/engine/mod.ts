@@ -25,9 +25,11 @@
  * - `trainStep(batch, { lr, dropout })`: one optimizer step, returns at once (nothing is read
  *   back). The batch is src/train/step.ts's `StepBatch` (x0, noise, 0-based integer steps, the
  *   conditional model's labels and drop mask); the host computes the q-sample coefficients,
- *   encodes the labels and draws the dropout masks from `deriveRng(seed, "<stream>/from-0")`
- *   in trace order, exactly as the tfjs step, then writes them with one `writeBuffer`, encodes
- *   every dispatch in one compute pass and submits once. `lr` defaults to src/train/lr.ts's
+ *   encodes the labels and draws the dropout masks in trace order, one generator
+ *   `deriveRng(seed, "<stream>/from-<i>")` per piece the tfjs step runs as one pass
+ *   (`dropout.pieces`, `dropoutPieces`; default the whole batch), exactly as the tfjs step,
+ *   then writes them with one `writeBuffer`, encodes every dispatch in one compute pass and
+ *   submits once. `lr` defaults to src/train/lr.ts's
  *   schedule for the engine's step; clipping and the EMA follow `training.optimizer`. A batch
  *   of another size (the last one with `dropLast: false`) gets its own plan on first use.
  * - `readLosses()`: the losses of the steps since the last call (at `logEvery`; at most
@@ -46,9 +48,11 @@
  *   `measureEncode(times)` (host ms of encoding a step without submitting it),
  *   `dispatchesByKernel()`, `destroy()` / `[Symbol.asyncDispose]`.
  *
- * - `asTrainEngine(engine)`: the engine as src/train's `TrainEngine` (`trainModel`'s
- *   `engine` option): steps queued, losses read in bulk, state synced into the tfjs model,
- *   Adam and EMA at epoch ends.
+ * - `asTrainEngine(engine, { microBatch, workers })`: the engine as src/train's
+ *   `TrainEngine` (`trainModel`'s `engine` option): steps queued, losses read in bulk, state
+ *   synced into the tfjs model, Adam and EMA at epoch ends; the dropout masks those of a tfjs
+ *   run with that micro-batch and worker count (one generator per piece, `dropoutPieces`).
+ *   The engine itself always runs the whole batch in one pass.
  *
  * The tfjs step it reproduces is src/train/step.ts without micro-batches or workers (those
  * change the order of the gradient sums, not the function). Equal within 1e-4 at the test
@@ -56,6 +60,7 @@
  * @module
  */
 export {
+  dropoutPieces,
   type EngineBatch,
   type EngineOptions,
   GpuEngine,

@@ -320,7 +320,8 @@ export function lowerGraph(graph: LayerGraph, options: LowerOptions = {}): Plan 
     const group: NormGroup = { norm: node, last: node.id };
     const single = (id: number) => uses[id].length === 1 && id !== output;
     let next = single(node.id) ? nodes[uses[node.id][0]] : undefined;
-    if (next?.op === "scaleShift" && next.inputs[0] === node.id) {
+    // The fused kernel runs where the norm is: its scale-shift must be computed by then.
+    if (next?.op === "scaleShift" && next.inputs[0] === node.id && next.inputs[1] < node.id) {
       group.scaleShift = next;
       group.last = next.id;
       next = single(next.id) ? nodes[uses[next.id][0]] : undefined;

@@ -6,22 +6,31 @@
  */
 import { importParams } from "../../model/mod.ts";
 import type { TrainEngine } from "../../train/engine.ts";
-import type { GpuEngine } from "./executor.ts";
+import { dropoutPieces, type GpuEngine } from "./executor.ts";
 
 /**
  * `engine` behind the {@link TrainEngine} interface. Its step count must follow the loop's: a
- * resumed run sets the optimizer state (its step) before the first step.
+ * resumed run sets the optimizer state (its step) before the first step. The dropout masks are
+ * those of a tfjs run with `options.microBatch` and `options.workers` (src/train/step.ts:
+ * one generator per micro-batch of each shard), so the engine repeats that run's draws.
  */
-export function asTrainEngine(engine: GpuEngine): TrainEngine {
+export function asTrainEngine(
+  engine: GpuEngine,
+  options: { microBatch?: number; workers?: number } = {},
+): TrainEngine {
   return {
-    step(batch, options) {
-      if (options.step !== engine.step + 1) {
+    step(batch, step) {
+      if (step.step !== engine.step + 1) {
         throw new Error(
-          `engine: asked for step ${options.step} after step ${engine.step} ` +
+          `engine: asked for step ${step.step} after step ${engine.step} ` +
             "(restore the optimizer state of a resumed run first)",
         );
       }
-      engine.trainStep(batch, { lr: options.lr, dropout: options.dropout });
+      const n = batch.steps.length;
+      const dropout = step.dropout
+        ? { ...step.dropout, pieces: dropoutPieces(n, options) }
+        : undefined;
+      engine.trainStep(batch, { lr: step.lr, dropout });
     },
     async losses() {
       return Array.from(await engine.readLosses());
