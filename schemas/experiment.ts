@@ -428,11 +428,13 @@ export const EvalSchema = z.strictObject({
     "Images sampled per evaluation (with the sampler section); the reference set is as many " +
       "training images, and the real-vs-real floor two disjoint sets of that size",
   ),
-  metrics: z.array(z.enum(["kid", "fid", "judge"])).min(1).default(["kid", "fid"]).describe(
-    "kid: kernel inception distance (mean ± std over subsets); fid: Fréchet distance at equal " +
-      "N; judge: total variation between the attribute distributions that a classifier trained " +
-      "on the real images predicts for samples and for real images (labelled datasets only)",
-  ),
+  metrics: z.array(z.enum(["kid", "fid", "diversity", "judge"])).min(1).default(["kid", "fid"])
+    .describe(
+      "kid: kernel inception distance (mean ± std over subsets); fid: Fréchet distance at equal " +
+        "N; diversity: mean pairwise feature distance of the samples (and, as <name>_real, of " +
+        "the reference images); judge: total variation between the attribute distributions that a classifier trained " +
+        "on the real images predicts for samples and for real images (labelled datasets only)",
+    ),
   resize: int(75, 1024).default(299).describe(
     "Side the images are resized to (bilinear) before the feature network; 299 is its native " +
       "size, 128 is about 10 times faster (recorded with the numbers)",
@@ -443,8 +445,8 @@ export const EvalSchema = z.strictObject({
   ),
   kidSubsets: int(1, 10000).default(100).describe("KID: number of random subsets"),
   kidSubsetSize: int(2, 100000).default(1000).describe(
-    "KID: subset size, capped at the set sizes (the standard deviation is 0 when the subset " +
-      "is the whole set)",
+    "KID: subset size, capped at half the smaller set so that the subsets differ and their " +
+      "standard deviation is an error bar",
   ),
   floor: z.boolean().default(true).describe(
     "Also compute the metrics between two disjoint sets of training images (what 'good' means)",
@@ -631,6 +633,13 @@ export const SlurmSchema = z.strictObject({
   ),
   time: z.string().regex(/^[0-9:-]+$/).optional().describe(
     "#SBATCH --time, e.g. 02:00:00 or 1-00:00:00",
+  ),
+  signal: int(0, 86400).optional().describe(
+    "Seconds before the time limit at which Slurm warns a point (#SBATCH --signal=B:USR2@N " +
+      "and --requeue): it finishes its step, writes a checkpoint and requeues itself, and " +
+      "resumes when Slurm starts it again. Default 300, or a quarter of `time` when that is " +
+      "shorter than 20 minutes; 0: no warning (a point killed at its limit resumes when the " +
+      "sweep runs again). Slurm may send it up to a minute early",
   ),
   extra: z.array(z.string().min(1)).default([]).describe(
     'More #SBATCH lines, written as given after "#SBATCH ", e.g. "--account=lab"',

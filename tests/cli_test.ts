@@ -11,6 +11,8 @@ import { listRuns } from "../src/run/list.ts";
 import { decodePng } from "../src/io/image.ts";
 import { progressText } from "../src/cli/progress.ts";
 import { shellQuote } from "../src/run/resume.ts";
+import { estimateEvaluation, formatEstimate } from "../src/run/estimate.ts";
+import { loadExperiment } from "../src/config/mod.ts";
 
 const dec = new TextDecoder();
 
@@ -221,6 +223,50 @@ Deno.test("--dry-run estimates the wall time from measured steps and creates not
   assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0);
   assert.doesNotMatch(r.stdout, /estimated as 3 forward passes|stopped measuring/, "measured");
   for await (const _ of Deno.readDir(out)) assert.fail("a dry run creates nothing");
+});
+
+Deno.test("--dry-run's evaluation line: how many evaluations, their sampling, how to shrink them", async () => {
+  const file = await experimentFile({
+    ...TINY,
+    train: { ...TINY.train, epochs: 5 },
+    eval: { every: 2, samples: 10 },
+  });
+  const { config } = await loadExperiment(file);
+  // Epochs 2 and 4 during training (5 is the last: the final evaluation covers it), and the end.
+  const v = estimateEvaluation(config, {
+    steps: { total: 15, perEpoch: 3 },
+    secondsPerImageStep: 0.5,
+    timesteps: 8,
+  })!;
+  assert.deepEqual(
+    { count: v.count, batches: v.batches, stepsPerBatch: v.stepsPerBatch },
+    { count: 3, batches: 3, stepsPerBatch: 8 },
+  );
+  // 10 samples (batches of 4, 4 and 2) x 8 steps x 0.5 s.
+  assert.equal(v.finalSeconds, 40);
+  assert.equal(v.seconds, 120);
+  assert.equal(
+    estimateEvaluation({ ...config, eval: undefined }, {
+      steps: { total: 15, perEpoch: 3 },
+      secondsPerImageStep: 0.5,
+      timesteps: 8,
+    }),
+    undefined,
+  );
+  const text = formatEstimate({
+    backend: "wasm",
+    secondsPerStep: 0.1,
+    steps: 15,
+    secondsPerSampleStep: 0.05,
+    sampleSteps: 8,
+    evaluation: { ...v, samples: 256 },
+    totalSeconds: 122,
+  });
+  assert.match(text, /^estimated time {4}2m02s on wasm .* \+ evaluation 2m00s \(decoding/);
+  assert.match(
+    text,
+    /\nevaluation {8}3 \(every eval\.every epochs and at the end\), eval\.samples 256 each \(kid, fid\): sampling 3 batches × 8 steps ≈ 40s each, then the feature network on the samples at 299 px \(not measured; the reference and floor sets once per dataset\)\. Smaller: --set eval\.samples=32 --set eval\.resize=128$/,
+  );
 });
 
 Deno.test("progress bar text: rates, ETA, epoch and the named loss", () => {

@@ -3,7 +3,14 @@
  * unbiasedness of KID.
  */
 import assert from "node:assert/strict";
-import { featureStats, fid, frechetDistance, kid } from "../src/eval/metrics.ts";
+import {
+  featureStats,
+  fid,
+  frechetDistance,
+  kid,
+  kidSubsetSize,
+  meanPairwiseDistance,
+} from "../src/eval/metrics.ts";
 import { deriveRng } from "../src/rng.ts";
 
 /** `n` Gaussian vectors of `dims` with per-dimension mean and standard deviation. */
@@ -122,10 +129,9 @@ Deno.test("KID of two draws from one distribution is 0 within 3 standard deviati
   assert.deepEqual(kid(a, b, { dims, subsetSize: 100 }), result);
 });
 
-Deno.test("KID matches a direct computation on one subset of the whole sets", () => {
-  const dims = 4;
-  const a = gaussian("direct-a", { n: 6, dims });
-  const b = gaussian("direct-b", { n: 6, dims, mean: () => 0.5 });
+/** The unbiased MMD² of sets `a` and `b` (`n x dims` each), written out directly. */
+function directMmd(a: Float32Array, b: Float32Array, dims: number): number {
+  const n = a.length / dims;
   const k = (x: Float32Array, i: number, y: Float32Array, j: number) => {
     let s = 0;
     for (let t = 0; t < dims; t++) s += x[i * dims + t] * y[j * dims + t];
@@ -134,8 +140,8 @@ Deno.test("KID matches a direct computation on one subset of the whole sets", ()
   let xx = 0;
   let yy = 0;
   let xy = 0;
-  for (let i = 0; i < 6; i++) {
-    for (let j = 0; j < 6; j++) {
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
       if (i !== j) {
         xx += k(a, i, a, j);
         yy += k(b, i, b, j);
@@ -143,14 +149,92 @@ Deno.test("KID matches a direct computation on one subset of the whole sets", ()
       xy += k(a, i, b, j);
     }
   }
-  const expected = xx / 30 + yy / 30 - 2 * xy / 36;
-  const result = kid(a, b, { dims, subsets: 3 });
-  assert.equal(result.subsetSize, 6);
-  assert.ok(Math.abs(result.mean - expected) < 1e-9 * Math.abs(expected), `${result.mean}`);
-  assert.ok(result.std < 1e-9);
+  return xx / (n * (n - 1)) + yy / (n * (n - 1)) - 2 * xy / (n * n);
+}
+
+/** The rows `rows` of `x` (`dims` values each). */
+function rowsOf(x: Float32Array, rows: number[], dims: number): Float32Array {
+  return Float32Array.from(rows.flatMap((r) => [...x.subarray(r * dims, (r + 1) * dims)]));
+}
+
+/** Every k-subset of 0..n-1. */
+function subsetsOf(n: number, k: number): number[][] {
+  if (k === 0) return [[]];
+  if (n < k) return [];
+  return [...subsetsOf(n - 1, k - 1).map((s) => [...s, n - 1]), ...subsetsOf(n - 1, k)];
+}
+
+Deno.test("KID of one subset is the direct MMD² of one pair of half-size subsets", () => {
+  const dims = 4;
+  const a = gaussian("direct-a", { n: 6, dims });
+  const b = gaussian("direct-b", { n: 6, dims, mean: () => 0.5 });
+  const result = kid(a, b, { dims, subsets: 1 });
+  // 6 images each: subsets of 3 (half), never the whole set
+  assert.equal(result.subsetSize, 3);
+  const candidates = subsetsOf(6, 3).flatMap((sa) =>
+    subsetsOf(6, 3).map((sb) => directMmd(rowsOf(a, sa, dims), rowsOf(b, sb, dims), dims))
+  );
+  assert.equal(candidates.length, 400);
+  const nearest = Math.min(...candidates.map((c) => Math.abs(c - result.mean)));
+  assert.ok(nearest < 1e-9 * Math.abs(result.mean), `no subset pair gives ${result.mean}`);
+  // sets of identical vectors: every subset gives k(u,u) + k(v,v) - 2 k(u,v), exactly
+  const u = Float32Array.from({ length: 6 * dims }, (_, i) => (i % dims) / 4);
+  const v = Float32Array.from({ length: 6 * dims }, (_, i) => 1 - (i % dims) / 8);
+  const same = kid(u, v, { dims, subsets: 5 });
+  const expected = directMmd(u.subarray(0, 2 * dims), v.subarray(0, 2 * dims), dims);
+  assert.ok(Math.abs(same.mean - expected) < 1e-12, `${same.mean} vs ${expected}`);
+});
+
+Deno.test("KID subsets are at most half the smaller set", () => {
+  assert.equal(kidSubsetSize(1000, { n: 256, m: 256 }), 128);
+  assert.equal(kidSubsetSize(1000, { n: 5000, m: 5000 }), 1000);
+  assert.equal(kidSubsetSize(100, { n: 256, m: 1000 }), 100);
+  assert.equal(kidSubsetSize(1000, { n: 256, m: 100 }), 50);
+  assert.equal(kidSubsetSize(1000, { n: 3, m: 3 }), 2);
+});
+
+Deno.test("KID's std is an error bar when the subset size asked for exceeds the sets", () => {
+  // The bug: 64 samples with kidSubsetSize 1000 made every subset the whole set, std ~1e-14.
+  const dims = 16;
+  const n = 64;
+  const real = correlated("bar-real", 20 * n, dims);
+  const fake = correlated("bar-fake", 20 * n, dims).map((v) => v + 0.3);
+  const estimates: number[] = [];
+  const stds: number[] = [];
+  for (let r = 0; r < 20; r++) {
+    const part = (x: Float32Array) => x.subarray(r * n * dims, (r + 1) * n * dims);
+    const k = kid(part(fake), part(real), { dims, subsetSize: 1000, subsets: 50, seed: r });
+    assert.equal(k.subsetSize, 32);
+    estimates.push(k.mean);
+    stds.push(k.std);
+  }
+  const mean = estimates.reduce((s, v) => s + v, 0) / estimates.length;
+  // how much the estimate really moves from one draw of 64 + 64 images to the next
+  const spread = Math.sqrt(
+    estimates.reduce((s, v) => s + (v - mean) ** 2, 0) / (estimates.length - 1),
+  );
+  const reported = stds.reduce((s, v) => s + v, 0) / stds.length;
+  assert.ok(spread > 0 && mean > 3 * spread, `KID ${mean} ± ${spread} should be clearly > 0`);
+  // the reported std is of the order of the real spread, on the large side (about √2 of it)
+  const ratio = reported / spread;
+  assert.ok(ratio > 0.8 && ratio < 2.5, `reported ${reported} vs real spread ${spread}`);
 });
 
 Deno.test("FID refuses sets of different sizes", () => {
   const x = gaussian("size", { n: 10, dims: 3 });
   assert.throws(() => fid(x, x.subarray(0, 27), { dims: 3 }), /equal size/);
+});
+
+Deno.test("diversity is the mean distance between two different images' features", () => {
+  // three points of a right triangle with sides 3, 4, 5
+  const x = Float32Array.from([0, 0, 3, 0, 0, 4]);
+  assert.ok(Math.abs(meanPairwiseDistance(x, { dims: 2 }) - 4) < 1e-12);
+  // identical images: no diversity
+  assert.equal(meanPairwiseDistance(Float32Array.from([1, 2, 1, 2, 1, 2]), { dims: 2 }), 0);
+  // a set drawn with half the spread has about half the diversity
+  const wide = gaussian("div-wide", { n: 200, dims: 8 });
+  const narrow = gaussian("div-narrow", { n: 200, dims: 8, std: () => 0.5 });
+  const ratio = meanPairwiseDistance(narrow, { dims: 8 }) / meanPairwiseDistance(wide, { dims: 8 });
+  assert.ok(Math.abs(ratio - 0.5) < 0.05, `ratio ${ratio}`);
+  assert.throws(() => meanPairwiseDistance(Float32Array.from([1, 2]), { dims: 2 }), /at least 2/);
 });

@@ -14,7 +14,14 @@ import { experimentFile, runFile, TINY } from "./helpers.ts";
 const WITH_EVAL = {
   ...TINY,
   name: "tiny-eval",
-  eval: { every: 1, samples: 6, resize: 80, kidSubsets: 10, kidSubsetSize: 4 },
+  eval: {
+    every: 1,
+    samples: 6,
+    resize: 80,
+    kidSubsets: 10,
+    kidSubsetSize: 4,
+    metrics: ["kid", "fid", "diversity"],
+  },
 };
 
 // deno-lint-ignore no-explicit-any
@@ -53,7 +60,9 @@ Deno.test("eval section: eval.jsonl per epoch, summary, loss.png, same bytes twi
     true,
   ]]);
   for (const e of evals) {
-    assert.ok(e.metrics.kid_iv3m5_std >= 0);
+    // 6 samples: KID subsets of 3, so that they differ and the std is not round-off
+    assert.ok(e.metrics.kid_iv3m5_std > 1e-9, `std ${e.metrics.kid_iv3m5_std}`);
+    assert.ok(e.metrics.diversity_iv3m5 > 0 && e.metrics.diversity_iv3m5_real > 0);
     assert.ok(e.metrics.fid_iv3m5 > 0, "an untrained model's samples are far from the faces");
     assert.ok(e.metrics.fid_iv3m5 > e.floor.fid_iv3m5, "samples are worse than real vs real");
     assert.equal(e.floor.n, 6);
@@ -62,7 +71,7 @@ Deno.test("eval section: eval.jsonl per epoch, summary, loss.png, same bytes twi
     assert.equal(e.protocol.fid.n, 6);
     assert.deepEqual(
       [e.protocol.kid.subsets, e.protocol.kid.subsetSize],
-      [10, 4],
+      [10, 3],
     );
     assert.equal(e.protocol.reference.count, 6);
     assert.equal(e.protocol.samples.steps, 8);

@@ -52,6 +52,22 @@ Deno.test("all options together: the extra files, and the same bytes twice", asy
   // and each row's t on the left ("t=12": 34 px).
   const recovery = await decodePng(await Deno.readFile(join(a.dir, "recovery.png")));
   assert.deepEqual([recovery.width, recovery.height], [34 + 168, 17 + 168]);
+  // recovery.json: the distances behind it, per t, on a 0-1 scale, with another face for scale
+  assert.ok(ma.artifacts["recovery.json"], "recovery.json is written and hashed");
+  const distances = JSON.parse(await Deno.readTextFile(join(a.dir, "recovery.json")));
+  assert.equal(distances.count, 2);
+  assert.deepEqual(distances.t.map((d: { t: number }) => d.t), [3, 12]);
+  for (const d of distances.t) {
+    for (
+      const s of [d.noisedToOriginal, d.toOriginal.beta, d.toOriginal.posterior, d.toRandom.beta]
+    ) {
+      assert.ok(s.n === 2 && s.mean > 0 && s.mean < 1, JSON.stringify(s));
+    }
+  }
+  // more noise, further from the original
+  assert.ok(distances.t[1].noisedToOriginal.mean > distances.t[0].noisedToOriginal.mean);
+  assert.equal(typeof ma.summary.trainPeakRssMiB, "number");
+  assert.ok((ma.summary.peakRssMiB as number) >= (ma.summary.trainPeakRssMiB as number));
   const gif = await Deno.readFile(join(a.dir, "trajectory.gif"));
   assert.equal(new TextDecoder().decode(gif.subarray(0, 6)), "GIF89a");
   const b = await runFile(file);

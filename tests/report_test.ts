@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, ROOT, TEST_CACHE, TINY } from "./helpers.ts";
+import { experimentFile, ROOT, runFile, TEST_CACHE, TINY } from "./helpers.ts";
 import { main } from "../src/cli/mod.ts";
 import { runExperiment } from "../src/run/runner.ts";
 import { decodePng } from "../src/io/image.ts";
@@ -77,29 +77,42 @@ async function tinySweep(out: string, seeds?: number[]): Promise<string> {
 
 const chromium = await findChromium();
 if (!chromium) {
-  console.log("skipping the browser test: chromium is not installed (.ci/run installs it)");
+  console.log("ignoring the browser test: chromium is not installed (.ci/run installs it)");
 }
 
-Deno.test("the report of a sweep shows its answer table, and loads in chromium without errors", async () => {
-  const out = await Deno.makeTempDir();
-  const sweepPath = await tinySweep(out);
-  // Evaluation numbers as the eval module records them: KID and FID in the manifest summary,
-  // KID's std only in eval.jsonl.
-  const { index } = (await readIndex(sweepPath))!;
-  for (const [i, point] of index.points.entries()) {
-    const dir = join(out, "tiny-report", point.run);
-    const manifest = (await readManifest(dir))!;
-    Object.assign(manifest.summary, { kid_iv3m5: 0.05 - i * 0.01, fid_iv3m5: 120 - i * 10 });
-    await writeManifest(dir, manifest);
-    const metrics = { kid_iv3m5: 0.05 - i * 0.01, kid_iv3m5_std: 0.004, fid_iv3m5: 120 - i * 10 };
-    await Deno.writeTextFile(
-      join(dir, "eval.jsonl"),
-      `${JSON.stringify({ epoch: 1, step: 3, metrics: { ...metrics, kid_iv3m5_std: 9 } })}\n` +
-        `${JSON.stringify({ epoch: 2, step: 6, final: true, metrics })}\n`,
-    );
-  }
-  const reportDir = join(out, "report");
-  const result = await writeReport([sweepPath], { out: reportDir });
+/** The report of a tiny sweep with evaluation numbers, written once for the tests below. */
+let tinyReport:
+  | Promise<{ out: string; result: Awaited<ReturnType<typeof writeReport>> }>
+  | undefined;
+function reportOfTinySweep(): Promise<{
+  out: string;
+  result: Awaited<ReturnType<typeof writeReport>>;
+}> {
+  tinyReport ??= (async () => {
+    const out = await Deno.makeTempDir();
+    const sweepPath = await tinySweep(out);
+    // Evaluation numbers as the eval module records them: KID and FID in the manifest summary,
+    // KID's std only in eval.jsonl.
+    const { index } = (await readIndex(sweepPath))!;
+    for (const [i, point] of index.points.entries()) {
+      const dir = join(out, "tiny-report", point.run);
+      const manifest = (await readManifest(dir))!;
+      Object.assign(manifest.summary, { kid_iv3m5: 0.05 - i * 0.01, fid_iv3m5: 120 - i * 10 });
+      await writeManifest(dir, manifest);
+      const metrics = { kid_iv3m5: 0.05 - i * 0.01, kid_iv3m5_std: 0.004, fid_iv3m5: 120 - i * 10 };
+      await Deno.writeTextFile(
+        join(dir, "eval.jsonl"),
+        `${JSON.stringify({ epoch: 1, step: 3, metrics: { ...metrics, kid_iv3m5_std: 9 } })}\n` +
+          `${JSON.stringify({ epoch: 2, step: 6, final: true, metrics })}\n`,
+      );
+    }
+    return { out, result: await writeReport([sweepPath], { out: join(out, "report") }) };
+  })();
+  return tinyReport;
+}
+
+Deno.test("the report of a sweep shows its answer table, charts and config differences", async () => {
+  const { out, result } = await reportOfTinySweep();
   assert.equal(result.runs.length, 2);
   // samples, trajectory GIF and strip, forward for each run
   assert.equal(result.images.length, 8);
@@ -128,37 +141,79 @@ Deno.test("the report of a sweep shows its answer table, and loads in chromium w
     console.error = error;
   }
   assert.match(errors[0], /nothing-here: no such file or folder/);
+});
 
-  if (!chromium) return;
-  const visit = await visitPage(`file://${result.page}`, {
-    chromium,
-    expression: `JSON.stringify({
-      runs: [...document.querySelectorAll("section.run")].map((s) => s.dataset.run),
-      sweeps: [...document.querySelectorAll("section.sweep")].map((s) => s.dataset.sweep),
-      images: [...document.images].map((i) => ({ src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0 })),
-      answerRows: document.querySelectorAll("table.answer tbody tr").length,
-      charts: document.querySelectorAll("svg.marks").length,
-    })`,
+Deno.test({
+  name: "the report loads in chromium without errors, with every run's section and picture",
+  ignore: chromium === null,
+  fn: async () => {
+    const { result } = await reportOfTinySweep();
+    const visit = await visitPage(`file://${result.page}`, {
+      chromium: chromium!,
+      expression: `JSON.stringify({
+        runs: [...document.querySelectorAll("section.run")].map((s) => s.dataset.run),
+        sweeps: [...document.querySelectorAll("section.sweep")].map((s) => s.dataset.sweep),
+        images: [...document.images].map((i) => ({ src: i.getAttribute("src"), ok: i.complete && i.naturalWidth > 0 })),
+        answerRows: document.querySelectorAll("table.answer tbody tr").length,
+        charts: document.querySelectorAll("svg.marks").length,
+      })`,
+    });
+    await Deno.mkdir(join(ROOT, "test-artifacts"), { recursive: true });
+    const shotPath = join(ROOT, "test-artifacts", "report.png");
+    await Deno.writeFile(shotPath, visit.screenshot);
+    console.log(`  screenshot: ${shotPath}`);
+    assert.deepEqual(visit.errors, []);
+    const page = JSON.parse(visit.value as string);
+    assert.deepEqual(page.runs, result.runs);
+    assert.deepEqual(page.sweeps, ["tiny-report"]);
+    assert.equal(page.answerRows, 2);
+    assert.ok(page.charts >= 3, `charts: ${page.charts}`);
+    // Every picture of every run is on the page and decoded by the browser.
+    for (const image of result.images) {
+      assert.ok(page.images.some((i: { src: string }) => i.src === image), image);
+    }
+    const broken = page.images.filter((i: { ok: boolean }) => !i.ok);
+    assert.deepEqual(broken, []);
+    const png = await decodePng(visit.screenshot);
+    assert.ok(png.width > 1200 && png.width <= 1300, `the window width (${png.width} px)`);
+    assert.ok(png.height > 1500, `a full-page screenshot (${png.height} px)`);
+  },
+});
+
+Deno.test("report <outputs root>: the runs at any depth, sweeps among them", async () => {
+  const { out } = await reportOfTinySweep();
+  // A run three folders further down, beside the sweep and the report of the test above.
+  const file = await experimentFile({
+    ...TINY,
+    name: "tiny-deep",
+    train: { ...TINY.train, epochs: 1 },
   });
-  await Deno.mkdir(join(ROOT, "test-artifacts"), { recursive: true });
-  const shotPath = join(ROOT, "test-artifacts", "report.png");
-  await Deno.writeFile(shotPath, visit.screenshot);
-  console.log(`  screenshot: ${shotPath}`);
-  assert.deepEqual(visit.errors, []);
-  const page = JSON.parse(visit.value as string);
-  assert.deepEqual(page.runs, result.runs);
-  assert.deepEqual(page.sweeps, ["tiny-report"]);
-  assert.equal(page.answerRows, 2);
-  assert.ok(page.charts >= 3, `charts: ${page.charts}`);
-  // Every picture of every run is on the page and decoded by the browser.
-  for (const image of result.images) {
-    assert.ok(page.images.some((i: { src: string }) => i.src === image), image);
+  const deep = await runFile(file, { outRoot: join(out, "more", "deeper") });
+  assert.equal(deep.status, "complete");
+  const lines: string[] = [];
+  const { log } = console;
+  console.log = (...a: unknown[]) => lines.push(a.join(" "));
+  try {
+    assert.equal(await main(["report", out, "--out", join(out, "report-all")]), 0);
+  } finally {
+    console.log = log;
   }
-  const broken = page.images.filter((i: { ok: boolean }) => !i.ok);
-  assert.deepEqual(broken, []);
-  const png = await decodePng(visit.screenshot);
-  assert.ok(png.width > 1200 && png.width <= 1300, `the window width (${png.width} px)`);
-  assert.ok(png.height > 1500, `a full-page screenshot (${png.height} px)`);
+  assert.match(lines.join("\n"), /^3 run\(s\), \d+ picture\(s\): .*report-all\/index\.html$/m);
+  const html = await Deno.readTextFile(join(out, "report-all", "index.html"));
+  assert.match(html, /data-sweep="tiny-report"/, "the sweep found below is a sweep");
+  assert.match(html, /data-run="tiny-deep-seed-0-[0-9a-f]{8}"/);
+  // A folder that holds no run at any depth is still refused.
+  const empty = await Deno.makeTempDir();
+  await Deno.mkdir(join(empty, "a", "b"), { recursive: true });
+  const { error } = console;
+  const errors: string[] = [];
+  console.error = (...a: unknown[]) => errors.push(a.join(" "));
+  try {
+    assert.equal(await main(["report", empty]), 2);
+  } finally {
+    console.error = error;
+  }
+  assert.match(errors[0], /not a run folder, a sweep or a folder that holds runs/);
 });
 
 Deno.test("mean and sample std over seeds, grouped by the point's overrides", () => {

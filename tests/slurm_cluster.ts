@@ -60,9 +60,13 @@ async function waitFor(
 
 /**
  * Starts munged, slurmctld and slurmd with a minimal config: one node with this machine's CPUs
- * and 90% of its memory, no cgroups, no accounting.
+ * and 90% of its memory, no cgroups, no accounting. `requeueDelaySeconds` shortens the wait of a
+ * requeued job before it may start again (Slurm's `cred_expire`, 120 s by default) and makes the
+ * scheduler look every 2 s (`sched_interval`, 60 s by default).
  */
-export async function startSlurmCluster(): Promise<SlurmCluster> {
+export async function startSlurmCluster(
+  options: { requeueDelaySeconds?: number } = {},
+): Promise<SlurmCluster> {
   const dir = await Deno.makeTempDir({ prefix: "ddpm-slurm-" });
   await Deno.chmod(dir, 0o755);
   const host = hostname().split(".")[0];
@@ -92,7 +96,9 @@ export async function startSlurmCluster(): Promise<SlurmCluster> {
       "SlurmdUser=root",
       "AuthType=auth/munge",
       "CredType=cred/munge",
-      `AuthInfo=socket=${socket}`,
+      `AuthInfo=socket=${socket}` +
+      (options.requeueDelaySeconds ? `,cred_expire=${options.requeueDelaySeconds}` : ""),
+      ...(options.requeueDelaySeconds ? ["SchedulerParameters=sched_interval=2"] : []),
       "MpiDefault=none",
       "MailProg=/bin/true",
       "ProctrackType=proctrack/linuxproc",

@@ -11,7 +11,15 @@ import { trainingHash } from "../src/run/training_cache.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { loadSweep, loadSweepPoint, readIndex, runSweep } from "../src/sweep/mod.ts";
 import { compressIndices, expandSweep } from "../src/sweep/points.ts";
-import { arraySpec, sbatchScript } from "../src/sweep/slurm.ts";
+import {
+  arraySpec,
+  currentSlurmJob,
+  sbatchScript,
+  slurmSeconds,
+  warningSeconds,
+} from "../src/sweep/slurm.ts";
+import { failureAdvice } from "../src/sweep/mod.ts";
+import type { IndexPoint } from "../src/sweep/sweep_index.ts";
 import { SlurmSchema, SweepSchema } from "../schemas/experiment.ts";
 import { slurmUnavailable, startSlurmCluster } from "./slurm_cluster.ts";
 import { decodePng } from "../src/io/image.ts";
@@ -120,10 +128,104 @@ Deno.test("the sbatch script holds launcher.slurm's resources and runs --sweep-i
       "module load cuda",
     ]
   ) assert.ok(script.split("\n").includes(line), line);
+  // The run replaces the shell (exec): Slurm's signals reach it, and its status is the job's.
+  // Warned 300 s before the 2-hour limit, it checkpoints and requeues itself (--requeue).
   assert.match(
     script,
-    / run '\/x\/q1 sweep.json' --sweep-index "\$SLURM_ARRAY_TASK_ID" --out \/shared\/outputs --set train.epochs=1\n/,
+    /\nexec \S+ run -A .* run '\/x\/q1 sweep.json' --sweep-index "\$SLURM_ARRAY_TASK_ID" --out \/shared\/outputs --set train.epochs=1 --requeue\n/,
   );
+  assert.match(script, /#SBATCH --signal=B:USR2@300\n#SBATCH --requeue\n/);
+  // No warning: no requeue.
+  const plain = sbatchScript(SlurmSchema.parse({ signal: 0 }), {
+    name: "q1",
+    file: "/x/q1.json",
+    outRoot: "/o",
+    sets: [],
+    logDir: "/o/q1/logs",
+    cwd: "/x",
+  });
+  assert.doesNotMatch(plain, /--signal|--requeue/);
+});
+
+Deno.test("Slurm times in seconds; the warning's default and a warning as long as the limit", () => {
+  assert.deepEqual(
+    ["90", "5:30", "02:00:00", "1-00", "1-02:30", "1-00:00:05", "1:2:3:4", "x"].map(slurmSeconds),
+    [5400, 330, 7200, 86400, 95400, 86405, null, null],
+  );
+  const warning = (slurm: unknown) => warningSeconds(SlurmSchema.parse(slurm));
+  assert.equal(warning({}), 300);
+  assert.equal(warning({ time: "02:00:00" }), 300);
+  assert.equal(warning({ time: "00:10:00" }), 150, "a quarter of a short limit");
+  assert.equal(warning({ time: "00:01:00", signal: 20 }), 20);
+  assert.equal(warning({ time: "00:01:00", signal: 0 }), 0);
+  assert.throws(
+    () => warning({ time: "00:05:00", signal: 300 }),
+    /launcher\.slurm\.signal: launcher\.slurm\.signal 300 s is not shorter than launcher\.slurm\.time 00:05:00 \(300 s\): the warning would come as the point starts \(expected a few minutes under the time limit .*e\.g\. 75, or 0 for no warning\)/,
+  );
+});
+
+Deno.test("what to do about a point that did not complete, from Slurm's state or the run's status", () => {
+  const point = (status: string, error?: string) =>
+    ({
+      index: 0,
+      overrides: {},
+      seed: 0,
+      run: "r",
+      configHash: "",
+      trainingHash: "",
+      log: "l",
+      status,
+      error,
+    }) as IndexPoint;
+  assert.match(
+    failureAdvice(point("interrupted", "slurm: TIMEOUT")),
+    /^it reached its time limit: raise launcher\.slurm\.time, or keep launcher\.slurm\.signal above 0 .*; then run the same sweep command again: complete points are skipped/,
+  );
+  assert.match(
+    failureAdvice(point("killed", "slurm: OUT_OF_MEMORY")),
+    /^it ran out of memory: raise launcher\.slurm\.memory/,
+  );
+  assert.match(
+    failureAdvice(point("interrupted")),
+    /^it stopped before the end .* resume from their checkpoints/,
+  );
+  assert.match(failureAdvice(point("killed")), /^its process died without marking the run/);
+  assert.match(
+    failureAdvice(point("failed", "the loss diverged")),
+    /^its run failed with the error above/,
+  );
+  assert.match(failureAdvice(point("pending")), /^it never started a run \(see its log\)/);
+  assert.equal(
+    currentSlurmJob(
+      new Map([["SLURM_ARRAY_JOB_ID", "7"], ["SLURM_ARRAY_TASK_ID", "2"], ["SLURM_JOB_ID", "9"]]),
+    ),
+    "7_2",
+  );
+  assert.equal(currentSlurmJob(new Map([["SLURM_JOB_ID", "9"]])), "9");
+  assert.equal(currentSlurmJob(new Map()), null);
+});
+
+Deno.test("--launcher slurm where sbatch is missing: exit 2, what to do, nothing submitted or written", async () => {
+  const out = await Deno.makeTempDir();
+  const file = await experimentFile({
+    ...TINY,
+    name: "tiny-nosbatch",
+    sweep: { "schedule.timesteps": [4, 8] },
+  });
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(ROOT, "mod.ts"), "sweep", file, "--launcher", "slurm", "--out", out],
+    env: { PATH: "/nonexistent-ddpm-lab-bin" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
+  assert.equal(result.code, 2, text);
+  assert.match(
+    text,
+    /error: sbatch was not found on the PATH: Slurm's client commands are not installed on this machine \(expected a cluster's login node, where `sbatch --version` works, or --launcher local to run the points here; nothing was submitted\)/,
+  );
+  assert.doesNotMatch(text, /^\s+at /m, "no stack trace");
+  assert.deepEqual([...Deno.readDirSync(out)], [], "nothing written");
 });
 
 Deno.test("bad sweeps exit 2 naming the file and what is wrong, and create nothing", async () => {

@@ -81,9 +81,13 @@ async function setBackend(name: string, requested: BackendName): Promise<void> {
   }
   if (!ok || tf.getBackend() !== name) {
     const why = cause instanceof Error ? `: ${cause.message}` : "";
-    throw new UserError(`the tfjs backend '${name}' failed to initialize${why}`, {
+    const others = BACKEND_NAMES.filter((b) => b !== name && b !== "tensorflow");
+    const chose = requested === name ? "" : ` (chosen by backend '${requested}')`;
+    throw new UserError(`the tfjs backend '${name}'${chose} failed to initialize${why}`, {
       path: "backend",
-      expected: requested === name ? "a backend that works on this machine" : undefined,
+      expected: `a backend that starts on this machine: --set backend=${
+        others.join(" or --set backend=")
+      } (nothing was written)`,
     });
   }
 }
@@ -140,10 +144,16 @@ async function initWebgpu(
   adapter: Adapter | undefined,
 ): Promise<BackendInfo> {
   if (adapter === undefined) {
-    throw new UserError("no WebGPU adapter is available (navigator.gpu gave none)", {
-      path: "backend",
-      expected: "'wasm', 'cpu' or 'auto' on a machine without WebGPU",
-    });
+    throw new UserError(
+      "no WebGPU adapter is available (navigator.gpu gave none): Deno reaches a GPU through " +
+        "Vulkan, which needs a driver (NVIDIA's, or Mesa's mesa-vulkan-drivers) and the loader " +
+        "libvulkan1",
+      {
+        path: "backend",
+        expected: "--set backend=wasm (the CPU) or --set backend=auto (a GPU where there is " +
+          "one) on this machine; nothing was written",
+      },
+    );
   }
   const kind = adapter.software ? "a software (CPU-emulated, slow)" : "a hardware";
   const reason = requested === "auto"
@@ -222,7 +232,11 @@ async function initTensorflow(requested: BackendName): Promise<BackendInfo> {
         `@tensorflow/tfjs-node for CPU) or \`deno install --allow-scripts ` +
         `npm:@tensorflow/tfjs-node-gpu@${TFJS_NODE_VERSION}\`: its install script downloads ` +
         `libtensorflow, so it needs network access`,
-      { path: "backend", expected: "'wasm' (the default), 'cpu', 'webgpu' or 'auto'" },
+      {
+        path: "backend",
+        expected: "--set backend=wasm (the default), cpu, webgpu or auto on this machine; " +
+          "nothing was written",
+      },
     );
   }
   await setBackend("tensorflow", requested);

@@ -7,16 +7,19 @@
  */
 import { parseArgs } from "node:util";
 import { type LoadedExperiment, loadExperiment } from "../config/mod.ts";
-import { UserError } from "../errors.ts";
+import { describeError, RunFailure, UserError } from "../errors.ts";
 import { diffRuns, formatRunDiff } from "../run/diff.ts";
 import { formatRunTable, listRunsAt } from "../run/list.ts";
 import { describeRun, experimentFolder } from "../run/describe.ts";
-import { readManifest } from "../run/manifest.ts";
+import { hasCheckpoint, readManifest } from "../run/manifest.ts";
 import { findInterruptedRun, resumeCommand } from "../run/resume.ts";
 import { loadSweepPoint } from "../sweep/spec.ts";
 import { TerminalProgress } from "./progress.ts";
+import { ANSWERS_USAGE, answersCommand } from "./answers.ts";
 import { REPORT_USAGE, reportCommand } from "./report.ts";
 import { SWEEP_USAGE, sweepCommand } from "./sweep.ts";
+import { currentSlurmJob, requeueJob } from "../sweep/slurm.ts";
+import type { RequeueRequest } from "../run/runner.ts";
 
 const USAGE = `ddpm-lab: train and sample DDPM models from experiment files
 
@@ -32,6 +35,9 @@ usage:
   deno task sweep <experiment.json> [options] run the points of the file's sweep
   deno task report <runs or sweeps...> [--out DIR]
                                               an HTML page comparing runs
+  deno task answers [--budget cpu|gpu] [--dry-run]
+                                              the seeds' questions answered: run what is
+                                              missing, write docs/answers.md
   deno task fid <folderA|run> [<folderB|run>] [--json] [--resize N]
                                               KID and FID of two image sets (a run: its
                                               samples.png; one run alone: against its dataset)
@@ -56,10 +62,14 @@ run options:
                      the one interrupted run of this file, whatever its overrides)
   --retrain          train even if a complete run has the same training config
   --sweep-index I    run point I of the file's sweep (what a sweep's processes run)
+  --requeue          on SIGUSR2 (Slurm's warning before the time limit): checkpoint,
+                     then requeue this Slurm job, which resumes the run (the sweep's
+                     sbatch script passes it)
   -h, --help         this help
 
 ${SWEEP_USAGE}
-${REPORT_USAGE}`;
+${REPORT_USAGE}
+${ANSWERS_USAGE}`;
 
 function parseSeed(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -72,18 +82,55 @@ function parseSeed(text: string | undefined): number | undefined {
   return n;
 }
 
-/** Aborts `controller` on Ctrl-C / SIGTERM; a second signal exits at once. */
+/**
+ * Aborts `controller` on Ctrl-C or SIGTERM (the run finishes its step and checkpoints). A
+ * second Ctrl-C exits at once; a SIGTERM after the first stop is ignored, so that the checkpoint
+ * is written within Slurm's KillWait (it sends SIGTERM, then SIGKILL).
+ */
 function abortOnSignals(controller: AbortController): () => void {
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  const handlers = signals.map((signal) => {
+    const handler = () => {
+      if (controller.signal.aborted) {
+        if (signal === "SIGINT") Deno.exit(130);
+        console.error("\nSIGTERM: still finishing the step and its checkpoint");
+        return;
+      }
+      console.error(
+        "\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)",
+      );
+      controller.abort();
+    };
+    Deno.addSignalListener(signal, handler);
+    return () => Deno.removeSignalListener(signal, handler);
+  });
+  return () => handlers.forEach((remove) => remove());
+}
+
+/**
+ * `run --requeue` (what a sweep's sbatch script runs): on SIGUSR2, Slurm's warning before the
+ * time limit, the run stops after its step, checkpoints, and requeues its job, which resumes it.
+ * Listens from the start of the command, so that a warning during loading is not lost.
+ */
+function requeueOnWarning(controller: AbortController): RequeueRequest & { release(): void } {
+  let warned = false;
+  const job = currentSlurmJob();
   const handler = () => {
-    if (controller.signal.aborted) Deno.exit(130);
+    if (warned || controller.signal.aborted) return;
+    warned = true;
     console.error(
-      "\ninterrupt: finishing the current step and writing a checkpoint (again to abort)",
+      "\nSIGUSR2 (Slurm: the time limit is near): finishing the current step, writing a " +
+        `checkpoint, then ${job ? `requeueing job ${job}` : "stopping (not in a Slurm job)"}`,
     );
     controller.abort();
   };
-  signals.forEach((s) => Deno.addSignalListener(s, handler));
-  return () => signals.forEach((s) => Deno.removeSignalListener(s, handler));
+  Deno.addSignalListener("SIGUSR2", handler);
+  return {
+    job: job ?? "none",
+    requested: () => warned && job !== null,
+    requeue: () => requeueJob(job!),
+    release: () => Deno.removeSignalListener("SIGUSR2", handler),
+  };
 }
 
 async function runCommand(args: string[]): Promise<number> {
@@ -99,6 +146,7 @@ async function runCommand(args: string[]): Promise<number> {
       resume: { type: "boolean" },
       retrain: { type: "boolean" },
       "sweep-index": { type: "string" },
+      requeue: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -106,6 +154,32 @@ async function runCommand(args: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
+  const controller = new AbortController();
+  const requeue = values.requeue && Deno.build.os !== "windows"
+    ? requeueOnWarning(controller)
+    : undefined;
+  try {
+    return await runWith(values, positionals, { controller, requeue });
+  } finally {
+    requeue?.release();
+  }
+}
+
+/** `run` once its arguments are parsed and the warning (`--requeue`) is listened to. */
+async function runWith(
+  values: {
+    set?: string[];
+    seed?: string;
+    out?: string;
+    "dry-run"?: boolean;
+    force?: boolean;
+    resume?: boolean;
+    retrain?: boolean;
+    "sweep-index"?: string;
+  },
+  positionals: string[],
+  stop: { controller: AbortController; requeue?: RequeueRequest },
+): Promise<number> {
   if (positionals.length !== 1) {
     throw new UserError(`expected one experiment file, got ${positionals.length}`, {
       expected: "deno task run <experiment.json> [options]",
@@ -136,10 +210,17 @@ async function runCommand(args: string[]): Promise<number> {
   }
   let resume = values.resume ?? false;
   if (sweepIndex !== undefined && !resume && !values.force) {
-    // A sweep point stopped earlier (Ctrl-C, a cancelled Slurm task) continues where it stopped.
+    // A sweep point stopped earlier (Ctrl-C, a cancelled or requeued Slurm task, a full disk)
+    // continues from its checkpoint.
     const dir = experimentFolder(loaded.config, outRoot);
-    if ((await readManifest(dir))?.status === "interrupted") {
-      console.log(`resuming the interrupted point at ${dir}`);
+    const manifest = await readManifest(dir);
+    if (manifest && manifest.status !== "complete" && hasCheckpoint(manifest)) {
+      const status = manifest.status === "running" ? "killed" : manifest.status;
+      const restart = Deno.env.get("SLURM_RESTART_COUNT");
+      console.log(
+        `resuming the ${status} point at ${dir}` +
+          (restart && restart !== "0" ? ` (Slurm restart ${restart})` : ""),
+      );
       resume = true;
     }
   }
@@ -160,7 +241,7 @@ async function runCommand(args: string[]): Promise<number> {
   }
   // Loaded on demand, so that diff and runs never load TensorFlow.js.
   const { runExperiment } = await import("../run/runner.ts");
-  const controller = new AbortController();
+  const { controller } = stop;
   const release = abortOnSignals(controller);
   const bars = Deno.stdout.isTerminal() ? new TerminalProgress() : undefined;
   try {
@@ -172,8 +253,16 @@ async function runCommand(args: string[]): Promise<number> {
       signal: controller.signal,
       progress: bars,
       log: bars?.log,
+      ...(stop.requeue ? { requeue: stop.requeue } : {}),
     });
     bars?.stop();
+    if (result.requeued) {
+      console.log(
+        `requeued Slurm job ${result.requeued.job}: it resumes from the checkpoint of step ` +
+          `${result.requeued.step} when Slurm starts it again`,
+      );
+      return 0;
+    }
     if (result.status !== "interrupted") return 0;
     console.log(
       `resume with: ${resumeCommand(loaded.file, { overrides: loaded.overrides, outRoot })}`,
@@ -404,6 +493,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   runs: runsCommand,
   sweep: sweepCommand,
   report: reportCommand,
+  answers: answersCommand,
   fid: fidCmd,
   eval: evalCmd,
   judge: judgeCmd,
@@ -425,9 +515,11 @@ export async function main(args: string[]): Promise<number> {
     }
     return await handler(rest);
   } catch (err) {
-    if (err instanceof UserError) {
-      console.error(`error: ${err.message}`);
-      return 2;
+    // Expected failures print their message alone; DDPM_LAB_DEBUG=1 adds the stacks.
+    const debug = Deno.env.get("DDPM_LAB_DEBUG") === "1";
+    if (err instanceof UserError || err instanceof RunFailure) {
+      console.error(describeError(err, { debug }));
+      return err instanceof UserError ? 2 : 1;
     }
     if (
       err instanceof TypeError && "code" in err && String(err.code).startsWith("ERR_PARSE_ARGS")
@@ -435,7 +527,9 @@ export async function main(args: string[]): Promise<number> {
       console.error(`error: ${err.message}\n\n${USAGE}`);
       return 2;
     }
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    // A full disk or a folder that cannot be written, in a command that is not a run.
+    const { explainCommandFailure } = await import("../run/failures.ts");
+    console.error(describeError((await explainCommandFailure(err)) ?? err, { debug }));
     return 1;
   }
 }

@@ -22,6 +22,7 @@ import { listImages, openFolder } from "./folder.ts";
 import { type Attribute, type LabelSet, selectLabels, valueCounts } from "./labels.ts";
 import { resizeImages } from "./resize.ts";
 import type { ImageSource } from "./source.ts";
+import { RunFailure } from "../errors.ts";
 import {
   centerCropImages,
   type DecodeTransform,
@@ -208,13 +209,31 @@ async function loadFileDataset(
 ): Promise<Omit<Dataset, "table" | "flipProbability">> {
   const source = await openSource(dataset, options);
   const where = { file: options.experimentFile, path: "dataset" };
+  // Files listed that are gone when read: the dataset vanished (or changed) while it was read.
+  const gone: string[] = [];
+  const entries = source.entries.map((e) => ({
+    name: e.name,
+    read: async () => {
+      try {
+        return await e.read();
+      } catch (err) {
+        if (err instanceof Deno.errors.NotFound) gone.push(e.name);
+        throw err;
+      }
+    },
+  }));
   const onBadImage = dataset.onBadImage ?? "fail";
   const background = dataset.kind === "cartoonset" ? dataset.background ?? "#ffffff" : "#ffffff";
   try {
     if (source.skipped.length > 0 && onBadImage === "fail") {
       throw badFilesError(source.skipped, where);
     }
-    const contentHash = await source.contentHash();
+    const contentHash = await source.contentHash().catch(async (err) => {
+      if (err instanceof Deno.errors.NotFound) {
+        throw await vanished(source, { total: entries.length });
+      }
+      throw err;
+    });
     const key = decodedCacheKey(contentHash, {
       kind: dataset.kind,
       transform,
@@ -229,7 +248,7 @@ async function loadFileDataset(
     let entry = await readDecodedCache(cacheDir, key);
     const fromCache = entry !== undefined;
     if (!entry) {
-      const decoded = await decodeImages(source.entries, {
+      const decoded = await decodeImages(entries, {
         transform,
         background,
         onBadImage,
@@ -237,7 +256,11 @@ async function loadFileDataset(
         onProgress: options.onProgress,
         concurrency: options.concurrency,
         where,
+      }).catch(async (err) => {
+        throw gone.length > 0 ? await vanished(source, { gone, total: entries.length }) : err;
       });
+      // With onBadImage "skip" the missing files were skipped: still no dataset to train on.
+      if (gone.length > 0) throw await vanished(source, { gone, total: entries.length });
       const labels = source.labels ? selectLabels(source.labels, decoded.kept) : undefined;
       entry = {
         count: decoded.kept.length,
@@ -280,6 +303,31 @@ async function loadFileDataset(
   } finally {
     await source.close();
   }
+}
+
+/**
+ * The {@linkcode RunFailure} of a file dataset that vanished while it was read: its folder (or
+ * archive) is gone, or `gone` files that were listed could not be found when read.
+ */
+async function vanished(
+  source: ImageSource,
+  options: { gone?: string[]; total: number },
+): Promise<RunFailure> {
+  const location = source.location;
+  const exists = await Deno.stat(location).then(() => true, () => false);
+  const gone = options.gone ?? [];
+  const what = exists
+    ? `${gone.length} of the ${options.total} files of the dataset ${location} disappeared ` +
+      `while it was being read (the first: ${gone[0] ?? "?"})`
+    : `the dataset ${location} vanished while it was being read` +
+      (gone.length > 0 ? ` (${options.total - gone.length} of ${options.total} files read)` : "");
+  return new RunFailure(what, {
+    kept: "nothing: the decoded cache was not written and no run folder was created",
+    todo: [
+      `check that ${location} is there and complete (a network or removable disk that was ` +
+      "unmounted? a sync or cleanup that moved it?), then run the same command again",
+    ],
+  });
 }
 
 /**

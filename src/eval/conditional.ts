@@ -34,7 +34,10 @@ export type ConditionalScorer = (
 
 /** A scorer and what to free when done. */
 export interface ConditionalMeasure {
-  /** Scores one guidance weight's samples: `accuracy/<attribute>` and `kid_*`. */
+  /**
+   * Scores one guidance weight's samples: `accuracy/<attribute>`, `kid_*` and its `_std`, and
+   * the judge's held-out accuracy on real images, `real/<attribute>`.
+   */
   score: ConditionalScorer;
   /** Frees the judge and the feature network. */
   dispose(): void;
@@ -84,11 +87,10 @@ export async function conditionalScorer(
         backend: ctx.backend,
       },
     );
-    // KID's spread over subsets is left out: with fewer samples than kidSubsetSize every
-    // subset is the whole set and the spread is 0.
-    for (const [name, value] of Object.entries(kid.metrics)) {
-      if (!name.endsWith("_std")) out[name] = value;
-    }
+    // KID with its spread over subsets (at most half the samples each: an error bar).
+    Object.assign(out, kid.metrics);
+    // What the judge sees on held-out real images: the ceiling of the accuracies above.
+    for (const name of Object.keys(accuracy)) out[`real/${name}`] = judge.accuracy[name];
     return out;
   };
   return {

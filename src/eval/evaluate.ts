@@ -11,10 +11,13 @@ import { sha256Hex, writeFileAtomic } from "../io/files.ts";
 import { deriveRng } from "../rng.ts";
 import type { FeatureNetwork, FeatureNetworkInfo } from "./features.ts";
 import { type ImageSet, pickImages } from "./images.ts";
-import { fid, kid } from "./metrics.ts";
+import { fid, kid, meanPairwiseDistance } from "./metrics.ts";
 
-/** The metrics an evaluation can compute on features. */
-export type FeatureMetric = "kid" | "fid";
+/**
+ * The metrics an evaluation can compute on features: KID and FID between the samples and the
+ * reference, and the diversity of the samples (beside the same for the reference images).
+ */
+export type FeatureMetric = "kid" | "fid" | "diversity";
 
 /** Settings of the metrics (recorded in the protocol). */
 export interface MetricSettings {
@@ -43,16 +46,23 @@ export interface Protocol {
   fid?: { n: number };
   /** KID settings. */
   kid?: { kernel: string; subsets: number; subsetSize: number; seed: number };
+  /** Diversity: what is measured, and the key of the reference images' own. */
+  diversity?: { measure: string; real: string };
   /** The tfjs backend the features were computed on. */
   backend: string;
 }
 
-/** The metric names of a network: `kid_iv3m5` and `fid_iv3m5`, or `kid` and `fid`. */
+/**
+ * The metric names of a network: `kid_iv3m5`, `fid_iv3m5` and `diversity_iv3m5`, or `kid`, `fid`
+ * and `diversity`.
+ */
 export function metricNames(info: Pick<FeatureNetworkInfo, "metricSuffix">): {
   kid: string;
   fid: string;
+  diversity: string;
 } {
-  return { kid: `kid${info.metricSuffix}`, fid: `fid${info.metricSuffix}` };
+  const suffix = info.metricSuffix;
+  return { kid: `kid${suffix}`, fid: `fid${suffix}`, diversity: `diversity${suffix}` };
 }
 
 /**
@@ -237,6 +247,13 @@ export async function evaluateSamples(
     { features: ref.features, count: ref.count },
     { ...options, network: network.info },
   );
+  const names = metricNames(network.info);
+  const diversity = options.metrics.includes("diversity");
+  if (diversity) {
+    const dims = network.info.dims;
+    compared.values[names.diversity] = meanPairwiseDistance(generated, { dims });
+    compared.values[`${names.diversity}_real`] = meanPairwiseDistance(ref.features, { dims });
+  }
   let floor: EvalResult["floor"];
   if (ref.floor) {
     const f = compareFeatures(
@@ -271,6 +288,13 @@ export async function evaluateSamples(
       subsets: options.kidSubsets,
       subsetSize: compared.kidSubsetSize,
       seed: options.seed,
+    };
+  }
+  if (diversity) {
+    protocol.diversity = {
+      measure: "mean Euclidean distance between the features of two different images, over " +
+        "all pairs",
+      real: `${names.diversity}_real: the same for the ${ref.count} reference images`,
     };
   }
   return { metrics: compared.values, floor, protocol };

@@ -8,6 +8,8 @@
  *   ‖A Bᵀ‖_* / √((n−1)(m−1)) of the centred feature matrices.
  * - KID: the unbiased MMD² with the cubic kernel k(x, y) = (x·y / d + 1)³, averaged over seeded
  *   random subsets (clean-fid's and torch-fidelity's definition), with its standard deviation.
+ * - Diversity: the mean Euclidean distance between the features of two different images of one
+ *   set (0 when every image is the same).
  * @module
  */
 import { EigenvalueDecomposition, Matrix } from "ml-matrix";
@@ -174,7 +176,10 @@ export interface KidOptions {
   dims: number;
   /** Number of random subsets (default 100). */
   subsets?: number;
-  /** Subset size; the effective size is min(subsetSize, count of a, count of b) (default 1000). */
+  /**
+   * Requested subset size (default 1000); the size used is {@link kidSubsetSize}: at most half of
+   * the smaller set, so that the subsets differ and their spread means something.
+   */
   subsetSize?: number;
   /** Seed of the subset draws (default 0). */
   seed?: number;
@@ -184,7 +189,11 @@ export interface KidOptions {
 export interface KidResult {
   /** Mean over the subsets of the unbiased MMD². */
   mean: number;
-  /** Standard deviation over the subsets (0 when every subset is the whole of both sets). */
+  /**
+   * Standard deviation over the subsets: the spread of a KID estimate made from `subsetSize`
+   * images of each set. At half the set it is about √2 times the error of the mean (the
+   * estimate's variance goes as 1 / m), so as an error bar it errs on the large side.
+   */
   std: number;
   /** The subset size used. */
   subsetSize: number;
@@ -239,8 +248,22 @@ function choose(rng: Rng, n: number, k: number): Int32Array {
 }
 
 /**
+ * The KID subset size for sets of `sizes.n` and `sizes.m` images: min(`requested`,
+ * ⌊min(n, m) / 2⌋), and at least 2 (with fewer than 4 images the subsets cannot differ much).
+ * clean-fid and torch-fidelity take min(requested, n): with fewer images than the requested size
+ * (1000 by default) every subset is then the whole set, all subsets give the same number and the
+ * "standard deviation" is round-off (1e-14). Subsets of at most half the set overlap by about half
+ * their images, so their spread measures how much the estimate moves with the images it is made
+ * from.
+ */
+export function kidSubsetSize(requested: number, sizes: { n: number; m: number }): number {
+  return Math.max(2, Math.min(requested, Math.floor(Math.min(sizes.n, sizes.m) / 2)));
+}
+
+/**
  * KID between feature sets `a` and `b` (`count x dims` each): for each of `subsets` seeded
- * subsets of size m (drawn without replacement from each set), the unbiased MMD²
+ * subsets of size m = {@link kidSubsetSize} (drawn without replacement from each set), the
+ * unbiased MMD²
  * Σ_{i≠j} k(a_i, a_j) / (m(m−1)) + Σ_{i≠j} k(b_i, b_j) / (m(m−1)) − 2 Σ_{i,j} k(a_i, b_j) / m²;
  * returns their mean and standard deviation.
  */
@@ -249,8 +272,7 @@ export function kid(a: ArrayLike<number>, b: ArrayLike<number>, options: KidOpti
   const n = countOf(a, dims);
   const nb = countOf(b, dims);
   const subsets = options.subsets ?? 100;
-  const m = Math.min(options.subsetSize ?? 1000, n, nb);
-  if (m < 2) throw new RangeError(`KID needs subsets of at least 2, got ${m}`);
+  const m = kidSubsetSize(options.subsetSize ?? 1000, { n, m: nb });
   const x = Float64Array.from(a);
   const y = Float64Array.from(b);
   const kxx = kernelSource(x, x, dims);
@@ -276,4 +298,27 @@ export function kid(a: ArrayLike<number>, b: ArrayLike<number>, options: KidOpti
   const mean = values.reduce((acc, v) => acc + v, 0) / subsets;
   const std = Math.sqrt(values.reduce((acc, v) => acc + (v - mean) ** 2, 0) / subsets);
   return { mean, std, subsetSize: m, subsets };
+}
+
+/**
+ * The mean Euclidean distance between the feature vectors of two different images of a set
+ * (`count x dims`), over all count (count − 1) / 2 pairs, in float64: how different the images
+ * of a set are from each other (0 when they are all the same). Throws for fewer than 2 vectors.
+ */
+export function meanPairwiseDistance(
+  features: ArrayLike<number>,
+  options: { dims: number },
+): number {
+  const { dims } = options;
+  const n = countOf(features, dims);
+  const x = Float64Array.from(features);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < dims; k++) s += (x[i * dims + k] - x[j * dims + k]) ** 2;
+      sum += Math.sqrt(s);
+    }
+  }
+  return sum / (n * (n - 1) / 2);
 }

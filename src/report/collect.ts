@@ -113,20 +113,37 @@ async function readRun(dir: string, manifest: Manifest): Promise<ReportRun> {
   return { id, dir, manifest, summary, config, losses, images, sizes };
 }
 
-async function childRuns(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const entry of Deno.readDir(dir)) {
-    if (entry.isDirectory && await readManifest(join(dir, entry.name))) {
-      out.push(join(dir, entry.name));
+/**
+ * The run folders (with a manifest) and sweeps (`sweep.json`) below `dir` at any depth, in path
+ * order; a run folder's own subfolders (`checkpoint/`, `samples/`) and hidden folders are not
+ * searched.
+ */
+async function findBelow(dir: string): Promise<{ runs: string[]; sweeps: string[] }> {
+  const found = { runs: [] as string[], sweeps: [] as string[] };
+  const walk = async (folder: string): Promise<void> => {
+    const names: string[] = [];
+    try {
+      for await (const entry of Deno.readDir(folder)) {
+        if (entry.isDirectory && !entry.name.startsWith(".")) names.push(entry.name);
+        else if (entry.isFile && entry.name === "sweep.json") found.sweeps.push(folder);
+      }
+    } catch {
+      return; // unreadable: nothing below it
     }
-  }
-  return out.sort();
+    for (const name of names.sort()) {
+      const child = join(folder, name);
+      if (await readManifest(child)) found.runs.push(child);
+      else await walk(child);
+    }
+  };
+  await walk(dir);
+  return found;
 }
 
 /**
  * Reads the runs and sweeps named by `paths`: a run folder, a sweep (`sweep.json` or its folder)
- * or a folder of run folders (`outputs/q1-t100`). Throws a {@linkcode UserError} for a path that
- * is none of these.
+ * or a folder holding run folders at any depth (`outputs/q1-t100`, `outputs`: the sweeps found
+ * there count as sweeps). Throws a {@linkcode UserError} for a path that holds no run.
  */
 export async function collectInputs(paths: readonly string[]): Promise<ReportInputs> {
   const runs: ReportRun[] = [];
@@ -143,6 +160,15 @@ export async function collectInputs(paths: readonly string[]): Promise<ReportInp
     runs.push(run);
     return run;
   };
+  const addSweep = async (sweep: { index: SweepIndex; path: string }): Promise<void> => {
+    const path = resolve(sweep.path);
+    if (sweeps.some((s) => resolve(s.path) === path)) return;
+    const runIds: (string | null)[] = [];
+    for (const point of sweep.index.points) {
+      runIds.push((await addRun(indexedPath(sweep.path, point.run)))?.id ?? null);
+    }
+    sweeps.push({ path: sweep.path, index: sweep.index, runIds });
+  };
   for (const path of paths) {
     const stat = await Deno.stat(path).catch(() => null);
     if (stat === null) {
@@ -152,21 +178,23 @@ export async function collectInputs(paths: readonly string[]): Promise<ReportInp
     }
     const sweep = await readIndex(path);
     if (sweep) {
-      const runIds: (string | null)[] = [];
-      for (const point of sweep.index.points) {
-        runIds.push((await addRun(indexedPath(sweep.path, point.run)))?.id ?? null);
-      }
-      sweeps.push({ path: sweep.path, index: sweep.index, runIds });
+      await addSweep(sweep);
       continue;
     }
     if (stat.isDirectory && await addRun(path)) continue;
-    const children = stat.isDirectory ? await childRuns(path) : [];
-    if (children.length === 0) {
-      throw new UserError(`${path}: not a run folder, a sweep or a folder of runs`, {
-        expected: `a folder with manifest.json or sweep.json (got ${basename(path)})`,
+    // A folder holding runs at any depth (`outputs`, `outputs/q1-t100`), sweeps among them.
+    const below = stat.isDirectory ? await findBelow(path) : { runs: [], sweeps: [] };
+    if (below.runs.length === 0) {
+      throw new UserError(`${path}: not a run folder, a sweep or a folder that holds runs`, {
+        expected: `a folder with manifest.json or sweep.json, or run folders below it ` +
+          `(got ${basename(path)})`,
       });
     }
-    for (const child of children) await addRun(child);
+    for (const folder of below.sweeps) {
+      const found = await readIndex(folder);
+      if (found) await addSweep(found);
+    }
+    for (const run of below.runs) await addRun(run);
   }
   return { runs, sweeps };
 }

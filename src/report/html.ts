@@ -34,7 +34,7 @@ export interface PageModel extends ReportInputs {
 }
 
 /** Metric keys that measure sample quality (evaluation), shown in a sweep's answer table. */
-export const QUALITY_METRICS = /kid|fid|judge|accuracy|precision|recall/i;
+export const QUALITY_METRICS = /kid|fid|diversity|judge|accuracy|precision|recall/i;
 
 /** `text` escaped for HTML text and attribute values. */
 export function escapeHtml(text: string): string {

@@ -6,6 +6,7 @@
  * from forward passes instead, and says so.
  * @module
  */
+import type { Experiment } from "../../schemas/experiment.ts";
 import type { LoadedExperiment } from "../config/mod.ts";
 import { initBackend } from "../backend/mod.ts";
 import { samplingSteps } from "../diffusion/generate.ts";
@@ -36,10 +37,70 @@ export interface RunEstimate {
   secondsPerSampleStep: number;
   /** Sampling steps of the run (all batches). */
   sampleSteps: number;
-  /** Predicted training + sampling seconds (decoding and figures not counted). */
+  /** The `eval` section's cost, when the experiment has one. */
+  evaluation?: EvaluationEstimate;
+  /**
+   * Predicted training + sampling seconds, and the evaluations' sampling (decoding, figures and
+   * the evaluations' feature network not counted).
+   */
   totalSeconds: number;
   /** Why the training steps were not (all) measured, and what the estimate rests on instead. */
   skipped?: string;
+}
+
+/** What the `eval` section costs: its evaluations and the sampling each one does. */
+export interface EvaluationEstimate {
+  /** Evaluations: every `eval.every` epochs during training (not the last) and one at the end. */
+  count: number;
+  /** Images sampled per evaluation (`eval.samples`). */
+  samples: number;
+  /** Sampling batches of one evaluation. */
+  batches: number;
+  /** Sampling steps of one batch. */
+  stepsPerBatch: number;
+  /** Predicted sampling seconds of all evaluations. */
+  seconds: number;
+  /** Predicted sampling seconds of the evaluation at the end alone. */
+  finalSeconds: number;
+  /** Side the images are resized to for the feature network (`eval.resize`). */
+  resize: number;
+  /** The metrics (`eval.metrics`). */
+  metrics: string[];
+}
+
+/**
+ * The evaluations of `config` (none without an `eval` section) for a run of `steps` steps with
+ * `perEpoch` steps per epoch, sampling at `secondsPerImageStep` seconds per image and step.
+ */
+export function estimateEvaluation(
+  config: Experiment,
+  options: {
+    steps: { total: number; perEpoch: number };
+    secondsPerImageStep: number;
+    timesteps: number;
+  },
+): EvaluationEstimate | undefined {
+  const settings = config.eval;
+  if (!settings) return undefined;
+  const { total, perEpoch } = options.steps;
+  let during = 0;
+  if (settings.every !== undefined && perEpoch > 0) {
+    for (let e = 1; e * perEpoch < total; e++) if (e % settings.every === 0) during++;
+  }
+  const batches = Math.ceil(settings.samples / config.sampler.batchSize);
+  const stepsPerBatch = samplingSteps(config.sampler, options.timesteps);
+  // Every sample goes through every sampling step.
+  const finalSeconds = settings.samples * stepsPerBatch * options.secondsPerImageStep;
+  return {
+    count: during + 1,
+    samples: settings.samples,
+    batches,
+    stepsPerBatch,
+    seconds: finalSeconds * (during + 1),
+    finalSeconds,
+    resize: settings.resize,
+    metrics: settings.metrics,
+  };
 }
 
 /** Times `fn` in seconds. */
@@ -87,7 +148,8 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
   const size = config.transform.size;
   const c = config.model.channels;
   const schedule = makeSchedule(config.schedule);
-  const steps = plannedSteps(await datasetSize(config, loaded.file), config.train).total;
+  const plan = plannedSteps(await datasetSize(config, loaded.file), config.train);
+  const steps = plan.total;
   const { batchSize } = config.train;
   const sampler = config.sampler;
   const sampleSteps = samplingSteps(sampler, schedule.timesteps) *
@@ -162,13 +224,20 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
           (times.length === 1 ? ": the warm-up step stands for all (an upper bound)" : "");
       }
     }
+    const evaluation = estimateEvaluation(config, {
+      steps: plan,
+      secondsPerImageStep: batchForward.seconds / batchSize,
+      timesteps: schedule.timesteps,
+    });
     return {
       backend: backend.name,
       secondsPerStep,
       steps,
       secondsPerSampleStep: samplePerStep,
       sampleSteps,
-      totalSeconds: secondsPerStep * steps + samplePerStep * sampleSteps,
+      ...(evaluation ? { evaluation } : {}),
+      totalSeconds: secondsPerStep * steps + samplePerStep * sampleSteps +
+        (evaluation?.seconds ?? 0),
       ...(skipped ? { skipped } : {}),
     };
   } finally {
@@ -178,14 +247,30 @@ export async function estimateRun(loaded: LoadedExperiment): Promise<RunEstimate
   }
 }
 
-/** The dry run's lines about the estimate. */
+/** The dry run's lines about the estimate: the time, and the evaluation's cost on its own line. */
 export function formatEstimate(e: RunEstimate): string {
+  const v = e.evaluation;
   const lines = [
     `estimated time    ${formatDuration(e.totalSeconds)} on ${e.backend} on this machine: ` +
     `training ${e.steps} × ${e.secondsPerStep.toFixed(3)} s/step` +
     ` + sampling ${e.sampleSteps} × ${e.secondsPerSampleStep.toFixed(3)} s/step` +
+    (v ? ` + evaluation ${formatDuration(v.seconds)}` : "") +
     ` (decoding and figures not counted)`,
   ];
   if (e.skipped) lines.push(`                  (${e.skipped})`);
+  if (v) {
+    const when = v.count === 1
+      ? "1 at the end"
+      : `${v.count} (every eval.every epochs and at the end)`;
+    lines.push(
+      `evaluation        ${when}, eval.samples ${v.samples} each (${v.metrics.join(", ")}): ` +
+        `sampling ${v.batches} batch${v.batches === 1 ? "" : "es"} × ${v.stepsPerBatch} steps ≈ ` +
+        `${formatDuration(v.finalSeconds)} each, then the feature network on the samples at ` +
+        `${v.resize} px (not measured; the reference and floor sets once per dataset)` +
+        (v.samples > 32 || v.resize > 128
+          ? ". Smaller: --set eval.samples=32 --set eval.resize=128"
+          : ""),
+    );
+  }
   return lines.join("\n");
 }

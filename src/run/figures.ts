@@ -10,7 +10,7 @@ import type { Experiment } from "../../schemas/experiment.ts";
 import { type Dataset, makeBatch } from "../data/mod.ts";
 import { qSample } from "../diffusion/forward.ts";
 import { generate, visitedTimesteps } from "../diffusion/generate.ts";
-import { recover, recoveryGridImages } from "../diffusion/recovery.ts";
+import { recover, recoveryDistances, recoveryGridImages } from "../diffusion/recovery.ts";
 import type { Denoiser } from "../diffusion/sampler.ts";
 import type { Schedule } from "../diffusion/schedule.ts";
 import { trajectoryPlan, TrajectoryRecorder } from "../diffusion/trajectory.ts";
@@ -286,4 +286,21 @@ export async function writeRecoveryFigure(
     join(dir, "recovery.png"),
     await captionRecovery(scaled.grid, { cells: scaled.cells, rowT }),
   );
+  // recovery.json: the distances behind the figure. For scale, each original is paired with
+  // another training image (stream `recovery/reference`, drawn from those after the originals).
+  const others = dataset.count - n;
+  const rng = deriveRng(config.seed, "recovery/reference");
+  const random = others > 0
+    ? makeBatch(dataset, Int32Array.from({ length: n }, () => n + rng.int(others)))
+    : undefined;
+  const distances = recoveryDistances(rows, { count: n, random });
+  await writeFileAtomic(
+    join(dir, "recovery.json"),
+    JSON.stringify({ distance: RECOVERY_DISTANCE, count: n, t: distances }, null, 1) + "\n",
+  );
 }
+
+/** What recovery.json's distances are. */
+const RECOVERY_DISTANCE = "RMS pixel difference on a 0-1 scale (images clamped to [-1, 1] as " +
+  "for a PNG); mean and sample std over the images; toRandom and originalToRandom pair each " +
+  "original with another training image (stream recovery/reference)";

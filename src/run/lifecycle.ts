@@ -19,8 +19,10 @@ import {
   saveCheckpoint,
 } from "../train/checkpoint.ts";
 import { prepareRunFolder } from "./folder.ts";
+import { keptLines } from "./logs.ts";
 import {
   gitState,
+  hasCheckpoint,
   hashArtifacts,
   type Manifest,
   readManifest,
@@ -33,7 +35,8 @@ import {
 /**
  * The manifest of the interrupted or failed run in `dir` that `--resume` continues, after
  * checking that its checkpoint still matches the hashes recorded. Throws a
- * {@linkcode UserError} when there is no such run or its checkpoint was altered.
+ * {@linkcode UserError} when there is no such run, it has no checkpoint (it failed before its
+ * first one) or its checkpoint was altered.
  */
 export async function resumableManifest(dir: string): Promise<Manifest> {
   const manifest = await readManifest(dir);
@@ -47,6 +50,15 @@ export async function resumableManifest(dir: string): Promise<Manifest> {
       expected: "an interrupted or failed run (use --force to run it again)",
     });
   }
+  if (!hasCheckpoint(manifest)) {
+    const why = manifest.error ? ` (${manifest.error.split("\n")[0]})` : "";
+    throw new UserError(
+      `--resume: the run at ${dir} ${
+        manifest.status === "failed" ? "failed" : "stopped"
+      } before writing any checkpoint${why}: there is nothing to continue`,
+      { expected: "a run with a checkpoint (run it again without --resume: it starts over)" },
+    );
+  }
   const problems = await verifyArtifacts(dir, { manifest, prefix: "checkpoint/" });
   if (problems.length > 0) {
     throw new UserError(
@@ -56,6 +68,20 @@ export async function resumableManifest(dir: string): Promise<Manifest> {
     );
   }
   return manifest;
+}
+
+/**
+ * The step of the checkpoint that `manifest` records in `dir` (its state.json), or null when it
+ * records none.
+ */
+async function recordedCheckpointStep(dir: string, manifest: Manifest): Promise<number | null> {
+  if (manifest.artifacts["checkpoint/state.json"] === undefined) return null;
+  try {
+    const state = JSON.parse(await Deno.readTextFile(join(dir, "checkpoint", "state.json")));
+    return typeof state.step === "number" ? state.step : null;
+  } catch {
+    return null;
+  }
 }
 
 /** What a new run's manifest records besides the config. */
@@ -86,28 +112,42 @@ export class RunRecord {
   readonly dir: string;
   /** The manifest; {@linkcode save} writes it. */
   readonly manifest: Manifest;
+  /** The step of the checkpoint on disk that the manifest's hashes describe, or null. */
+  checkpointStep: number | null;
 
-  private constructor(dir: string, manifest: Manifest) {
+  private constructor(dir: string, manifest: Manifest, checkpointStep: number | null = null) {
     this.dir = dir;
     this.manifest = manifest;
+    this.checkpointStep = checkpointStep;
   }
 
   /**
    * Starts the run in `dir`: for a new run, clears the folder (refusing a complete run unless
-   * `force`), writes config.json and a `running` manifest; for a resumed one, marks it running
+   * `force`), writes config.json and a `running` manifest, and removes the folder again when
+   * it cannot (a full disk: nothing half-written is left); for a resumed one, marks it running
    * again.
    */
   static async open(dir: string, start: RunStart): Promise<RunRecord> {
-    const { loaded, previous } = start;
+    const { previous } = start;
     if (previous) {
       return await new RunRecord(dir, {
         ...previous,
         status: "running",
         error: undefined,
         resumedAt: [...(previous.resumedAt ?? []), new Date().toISOString()],
-      }).save();
+      }, await recordedCheckpointStep(dir, previous)).save();
     }
     await prepareRunFolder(dir, { force: start.force });
+    try {
+      return await RunRecord.#create(dir, start);
+    } catch (err) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  static async #create(dir: string, start: RunStart): Promise<RunRecord> {
+    const { loaded } = start;
     const config = loaded.config;
     await writeFileAtomic(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
     return await new RunRecord(dir, {
@@ -140,28 +180,50 @@ export class RunRecord {
     return this;
   }
 
-  /** Writes a checkpoint at `state` and records its hashes in the manifest at once. */
+  /**
+   * Writes a checkpoint at `state` (all its files or none: ../train/checkpoint.ts) and records
+   * its hashes in the manifest at once.
+   */
   async checkpoint(parts: CheckpointParts, state: { step: number; epoch: number }): Promise<void> {
     await saveCheckpoint(this.checkpointDir, { ...parts, state });
+    this.checkpointStep = state.step;
     Object.assign(this.manifest, await hashArtifacts(this.dir));
     await this.save();
   }
 
-  /** Appends one line to `evaluations.jsonl` (the numbers of an evaluation during training). */
+  /**
+   * Appends one line to `evaluations.jsonl` (the numbers of an evaluation during training),
+   * replacing the lines of its step or later (a resumed run evaluates those steps again).
+   */
   async appendEvaluation(line: Record<string, number>): Promise<void> {
-    await Deno.writeTextFile(join(this.dir, "evaluations.jsonl"), JSON.stringify(line) + "\n", {
-      append: true,
-    });
+    const path = join(this.dir, "evaluations.jsonl");
+    await writeFileAtomic(
+      path,
+      (await keptLines(path, line.step - 1)) + JSON.stringify(line) + "\n",
+    );
   }
 
-  /** Ends the run with `status` (and the error of a failed run), hashing every artifact. */
+  /**
+   * Ends the run with `status` (and the error of a failed run), hashing every artifact. A
+   * failed run keeps the checkpoint hashes of its last complete checkpoint, so that `--resume`
+   * loads only a checkpoint that {@linkcode checkpoint} finished.
+   */
   async end(status: RunStatus, error?: unknown): Promise<void> {
     this.manifest.status = status;
     if (error !== undefined) {
       this.manifest.error = error instanceof Error ? error.message : String(error);
     }
     this.manifest.endedAt = new Date().toISOString();
-    Object.assign(this.manifest, await hashArtifacts(this.dir));
+    const recorded = this.manifest.artifacts;
+    const hashes = await hashArtifacts(this.dir);
+    if (status === "failed") {
+      const isCheckpoint = (p: string) => p.startsWith("checkpoint/");
+      hashes.artifacts = Object.fromEntries([
+        ...Object.entries(hashes.artifacts).filter(([p]) => !isCheckpoint(p)),
+        ...Object.entries(recorded).filter(([p]) => isCheckpoint(p)),
+      ].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
+    }
+    Object.assign(this.manifest, hashes);
     await this.save();
   }
 
@@ -184,7 +246,8 @@ export class RunRecord {
     }
     const state = await loadCheckpoint(this.checkpointDir, parts);
     this.manifest.reusedTraining = { dir: source, name: from.name, configHash: from.configHash };
-    for (const key of ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds"]) {
+    const keys = ["steps", "lossMean50", "finalLoss", "minLoss", "trainSeconds", "trainPeakRssMiB"];
+    for (const key of keys) {
       this.manifest.summary[key] = from.summary[key] ?? null;
     }
     return state;

@@ -6,6 +6,7 @@
  * @module
  */
 import { join } from "node:path";
+import { writeFileAtomic } from "../io/files.ts";
 import type { StepRecord } from "../train/mod.ts";
 
 /** Steps in the window of the loss that progress lines, the manifest and `runs` show. */
@@ -39,7 +40,7 @@ export interface TrainingLogOptions {
   epochs?: number;
   /** Print and time every N steps (`train.logEvery`). */
   logEvery: number;
-  /** The summary of the run so far (a resumed run's minimum loss and training time). */
+  /** The summary of the run so far (a resumed run's training time and last losses). */
   previous: Record<string, unknown>;
   /** Where progress lines go. */
   log: (line: string) => void;
@@ -58,25 +59,28 @@ export class TrainingLog {
   #minLoss: number;
 
   private constructor(
-    files: { metrics: Deno.FsFile; timings: Deno.FsFile; recent: number[] },
+    files: { metrics: Deno.FsFile; timings: Deno.FsFile; recent: number[]; minLoss: number },
     options: TrainingLogOptions,
   ) {
     this.#metrics = files.metrics;
     this.#timings = files.timings;
     this.#recent = files.recent;
     this.#options = options;
-    this.#minLoss = Number(options.previous.minLoss ?? Infinity);
+    this.#minLoss = files.minLoss;
   }
 
   /** Opens the logs of the run folder `dir`, keeping the lines of steps <= `startStep`. */
   static async open(dir: string, options: TrainingLogOptions): Promise<TrainingLog> {
     const metricsPath = join(dir, "metrics.jsonl");
     const kept = options.startStep > 0 ? await keptLines(metricsPath, options.startStep) : "";
-    const recent = kept.split("\n").filter((l) => l !== "").slice(-LOSS_WINDOW)
-      .map((l) => Number(JSON.parse(l).loss));
+    // The steps before a resume count (those of a failed run's last session too, up to its
+    // checkpoint, which its manifest summary never got).
+    const losses = kept.split("\n").filter((l) => l !== "").map((l) => Number(JSON.parse(l).loss));
+    const recent = losses.slice(-LOSS_WINDOW);
+    const minLoss = losses.reduce((a, b) => Math.min(a, b), Infinity);
     const metrics = await openLog(metricsPath, options.startStep);
     const timings = await openLog(join(dir, "timings.jsonl"), options.startStep);
-    return new TrainingLog({ metrics, timings, recent }, options);
+    return new TrainingLog({ metrics, timings, recent, minLoss }, options);
   }
 
   /** The mean loss of the last {@linkcode LOSS_WINDOW} steps, or null before the first step. */
@@ -134,26 +138,40 @@ export class TrainingLog {
   }
 
   async #write(file: Deno.FsFile, line: Record<string, number>): Promise<void> {
-    await file.write(this.#encoder.encode(JSON.stringify(line) + "\n"));
+    // write() may write part of the buffer (a disk filling up): the rest, or the error, follows.
+    let bytes = this.#encoder.encode(JSON.stringify(line) + "\n");
+    while (bytes.length > 0) bytes = bytes.subarray(await file.write(bytes));
   }
 }
 
-/** The JSON lines of `path` whose step is <= `step` (resume keeps them and appends the rest). */
-async function keptLines(path: string, step: number): Promise<string> {
+/**
+ * The JSON lines of `path` whose step is <= `step` (resume keeps them and appends the rest); a
+ * line cut short (the disk filled up while it was written) is dropped.
+ */
+export async function keptLines(path: string, step: number): Promise<string> {
   let text = "";
   try {
     text = await Deno.readTextFile(path);
   } catch {
     return "";
   }
-  const lines = text.split("\n").filter((l) => l !== "" && JSON.parse(l).step <= step);
+  const lines = text.split("\n").filter((l) => {
+    try {
+      return l !== "" && JSON.parse(l).step <= step;
+    } catch {
+      return false;
+    }
+  });
   return lines.map((l) => l + "\n").join("");
 }
 
-/** Opens (or re-opens, keeping the first `keepUpTo` steps) a JSON-lines file for appending. */
+/**
+ * Opens (or re-opens, keeping the first `keepUpTo` steps) a JSON-lines file for appending. The
+ * kept lines are written atomically, so a failure here never loses them.
+ */
 async function openLog(path: string, keepUpTo: number): Promise<Deno.FsFile> {
   const kept = keepUpTo > 0 ? await keptLines(path, keepUpTo) : "";
-  await Deno.writeTextFile(path, kept);
+  await writeFileAtomic(path, kept);
   return await Deno.open(path, { append: true });
 }
 

@@ -26,6 +26,11 @@ export interface Manifest {
   reusedTraining?: { dir: string; name: string; configHash: string };
   /** ISO times at which this run was resumed. */
   resumedAt?: string[];
+  /**
+   * Each time the run stopped to be requeued by Slurm (its warning before the time limit): when,
+   * at which step (its checkpoint) and the job (`scontrol requeue <job>`).
+   */
+  requeues?: { at: string; step: number; job: string }[];
   /** Run state. */
   status: RunStatus;
   /** Error message of a failed run. */
@@ -103,6 +108,11 @@ export async function hashArtifacts(
     target[rel] = await sha256File(join(runDir, rel));
   }
   return { artifacts, volatileArtifacts };
+}
+
+/** Whether `manifest` records a checkpoint (the hashes of its files). */
+export function hasCheckpoint(manifest: Manifest): boolean {
+  return Object.keys(manifest.artifacts).some((p) => p.startsWith("checkpoint/"));
 }
 
 /** Writes manifest.json atomically. */

@@ -15,12 +15,13 @@ export function shellQuote(word: string): string {
 }
 
 /**
- * The command that resumes the run of experiment `file` with `overrides` (each `path=value`, as
- * the manifest records them) under `outRoot`; paths relative to the current folder when inside it.
+ * The `deno task run` command line of experiment `file` with `overrides` (each `path=value`, as
+ * the manifest records them) under `outRoot`, then `flags` (`--resume`, more `--set`s...); paths
+ * relative to the current folder when inside it.
  */
-export function resumeCommand(
+export function runCommandLine(
   file: string,
-  options: { overrides: readonly string[]; outRoot: string },
+  options: { overrides: readonly string[]; outRoot: string; flags?: readonly string[] },
 ): string {
   const here = (p: string) => {
     const rel = relative(Deno.cwd(), resolve(p));
@@ -29,8 +30,16 @@ export function resumeCommand(
   const words = ["deno", "task", "run", here(file)];
   for (const o of options.overrides) words.push("--set", o);
   if (resolve(options.outRoot) !== resolve("outputs")) words.push("--out", here(options.outRoot));
-  words.push("--resume");
+  words.push(...(options.flags ?? []));
   return words.map(shellQuote).join(" ");
+}
+
+/** The command that resumes the run of `file` with `overrides` under `outRoot`. */
+export function resumeCommand(
+  file: string,
+  options: { overrides: readonly string[]; outRoot: string },
+): string {
+  return runCommandLine(file, { ...options, flags: ["--resume"] });
 }
 
 /**

@@ -52,9 +52,12 @@ import {
 import { refuseCompleteRun } from "./folder.ts";
 import { resumableManifest, RunRecord } from "./lifecycle.ts";
 import { acquireRunLock } from "./lock.ts";
+import { peakRssMiB } from "./memory.ts";
 import { TrainingLog } from "./logs.ts";
 import type { Manifest } from "./manifest.ts";
 import { findReusableTraining, trainingHash } from "./training_cache.ts";
+import { explainFailure, type RunProgress, unmarkedFailure } from "./failures.ts";
+import { RunFailure } from "../errors.ts";
 import type { ConditionalScorer } from "../eval/conditional.ts";
 import { type GuidanceRow, writeGuidanceTable } from "./guidance_table.ts";
 import { conditionalScorer } from "../eval/conditional.ts";
@@ -97,6 +100,21 @@ export interface RunOptions {
    * accuracy per attribute, KID...); the numbers go to `guidance.md` and `guidance.json`.
    */
   scoreConditional?: ConditionalScorer;
+  /**
+   * Under Slurm: when `signal` aborted for the warning before the time limit, the run (after
+   * its checkpoint, marked interrupted) records the requeue in its manifest and requeues the job.
+   */
+  requeue?: RequeueRequest;
+}
+
+/** How a run requeues its Slurm job (see {@linkcode RunOptions.requeue}). */
+export interface RequeueRequest {
+  /** The job `requeue` requeues (recorded in the manifest). */
+  job: string;
+  /** Whether the stop was the warning (rather than Ctrl-C or SIGTERM). */
+  requested(): boolean;
+  /** Requeues the job; throws with the reason when it cannot. */
+  requeue(): Promise<void>;
 }
 
 /** What a run produced. */
@@ -107,6 +125,8 @@ export interface RunResult {
   status: Manifest["status"] | "dry-run";
   /** The manifest written (absent for a dry run). */
   manifest?: Manifest;
+  /** The Slurm job this interrupted run requeued, and the step it resumes from. */
+  requeued?: { job: string; step: number };
 }
 
 /** The long phases of a run. */
@@ -168,6 +188,33 @@ export async function runExperiment(
     log(await describeRun(loaded, options.outRoot));
     return { dir, status: "dry-run" };
   }
+  // Where the run is, for the message of a failure the user can act on (./failures.ts).
+  const at: RunProgress = {
+    loaded,
+    outRoot: options.outRoot,
+    dir,
+    folder: options.resume ? "unchanged" : "none",
+    checkpointStep: null,
+    step: 0,
+    totalSteps: null,
+    perEpoch: null,
+  };
+  try {
+    return await runInFolder(loaded, { ...options, log }, { dir, at });
+  } catch (err) {
+    throw (await explainFailure(err, at)) ?? err;
+  }
+}
+
+/** {@linkcode runExperiment} past the dry run, keeping `at` current. */
+async function runInFolder(
+  loaded: LoadedExperiment,
+  options: RunOptions & { log: (line: string) => void },
+  where: { dir: string; at: RunProgress },
+): Promise<RunResult> {
+  const { log } = options;
+  const { config } = loaded;
+  const { dir, at } = where;
   const stopped = () => options.signal?.aborted ?? false;
 
   // One process per run folder (a second one for the same config and seed is refused).
@@ -184,7 +231,7 @@ export async function runExperiment(
     seed: config.seed,
     cacheDir: options.cacheDir,
     experimentFile: loaded.file,
-    onProgress: phaseProgress("data", { ...options, log }),
+    onProgress: phaseProgress("data", options),
   });
   log(`  ${dataset.source}`);
   await checkEvalInput(config, { dataset, experimentFile: loaded.file });
@@ -200,27 +247,11 @@ export async function runExperiment(
       exclude: dir,
       contentHash: dataset.record.contentHash,
     });
+  const plan = plannedSteps(dataset.count, config.train);
+  Object.assign(at, { totalSteps: plan.total, perEpoch: plan.perEpoch });
 
-  // The run folder: config.json and a `running` manifest (or the interrupted run, resumed).
-  const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
-  const run = await RunRecord.open(dir, {
-    loaded,
-    hashes,
-    backend,
-    summary: {
-      parameters,
-      datasetSize: dataset.count,
-      alphaBarT,
-      sqrtAlphaBarT,
-    },
-    dataset: dataset.record,
-    versions: { tfjs: tf.version_core },
-    previous,
-    force: options.force ?? false,
-    projectDir: options.projectDir ?? new URL("../..", import.meta.url).pathname,
-  });
-
-  // Model, optimizer, weight average.
+  // Model, optimizer, weight average, and the gradient workers (an engine that cannot start
+  // fails here, before the run folder is touched).
   const model = createModel(config.model, {
     rng: deriveRng(config.seed, "model/init"),
     labelSizes,
@@ -230,8 +261,32 @@ export async function runExperiment(
   let workers: GradientWorkers | undefined;
   let engine: SamplingEngine | undefined;
   let evaluator: RunEvaluator | null = null;
+  let run: RunRecord | undefined;
+  let requeued: RunResult["requeued"];
   try {
     workers = await startWorkers(config, { backend, labelSizes });
+
+    // The run folder: config.json and a `running` manifest (or the interrupted run, resumed).
+    const { alphaBarT, sqrtAlphaBarT } = terminalSignal(schedule);
+    run = await RunRecord.open(dir, {
+      loaded,
+      hashes,
+      backend,
+      summary: {
+        parameters,
+        datasetSize: dataset.count,
+        alphaBarT,
+        sqrtAlphaBarT,
+      },
+      dataset: dataset.record,
+      versions: { tfjs: tf.version_core },
+      previous,
+      force: options.force ?? false,
+      projectDir: options.projectDir ?? new URL("../..", import.meta.url).pathname,
+    });
+    at.folder = "open";
+    at.checkpointStep = run.checkpointStep;
+    at.step = run.checkpointStep ?? 0;
     run.manifest.backend.workers = workers ? config.train.workers : 0;
     // Threads that compute: this one (one wasm thread) and one per gradient worker.
     if (backend.name === "wasm" || backend.name === "cpu") {
@@ -252,16 +307,16 @@ export async function runExperiment(
     const hook = options.evaluate ?? evaluator?.hook;
     // Evaluations during training run on tfjs; the final one on the sampling engine.
     const evaluate = async (
-      at: { step: number; epoch: number; final: boolean },
+      point: { step: number; epoch: number; final: boolean },
       through: Denoiser = denoise,
     ) =>
       await hook?.({
         config,
         dir,
-        ...at,
+        ...point,
         denoise: through,
         dataset,
-        onProgress: phaseProgress("evaluate", { ...options, log }),
+        onProgress: phaseProgress("evaluate", options),
       });
     if (!previous) await writeForwardFigure(dir, { dataset, schedule, seed: config.seed });
 
@@ -287,13 +342,17 @@ export async function runExperiment(
           : {}),
         ...(hook ? { evaluate } : {}),
         what: `on ${backend.name} (${parameters.toLocaleString("en-US")} parameters)`,
-        options: { ...options, log },
+        at,
+        options,
       });
     }
+    at.step = trained.step;
+    at.checkpointStep = run.checkpointStep;
 
     // Sampling (Algorithm 2 or DDIM) and the figures, with the EMA weights when there are some,
     // on the engine `sampler.engine` names (ONNX Runtime runs the exported checkpoint).
     run.manifest.summary.samplingSteps = samplingSteps(config.sampler, schedule.timesteps);
+    at.phase = "sampling";
     if (!stopped()) {
       if (config.sampler.engine === "onnxruntime") {
         // ONNX Runtime does not use the tfjs gradient workers: free their memory before it
@@ -318,18 +377,49 @@ export async function runExperiment(
         ...(conditional ? { conditional } : {}),
         weights: ema ? "EMA weights" : "",
         backend: backend.name,
-        options: { ...options, log },
+        options,
       });
     }
     if (!stopped() && hook) {
+      at.phase = "the final evaluation";
       const through = engine?.denoise ?? denoise;
       Object.assign(run.manifest.summary, await evaluate({ ...trained, final: true }, through));
     }
+    at.phase = "writing loss.png and the manifest";
     await writeLossPlot(dir);
+    // ... and to the end of the run (sampling and evaluation included).
+    run.manifest.summary.peakRssMiB = peakRssMiB();
+    // Slurm's warning: the requeue is recorded before it is asked for (the job is killed then).
+    const requeue = stopped() && options.requeue?.requested() ? options.requeue : undefined;
+    if (requeue) {
+      const requeues = run.manifest.requeues ?? [];
+      requeues.push({ at: new Date().toISOString(), step: trained.step, job: requeue.job });
+      run.manifest.requeues = requeues;
+    }
     await run.end(stopped() ? "interrupted" : "complete");
+    if (requeue) {
+      try {
+        await requeue.requeue();
+        requeued = { job: requeue.job, step: trained.step };
+      } catch (err) {
+        run.manifest.requeues!.pop();
+        if (run.manifest.requeues!.length === 0) delete run.manifest.requeues;
+        await run.save();
+        log(`could not requeue Slurm job ${requeue.job}: ${(err as Error).message}`);
+      }
+    }
   } catch (err) {
-    await run.end("failed", err);
-    throw err;
+    if (run === undefined) throw err;
+    // The run folder is marked failed with the explanation the user will read.
+    at.checkpointStep = run.checkpointStep;
+    const failure = (await explainFailure(err, at)) ?? err;
+    try {
+      await run.end("failed", failure);
+    } catch (endError) {
+      if (failure instanceof RunFailure) throw unmarkedFailure(failure, endError);
+      throw err;
+    }
+    throw failure;
   } finally {
     await engine?.close();
     workers?.close();
@@ -339,7 +429,12 @@ export async function runExperiment(
     ema?.dispose();
   }
   log(`${run.manifest.status}: ${dir}`);
-  return { dir, status: run.manifest.status, manifest: run.manifest };
+  return {
+    dir,
+    status: run.manifest.status,
+    manifest: run.manifest,
+    ...(requeued ? { requeued } : {}),
+  };
 }
 
 /** What {@link trainPhase} needs of the run besides the networks. */
@@ -358,6 +453,8 @@ interface TrainPhase {
   ) => Promise<Record<string, number> | void>;
   /** What the progress line says it trains on (backend, parameters). */
   what: string;
+  /** Where the run is (the step done), for the message of a failure. */
+  at: RunProgress;
   /** The run's options (log, signal, progress, onStep). */
   options: RunOptions & { log: (line: string) => void };
 }
@@ -405,6 +502,7 @@ async function trainPhase(
       startStep,
       shouldStop: () => options.signal?.aborted ?? false,
       onStep: async (record) => {
+        ctx.at.step = record.step;
         await trainLog.record(record);
         const { step, epoch } = record;
         const endOfEpoch = step % steps.perEpoch === 0;
@@ -429,7 +527,12 @@ async function trainPhase(
     const trained = { step: result.steps, epoch: trainLog.last?.epoch ?? resumed?.epoch ?? 0 };
     await run.checkpoint(saved, trained);
     if (result.stopped) log(`interrupted at step ${result.steps}: checkpoint written`);
-    Object.assign(run.manifest.summary, { steps: result.steps, ...trainLog.summary() });
+    Object.assign(run.manifest.summary, {
+      steps: result.steps,
+      ...trainLog.summary(),
+      // The process's peak memory up to the end of training (data, model, optimizer, workers).
+      trainPeakRssMiB: peakRssMiB(),
+    });
     return trained;
   } finally {
     trainLog.close();
@@ -569,21 +672,41 @@ function batchSource(dataset: Dataset): BatchSource {
   };
 }
 
-/** The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere). */
+/**
+ * The gradient workers `train.workers` asks for, on the backends that run them (none elsewhere).
+ * Throws a {@linkcode RunFailure} saying how to run without them when they cannot start.
+ */
 export async function startWorkers(
   config: Experiment,
   options: { backend: BackendInfo; labelSizes?: number[] },
 ): Promise<GradientWorkers | undefined> {
   const { backend, labelSizes } = options;
-  if (config.train.workers === 0 || (backend.name !== "wasm" && backend.name !== "cpu")) {
+  const count = config.train.workers;
+  if (count === 0 || (backend.name !== "wasm" && backend.name !== "cpu")) {
     return undefined;
   }
-  return await GradientWorkers.start({
-    count: config.train.workers,
-    model: config.model,
-    backend: backend.name,
-    ...(labelSizes ? { labelSizes } : {}),
-  });
+  try {
+    return await GradientWorkers.start({
+      count,
+      model: config.model,
+      backend: backend.name,
+      ...(labelSizes ? { labelSizes } : {}),
+    });
+  } catch (err) {
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new RunFailure(
+      `the ${plural(count, "gradient worker")} of train.workers could not start on ` +
+        `${backend.name}: ${why}`,
+      {
+        kept: "nothing: they start before the run folder is written",
+        todo: [
+          "run on this thread alone with --set train.workers=0 (a different config: its bytes " +
+          "differ from a run with workers), or free memory for the workers' wasm instances",
+        ],
+        cause: err,
+      },
+    );
+  }
 }
 
 /**

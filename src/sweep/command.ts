@@ -17,7 +17,13 @@ export const PROJECT_DIR: string = new URL("../..", import.meta.url).pathname;
  */
 export function pointCommand(
   file: string,
-  options: { index: number | string; outRoot: string; sets: readonly string[] },
+  options: {
+    index: number | string;
+    outRoot: string;
+    sets: readonly string[];
+    /** Slurm: `--requeue`, so that the warning before the time limit requeues the point. */
+    requeue?: boolean;
+  },
 ): string[] {
   return [
     Deno.execPath(),
@@ -33,5 +39,6 @@ export function pointCommand(
     "--out",
     resolve(options.outRoot),
     ...options.sets.flatMap((s) => ["--set", s]),
+    ...(options.requeue ? ["--requeue"] : []),
   ];
 }

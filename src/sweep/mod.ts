@@ -5,11 +5,13 @@
  */
 import { dirname, join, relative, resolve } from "node:path";
 import { UserError } from "../errors.ts";
+import { plural } from "../config/summary.ts";
 import { runLocal } from "./local.ts";
 import { type LaunchItem, type LaunchPlan, planLaunch } from "./plan.ts";
 import { describePoint } from "./points.ts";
 import {
   accountedTasks,
+  checkSlurmClient,
   queuedTasks,
   sbatchArgs,
   sbatchScript,
@@ -109,7 +111,8 @@ async function estimatePoints(sweep: Sweep, plan: LaunchPlan): Promise<string> {
   for (const item of plan.items) {
     const point = sweep.points.find((p) => p.index === item.index)!;
     const e = await estimateRun(point.loaded);
-    const sampling = e.sampleSteps * e.secondsPerSampleStep;
+    // A point that reuses a training samples and evaluates at the end only.
+    const sampling = e.sampleSteps * e.secondsPerSampleStep + (e.evaluation?.finalSeconds ?? 0);
     const seconds = item.after === null ? e.totalSeconds : sampling;
     total += seconds;
     lines.push(
@@ -137,11 +140,48 @@ function shown(path: string): string {
   return rel.startsWith("..") || rel === "" ? path : rel;
 }
 
-/** Failed points with the path of their log, one per line. */
+/** What Slurm's final state of a task (sacct) means, and what to do about it. */
+const SLURM_STATES: Record<string, string> = {
+  TIMEOUT: "it reached its time limit: raise launcher.slurm.time, or keep launcher.slurm.signal " +
+    "above 0 so that it checkpoints and requeues itself before the limit",
+  OUT_OF_MEMORY: "it ran out of memory: raise launcher.slurm.memory, or lower train.microBatch",
+  CANCELLED: "it was cancelled (scancel, or preempted without a requeue)",
+  PREEMPTED: "it was preempted",
+  NODE_FAIL: "its node failed",
+  BOOT_FAIL: "its node did not boot",
+  DEADLINE: "it reached its deadline",
+};
+
+/**
+ * What to do about a point that did not complete: from Slurm's state when the cluster keeps
+ * accounting, else from the run's status. Every case ends with running the sweep again, which
+ * skips complete points and resumes the others from their checkpoints.
+ */
+export function failureAdvice(point: IndexPoint): string {
+  const state = /slurm: ([A-Z_]+)/.exec(point.error ?? "")?.[1];
+  const again = "run the same sweep command again: complete points are skipped, the others " +
+    "resume from their checkpoints (or start over when they have none)";
+  if (state && SLURM_STATES[state]) return `${SLURM_STATES[state]}; then ${again}`;
+  switch (point.status) {
+    case "interrupted":
+      return `it stopped before the end (a signal: Ctrl-C, scancel, its time limit); ${again}`;
+    case "killed":
+      return "its process died without marking the run (killed: out of memory? SIGKILL at its " +
+        `time limit?); see the end of its log, then ${again}`;
+    case "failed":
+      return `its run failed with the error above (its log has the whole output); fix the cause, then ${again}`;
+    default:
+      return `it never started a run (see its log); ${again}`;
+  }
+}
+
+/** Failed points with the path of their log and what to do, a few lines each. */
 export function formatFailures(failed: IndexPoint[], indexPath: string): string {
   return failed.map((p) =>
-    `point ${p.index} (${describePoint(p)}): ${p.status}${p.error ? `: ${p.error}` : ""}\n` +
-    `  log: ${indexedPath(indexPath, p.log)}`
+    `point ${p.index} (${describePoint(p)}): ${p.status}` +
+    `${p.error ? `: ${p.error.replaceAll("\n", "\n  ")}` : ""}\n` +
+    `  log: ${indexedPath(indexPath, p.log)}\n` +
+    `  what to do: ${failureAdvice(p)}`
   ).join("\n");
 }
 
@@ -199,6 +239,7 @@ export async function runSweep(path: string, options: SweepOptions): Promise<Swe
     }
     return { indexPath, index, failed: [], jobs: [] };
   }
+  if (options.launcher === "slurm" && plan.items.length > 0) await checkSlurmClient();
   await writeIndex(index, indexPath);
   const context: LaunchContext = { sweep, index, indexPath, plan, outRoot, options, log };
   const jobs = options.launcher === "local"
@@ -306,6 +347,7 @@ async function launchSlurm(
   const started = ctx.plan.items.map((i) => i.index);
   const poll = options.pollSeconds ?? 2;
   log(`waiting for job ${ids.join(", ")} (squeue every ${poll} s)`);
+  let before = new Map<number, string>();
   await waitForJobs(ids, {
     pollMs: poll * 1000,
     signal: options.signal,
@@ -314,6 +356,18 @@ async function launchSlurm(
       for (const state of tasks.values()) counts.set(state, (counts.get(state) ?? 0) + 1);
       await refreshIndex(index, indexPath);
       await writeIndex(index, indexPath);
+      // A task that ran and is pending again was requeued (near its time limit, or preempted).
+      for (const [i, state] of tasks) {
+        const was = before.get(i);
+        if (state === "PENDING" && (was === "RUNNING" || was === "COMPLETING")) {
+          const point = index.points[i];
+          log(
+            `  point ${i} (${describePoint(point)}) was requeued (${point.status}): it resumes ` +
+              "from its checkpoint when Slurm starts it again",
+          );
+        }
+      }
+      before = tasks;
       const ended = started.filter((i) => !tasks.has(i)).length;
       log(
         `  ${ended}/${started.length} points ended` +
@@ -322,6 +376,14 @@ async function launchSlurm(
     },
   });
   await refreshIndex(index, indexPath);
+  for (const i of started) {
+    const point = index.points[i];
+    if (!point.requeues) continue;
+    log(
+      `point ${i} (${describePoint(point)}): requeued ${plural(point.requeues, "time")} near ` +
+        `its time limit, resumed each time; ${point.status}`,
+    );
+  }
   const states = await accountedTasks(ids);
   for (const i of started) {
     const point = index.points[i];

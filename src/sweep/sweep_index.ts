@@ -41,6 +41,8 @@ export interface IndexPoint {
   log: string;
   /** The error of a failed run, from its manifest. */
   error?: string;
+  /** How often Slurm requeued it near its time limit (its manifest's `requeues`), when it was. */
+  requeues?: number;
 }
 
 /** One `sbatch` submission. */
@@ -145,9 +147,12 @@ export async function refreshIndex(index: SweepIndex, indexPath: string): Promis
     const status = await runStatus(dir);
     if (status !== null) {
       point.status = status;
-      const manifest = status === "failed" ? await readManifest(dir) : null;
-      if (manifest?.error) point.error = manifest.error;
+      const manifest = await readManifest(dir);
+      if (status === "failed" && manifest?.error) point.error = manifest.error;
       else delete point.error;
+      const requeues = manifest?.requeues?.length ?? 0;
+      if (requeues > 0) point.requeues = requeues;
+      else delete point.requeues;
     } else if (point.status !== "queued" && point.status !== "failed") point.status = "pending";
   }
   index.updatedAt = new Date().toISOString();

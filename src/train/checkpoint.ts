@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { writeFileAtomic } from "../io/files.ts";
+import { writeFilesAtomic } from "../io/files.ts";
 import { decodeSafetensors, encodeSafetensors } from "../io/safetensors.ts";
 import { type DenoiseModel, exportParams, importParams } from "../model/mod.ts";
 import type { Ema } from "./ema.ts";
@@ -29,30 +29,35 @@ export interface CheckpointParts {
   ema?: Ema | null;
 }
 
-/** Writes a checkpoint of `model` and `optimizer` into `dir` (created if needed), atomically per file. */
+/**
+ * Writes a checkpoint of `model` and `optimizer` into `dir` (created if needed) as one set:
+ * every file goes to a temporary file first and `state.json` is renamed into place last, so a
+ * write that fails (a full disk) leaves the previous checkpoint as it was.
+ */
 export async function saveCheckpoint(
   dir: string,
   parts: CheckpointParts & { state: CheckpointState },
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   const layout = { layout: "NHWC: conv HWIO, linear [in, out]; names as the PyTorch reference" };
-  await writeFileAtomic(
-    join(dir, "model.safetensors"),
-    encodeSafetensors(await exportParams(parts.model), { metadata: layout }),
-  );
+  const files = [{
+    path: join(dir, "model.safetensors"),
+    data: encodeSafetensors(await exportParams(parts.model), { metadata: layout }),
+  }];
   const opt = await parts.optimizer.exportState();
-  await writeFileAtomic(
-    join(dir, "optimizer.safetensors"),
-    encodeSafetensors(opt.tensors, { metadata: { step: String(opt.step) } }),
-  );
+  files.push({
+    path: join(dir, "optimizer.safetensors"),
+    data: encodeSafetensors(opt.tensors, { metadata: { step: String(opt.step) } }),
+  });
   if (parts.ema) {
     const ema = await parts.ema.exportState();
-    await writeFileAtomic(
-      join(dir, "ema.safetensors"),
-      encodeSafetensors(ema.tensors, { metadata: { ...layout, step: String(ema.step) } }),
-    );
+    files.push({
+      path: join(dir, "ema.safetensors"),
+      data: encodeSafetensors(ema.tensors, { metadata: { ...layout, step: String(ema.step) } }),
+    });
   }
-  await writeFileAtomic(join(dir, "state.json"), JSON.stringify(parts.state, null, 2) + "\n");
+  const state = new TextEncoder().encode(JSON.stringify(parts.state, null, 2) + "\n");
+  await writeFilesAtomic([...files, { path: join(dir, "state.json"), data: state }]);
 }
 
 /** Loads a checkpoint written by {@link saveCheckpoint} into `model` (and `optimizer` if given). */

@@ -145,7 +145,32 @@ export function stepCondition(
   return { labels: out, drop };
 }
 
-/** Trains `model` in place for the planned number of steps. */
+/**
+ * The training loss became NaN or infinite at `step`: the weights no longer hold numbers, so
+ * training cannot go on from them. (Its message is the plain fact; the runner explains it.)
+ */
+export class LossDivergedError extends Error {
+  /** The 1-based step whose loss was not finite. */
+  readonly step: number;
+  /** Its 0-based epoch. */
+  readonly epoch: number;
+  /** The loss (NaN, Infinity or -Infinity). */
+  readonly loss: number;
+
+  /** The divergence of `record`. */
+  constructor(record: StepRecord) {
+    super(`loss became ${record.loss} at step ${record.step}`);
+    this.name = "LossDivergedError";
+    this.step = record.step;
+    this.epoch = record.epoch;
+    this.loss = record.loss;
+  }
+}
+
+/**
+ * Trains `model` in place for the planned number of steps. Throws a {@linkcode LossDivergedError}
+ * when a step's loss is not finite.
+ */
 export async function trainModel(model: DenoiseModel, options: TrainOptions): Promise<TrainResult> {
   const { data, train, seed } = options;
   const { perEpoch, total } = plannedSteps(data.count, train);
@@ -165,7 +190,11 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
     const losses = await engine.losses();
     const records = pending.splice(0);
     const bad = losses.findIndex((l) => !Number.isFinite(l));
-    if (bad >= 0) throw new Error(`loss became ${losses[bad]} at step ${records[bad].step}`);
+    if (bad >= 0) {
+      // As on tfjs: the steps before are reported, the first bad one throws.
+      for (let i = 0; i < bad; i++) await options.onStep?.({ ...records[i], loss: losses[i] });
+      throw new LossDivergedError({ ...records[bad], loss: losses[bad] });
+    }
     if (sync) {
       const state = { model, optimizer: options.optimizer, ema: options.ema ?? null };
       await engine.syncTo(state, records[records.length - 1].step);
@@ -223,7 +252,7 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
         workers: options.workers,
         microBatch: train.microBatch,
       });
-      if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}`);
+      if (!Number.isFinite(loss)) throw new LossDivergedError({ step, epoch, loss });
       options.ema?.update(model.params, step);
       await options.onStep?.({ step, epoch, loss });
     }
