@@ -14,7 +14,7 @@
  *   (read every 5 steps, past the ring of 8); the same steps from the same state give the same
  *   bytes twice; `trainModel` through the engine (`asTrainEngine`, with a smaller last batch,
  *   dropout and tfjs micro-batches whose masks come from generators of their own) gives the tfjs run's losses and, synced into the tfjs objects, its
- *   parameters, moments and EMA.
+ *   parameters, moments and EMA; a sampling-only engine predicts in pieces and cannot train.
  * One file, so that the engines share their pipelines (llvmpipe compiles each in ~0.1 s).
  * Adam's ε is 1e-6 in the cases: an element whose gradient is near ε moves by a fraction of
  * lr that float32 rounding of the gradient changes, which at ε = 1e-8 can pass 1e-4.
@@ -22,18 +22,20 @@
 import assert from "node:assert/strict";
 import { LossSchema, OptimizerSchema, TrainSchema } from "../../schemas/experiment.ts";
 import { initBackend } from "../../src/backend/mod.ts";
-import { asTrainEngine } from "../../src/gpu/engine/mod.ts";
+import { asTrainEngine, GpuEngine } from "../../src/gpu/engine/mod.ts";
 import { exportParams, withParams } from "../../src/model/mod.ts";
 import { trainModel } from "../../src/train/mod.ts";
 import { tf } from "../../src/tf.ts";
 import { batchGradients } from "../../src/train/step.ts";
-import { assertClose, noGpu, testData } from "./device.ts";
+import { assertClose, gpu, noGpu, testData } from "./device.ts";
 import {
   assertSame,
   type Case,
   CHANNELS,
   dropout,
   engineStep,
+  FAMILIES,
+  familyModel,
   labelsOf,
   SCHEDULE,
   sides,
@@ -290,5 +292,29 @@ Deno.test({
     assertSame(engine.params, tfjs.params, 1e-4, "synced params");
     assertSame(engine.moments, tfjs.moments, 1e-4, "synced moments");
     assertSame(engine.ema, tfjs.ema, 1e-4, "synced ema");
+  },
+});
+
+Deno.test({
+  name: "a sampling-only engine: predict in pieces equals tfjs; it refuses to train",
+  ignore: noGpu,
+  fn: async () => {
+    const { model, params } = await familyModel(FAMILIES.minimal);
+    try {
+      await using engine = await GpuEngine.create({
+        gpu: gpu!,
+        net: model.net,
+        image: { size: SIZE, channels: CHANNELS },
+        sampleBatch: 2,
+      });
+      assert.equal(engine.dispatchCount, 0);
+      engine.setParams(params);
+      const x = testData(3 * SIZE * SIZE * CHANNELS, 41);
+      assertClose(await engine.predict(x, 17), tfjsPredict(model, x, [17, 17, 17]), 1e-4, "x");
+      assert.throws(() => engine.trainStep(stepBatch(1, 2, false)), /cannot train/);
+      await assert.rejects(() => engine.readLosses(), /no losses/);
+    } finally {
+      model.dispose();
+    }
   },
 });
