@@ -71,3 +71,4 @@ export {
 export { asTrainEngine } from "./train_engine.ts";
 export { lowerGraph, type LowerOptions, type Plan, type TrainingObjective } from "./plan.ts";
 export { type ParamLayout, paramLayout } from "./layout.ts";
+export { type GpuEngineInfo, openRunEngine, type RunEngine } from "./run_engine.ts";

@@ -4,7 +4,7 @@
  * objects (for checkpoints and evaluations).
  * @module
  */
-import { importParams } from "../../model/mod.ts";
+import { exportParams, importParams } from "../../model/mod.ts";
 import type { TrainEngine } from "../../train/engine.ts";
 import { dropoutPieces, type GpuEngine } from "./executor.ts";
 
@@ -34,6 +34,11 @@ export function asTrainEngine(
     },
     async losses() {
       return Array.from(await engine.readLosses());
+    },
+    async loadFrom(state) {
+      engine.setParams(await exportParams(state.model));
+      engine.setOptimizerState(await state.optimizer.exportState());
+      if (state.ema) engine.setEma((await state.ema.exportState()).tensors);
     },
     async syncTo(state, step) {
       importParams(state.model, await engine.params());
