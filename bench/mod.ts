@@ -9,7 +9,18 @@
  *                 [--profile] [--only train,sample,onnx,data,ddim,decode,eval] [--ddim-count 1000]
  *                 [--decode-count 12000] [--eval-samples 1000]
  *                 [--model '{"width": 128}']
+ * deno task bench --backend webgpu [--engine-steps 10] [--wall] [--plan-only]
  * ```
+ *
+ * With `--backend webgpu` (or `auto` on a hardware adapter) the train and sample phases measure
+ * the compiled WebGPU engine (src/gpu/engine; bench/engine_bench.ts), not tfjs: its plan
+ * (dispatches per train step, device memory), its creation time, the host ms to encode a step
+ * and, on a hardware adapter (or with `--wall`), the wall time per train step (`--engine-steps`
+ * steps, then one loss readback, divided) and per sampling forward (`predict` of `--batch`
+ * images), in `train` / `sample` as tfjs' are (so `--torch` and bench/side_by_side.sh compare
+ * them), with the rest under `engine`. On a software adapter (llvmpipe) no step is submitted
+ * unless `--wall` is given: a course U-Net step takes it ~30 s. `--plan-only` lowers the plans
+ * and stops (no device: the figures of a batch the machine could not hold).
  *
  * `eval` (not run by default: minutes) times the feature extraction of the KID/FID network at 299
  * and 128 px and the whole evaluation of `--eval-samples` images (bench/eval_bench.ts).
@@ -40,6 +51,7 @@ import { tf } from "../src/tf.ts";
 import { Adam } from "../src/train/optimizer.ts";
 import { GradientWorkers } from "../src/train/parallel/mod.ts";
 import { trainStep } from "../src/train/step.ts";
+import { benchEngine, engineLines, planFigures } from "./engine_bench.ts";
 import { benchEval } from "./eval_bench.ts";
 import {
   currentRss,
@@ -82,6 +94,12 @@ interface Args {
   evalSamples: number;
   /** Model fields over the course U-Net's defaults (`--model` JSON), or undefined. */
   model?: Record<string, unknown>;
+  /** The WebGPU engine: training steps per timed repetition. */
+  engineSteps: number;
+  /** The WebGPU engine: submit steps on a software adapter too. */
+  wall: boolean;
+  /** The WebGPU engine: lower the plans only (no device). */
+  planOnly: boolean;
 }
 
 function parse(argv: string[]): Args {
@@ -106,6 +124,9 @@ function parse(argv: string[]): Args {
       torch: { type: "string", multiple: true, default: [] },
       "eval-samples": { type: "string", default: "1000" },
       model: { type: "string" },
+      "engine-steps": { type: "string", default: "10" },
+      wall: { type: "boolean", default: false },
+      "plan-only": { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
     strict: true,
@@ -131,7 +152,13 @@ function parse(argv: string[]): Args {
         '--model: JSON object of model fields over the course U-Net (e.g. \'{"width": 128, ' +
         '"multipliers": [1, 1, 2, 2]}\')\n' +
         "--torch: JSON files of ../shared/reference/torch_unet_baseline.py --json, run beside\n" +
-        "         this one (e.g. before and after): prints the time ratios to their mean",
+        "         this one (e.g. before and after): prints the time ratios to their mean\n" +
+        "--backend webgpu: train and sample measure the compiled WebGPU engine: plan, creation,\n" +
+        "         host encode ms; on a hardware adapter also wall ms per train step and forward\n" +
+        "--engine-steps N: engine train steps per timed repetition, then one loss readback\n" +
+        "         (default 10)\n" +
+        "--wall: submit engine steps on a software adapter too (llvmpipe: ~30 s a course step)\n" +
+        "--plan-only: the engine's plan only (dispatches, device bytes), no device",
     );
     Deno.exit(0);
   }
@@ -173,6 +200,9 @@ function parse(argv: string[]): Args {
     ddimEngines: values["ddim-engines"].split(",").map((e) => e.trim()),
     evalSamples: int("eval-samples", values["eval-samples"], 2),
     model: values.model === undefined ? undefined : parseModel(values.model),
+    engineSteps: int("engine-steps", values["engine-steps"], 1),
+    wall: values.wall,
+    planOnly: values["plan-only"],
   };
 }
 
@@ -259,7 +289,9 @@ function line(label: string, t: Timing, gflop?: number): string {
 
 async function main(): Promise<void> {
   const args = parse(Deno.args);
-  const info = await initBackend(args.backend);
+  // A plan needs no device: --plan-only runs on any machine (tfjs on wasm for the model).
+  const info = await initBackend(args.planOnly ? "wasm" : args.backend);
+  const onEngine = info.engine === "webgpu" || args.planOnly;
   // The GFLOP figures are the course U-Net's: other models print times only.
   const scale = args.model === undefined ? (args.size / 32) ** 2 * (args.batch / 32) : NaN;
   const cpu = (() => {
@@ -285,7 +317,7 @@ async function main(): Promise<void> {
   );
 
   // The tfjs workers only serve the tfjs phases (an onnx-only run measures ORT alone).
-  const tfjsPhases = args.only.some((p) => p === "train" || p === "sample") ||
+  const tfjsPhases = (!onEngine && args.only.some((p) => p === "train" || p === "sample")) ||
     (args.only.includes("ddim") && args.ddimEngines.includes("tfjs"));
   const workers = args.workers > 0 && tfjsPhases
     ? await GradientWorkers.start({
@@ -294,11 +326,13 @@ async function main(): Promise<void> {
       backend: args.backend,
     })
     : undefined;
-  console.log(
-    `tfjs threads computing each batch: ${1 + (workers ? args.workers : 0)} (main + ` +
-      `${workers ? args.workers : 0} worker(s))` +
-      (args.microBatch ? `, micro-batches of at most ${args.microBatch}` : ""),
-  );
+  if (tfjsPhases) {
+    console.log(
+      `tfjs threads computing each batch: ${1 + (workers ? args.workers : 0)} (main + ` +
+        `${workers ? args.workers : 0} worker(s))` +
+        (args.microBatch ? `, micro-batches of at most ${args.microBatch}` : ""),
+    );
+  }
   const schedule = makeSchedule(ScheduleSchema.parse({ kind: "linear", timesteps: 200 }));
   const shape: [number, number, number] = [args.size, args.size, 3];
   const pixels = args.batch * args.size * args.size * 3;
@@ -312,7 +346,38 @@ async function main(): Promise<void> {
   };
   const baseRss = currentRss();
 
-  if (args.only.includes("train")) {
+  if (onEngine && (args.only.includes("train") || args.only.includes("sample"))) {
+    const setup = {
+      size: args.size,
+      channels: 3,
+      batch: args.batch,
+      sampleBatch: args.batch,
+      schedule,
+      loss: { kind: "l1" } as const,
+      optimizer: OptimizerSchema.parse({}),
+      prediction: modelConfig.prediction,
+    };
+    const plan = planFigures(model, setup);
+    const figures = args.planOnly ? undefined : await benchEngine(model, setup, {
+      warmup: args.warmup,
+      reps: args.reps,
+      steps: args.engineSteps,
+      wall: args.wall,
+    });
+    for (const l of engineLines(plan, figures)) console.log(l);
+    const { train, sample, ...rest } = figures ?? {};
+    result.engine = { plan, ...rest, steps: args.engineSteps, planOnly: args.planOnly };
+    if (train && args.only.includes("train")) {
+      const gflop = TRAIN_GFLOP_32 * scale;
+      result.train = { ...train, gflop, gflops: gflop / train.median };
+    }
+    if (sample && args.only.includes("sample")) {
+      const gflop = FORWARD_GFLOP_32 * scale;
+      result.sample = { ...sample, gflop, gflops: gflop / sample.median };
+    }
+  }
+
+  if (!onEngine && args.only.includes("train")) {
     const optimizer = new Adam(model.params, OptimizerSchema.parse({}));
     let k = 0;
     const step = async (): Promise<number> => {
@@ -376,7 +441,7 @@ async function main(): Promise<void> {
     ? (x, t) => tf.tidy(() => model.predict(x, t))
     : (x, t) => workers.predictSharded(model, { x, t });
 
-  if (args.only.includes("sample")) {
+  if (!onEngine && args.only.includes("sample")) {
     const { step, dispose } = samplingStep(tfjsDenoise, "bench/sample");
     const resetOk = resetPeakRss();
     const timing = await timeRepeated(step, { warmup: args.warmup, reps: args.reps });

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Fills .gpu/ (git-ignored) with everything bench/gpu/run.sh needs on a machine that reaches no
-# package registry and has no Deno: the Deno binary (xz), the CLI, the benchmark, the gradient
-# worker and the adapter probe as bundles (deno bundle: tfjs and its webgpu/wasm backends inside),
-# sharp's linux-x64 binaries (a native addon cannot be bundled), the wasm binaries, the Vulkan
-# loader packages, and a copy of the PyTorch baseline. At most 64 MiB: the device tool's limit.
+# package registry and has no Deno: the Deno binary (xz), the CLI, the benchmark (with the
+# compiled WebGPU engine's part, bench/engine_bench.ts), the gradient worker, the adapter probe and
+# the dispatch benchmark as bundles (deno bundle: tfjs, its wasm backend and src/gpu's engine
+# inside), sharp's linux-x64 binaries (a native addon cannot be bundled), the wasm binaries, the
+# Vulkan loader packages, and a copy of the PyTorch baseline (torch_unet_baseline.py from
+# $SHARED_REFERENCE, default ../shared/reference, else the main checkout's when this is a git
+# worktree). At most 64 MiB: the device tool's limit.
 #
 # ONNX Runtime stays out of the bundles (`--external onnxruntime-node`: it is imported only when
 # a run samples through it, and the GPU machine samples through the WebGPU engine).
@@ -18,7 +21,8 @@ if [ "$check" = --check ]; then out=$(mktemp -d); trap 'rm -rf "$out"' EXIT; els
 mkdir -p "$out/app/node_modules/@img" "$out/debs"
 
 deno_cmd() { if command -v deno >/dev/null; then deno "$@"; else npx -y deno@2.9.6 "$@"; fi; }
-deno_cmd install >/dev/null 2>&1 || deno_cmd install
+# A fresh clone installs the npm packages (offline-safe where the lockfile's are cached).
+[ -d node_modules/.deno ] || deno_cmd install >/dev/null 2>&1 || deno_cmd install
 
 # 1. Deno itself.
 deno_bin=$(deno_cmd eval 'console.log(Deno.execPath())')
@@ -50,7 +54,17 @@ if [ "$check" = --check ]; then
   echo "pack --check: the bundles build and the CLI bundle starts"
   exit 0
 fi
-cp ../shared/reference/torch_unet_baseline.py bench/gpu/torch_shapes.py "$out/app/"
+reference=${SHARED_REFERENCE:-../shared/reference}
+if [ ! -f "$reference/torch_unet_baseline.py" ]; then # a worktree: the main checkout's sibling
+  main_checkout=$(dirname "$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null)")
+  reference=$main_checkout/../shared/reference
+fi
+if [ -f "$reference/torch_unet_baseline.py" ]; then
+  cp "$reference/torch_unet_baseline.py" "$out/app/"
+else
+  echo "warning: no torch_unet_baseline.py (set SHARED_REFERENCE): run.sh will skip PyTorch" >&2
+fi
+cp bench/gpu/torch_shapes.py "$out/app/"
 tar -C "$out" -cJf "$out/app.tar.xz" app
 rm -rf "$out/app"
 

@@ -40,4 +40,9 @@ export interface TrainEngine {
   losses(): Promise<number[]>;
   /** Copies the engine's parameters, moments and EMA into `state` after step `step`. */
   syncTo(state: TrainState, step: number): Promise<void>;
+  /**
+   * Takes the parameters, moments and EMA of `state` (a fresh model, or a resumed run's
+   * checkpoint as loaded into it): `trainModel` calls it before the first step.
+   */
+  loadFrom(state: TrainState): Promise<void>;
 }

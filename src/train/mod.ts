@@ -203,6 +203,7 @@ export async function trainModel(model: DenoiseModel, options: TrainOptions): Pr
       await options.onStep?.({ ...records[i], loss: losses[i] });
     }
   };
+  await engine?.loadFrom({ model, optimizer: options.optimizer, ema: options.ema ?? null });
   while (step < total) {
     const epoch = Math.floor(step / perEpoch);
     const { order, flips } = epochPlan(data.count, { seed, epoch, train, flip: data.flip });
