@@ -81,14 +81,13 @@ export interface NetworkEngine {
   dispose?(): void | Promise<void>;
 }
 
-/** The network, its training state and the engines of a session (absent for `data`). */
+/** The network and its training state (absent for `data`). */
 interface Network {
   model: DenoiseModel;
   optimizer: Adam | null;
   ema: Ema | null;
   /** The network as the samplers see it: the EMA weights when the experiment keeps them. */
   net: DenoiseModel;
-  engine: NetworkEngine;
 }
 
 /** A run opened: see the module documentation. */
@@ -106,6 +105,7 @@ export class RunSession implements AsyncDisposable {
   #checkpoint: CheckpointState | null = null;
   #purpose: SessionPurpose;
   #network: Network | undefined;
+  #engine: NetworkEngine | undefined;
   #workers: GradientWorkers | undefined;
   #sampling: SamplingEngine | undefined;
   #log: (line: string) => void;
@@ -162,8 +162,20 @@ export class RunSession implements AsyncDisposable {
     });
     if (options.purpose === "data") return session;
     try {
-      session.#network = await session.#createNetwork(options.purpose);
+      const network = session.#createNetwork(options.purpose);
+      session.#network = network;
       if (options.checkpoint) await session.loadCheckpoint(options.checkpoint);
+      // What computes: chosen once the weights (and a checkpoint given here) are in place.
+      session.#engine = await chooseEngine(backend, {
+        config,
+        schedule: session.schedule,
+        purpose: options.purpose,
+        dataset,
+        size: session.size,
+        labelSizes: session.labelSizes,
+        ...network,
+        workers: () => session.#workers,
+      });
       if (options.workers ?? true) await session.startWorkers();
       return session;
     } catch (err) {
@@ -172,8 +184,8 @@ export class RunSession implements AsyncDisposable {
     }
   }
 
-  /** The model, its optimizer (training) and weight average, and the engine that computes it. */
-  async #createNetwork(purpose: "train" | "sample"): Promise<Network> {
+  /** The model, its optimizer (training) and its weight average. */
+  #createNetwork(purpose: "train" | "sample"): Network {
     const { config } = this;
     const model = createModel(config.model, {
       rng: deriveRng(config.seed, "model/init"),
@@ -183,25 +195,7 @@ export class RunSession implements AsyncDisposable {
     const ema = config.optimizer.ema ? new Ema(model.params, config.optimizer.ema) : null;
     // The samplers and evaluations see the weight average when the experiment keeps one.
     const net = ema ? withParams(model, ema.params) : model;
-    try {
-      const engine = await chooseEngine(this.backend, {
-        config,
-        schedule: this.schedule,
-        purpose,
-        labelSizes: this.labelSizes,
-        model,
-        optimizer,
-        ema,
-        net,
-        workers: () => this.#workers,
-      });
-      return { model, optimizer, ema, net, engine };
-    } catch (err) {
-      model.dispose();
-      optimizer?.dispose();
-      ema?.dispose();
-      throw err;
-    }
+    return { model, optimizer, ema, net };
   }
 
   #need(): Network {
@@ -263,7 +257,8 @@ export class RunSession implements AsyncDisposable {
 
   /** The engine that runs the training steps instead of tfjs, if any (`trainModel`'s `engine`). */
   get trainEngine(): TrainEngine | undefined {
-    return this.#need().engine.train;
+    this.#need();
+    return this.#engine?.train;
   }
 
   /** The sampling engine, once {@linkcode startSampling} started it. */
@@ -276,7 +271,8 @@ export class RunSession implements AsyncDisposable {
    * run); a conditional one given `condition`, or without it its null embedding.
    */
   denoiser(condition?: ConditionInput): Denoiser {
-    return this.#need().engine.denoiser(condition);
+    this.#need();
+    return this.#engine!.denoiser(condition);
   }
 
   /** Loads the checkpoint in `dir` into the model, the EMA and (training) the optimizer. */
@@ -334,10 +330,11 @@ export class RunSession implements AsyncDisposable {
     this.#sampling = undefined;
     this.#workers?.close();
     this.#workers = undefined;
+    await this.#engine?.dispose?.();
+    this.#engine = undefined;
     const network = this.#network;
     this.#network = undefined;
     if (!network) return;
-    await network.engine.dispose?.();
     network.model.dispose();
     network.optimizer?.dispose();
     network.ema?.dispose();
@@ -347,7 +344,10 @@ export class RunSession implements AsyncDisposable {
 /**
  * THE ENGINE CHOICE: what runs the training steps and the samplers' network, from
  * `backend.engine`. A new engine adds its case here (its {@linkcode TrainEngine} for
- * `trainModel`, its denoiser for the samplers, what to free).
+ * `trainModel`, its denoiser for the samplers, what to free). It is called once per session,
+ * after the checkpoint given to {@linkcode RunSession.open} is loaded into `model` and `ema`
+ * (a resumed run's checkpoint is loaded later, before `trainModel`, which hands it to the
+ * engine with `TrainEngine.loadFrom`).
  *
  * - `tfjs`: tfjs's own training step (no `train` engine: `trainModel` runs `trainStep`, sharded
  *   over the gradient workers when there are some) and the tfjs network, on this thread or
@@ -377,6 +377,10 @@ export interface EngineParts {
   schedule: Schedule;
   /** What the session is for: an engine need not train when it only samples. */
   purpose: Exclude<SessionPurpose, "data">;
+  /** The training images (their count gives the planned steps), unless opened without them. */
+  dataset: Dataset | undefined;
+  /** Image side. */
+  size: number;
   /** A conditional model's number of values per conditioned attribute. */
   labelSizes?: number[];
   /** The network trained (its parameters are the tfjs copy a checkpoint saves). */

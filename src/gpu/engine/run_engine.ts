@@ -6,7 +6,7 @@
  * @module
  */
 import type { Experiment } from "../../../schemas/experiment.ts";
-import type { Denoiser } from "../../diffusion/sampler.ts";
+import type { Denoiser } from "../../diffusion/ddpm.ts";
 import type { Schedule } from "../../diffusion/schedule.ts";
 import { UserError } from "../../errors.ts";
 import type { ConditionInput, Unet } from "../../model/mod.ts";
