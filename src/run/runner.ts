@@ -81,6 +81,8 @@ export async function runExperiment(
       at.phase = "the final evaluation";
       if (!stopped()) await evaluations.final(run, trained);
       at.phase = "writing loss.png and the manifest";
+      const gpu = session.engineInfo;
+      if (gpu) run.manifest.backend.gpu = gpu;
       const { requeue } = options;
       const result = await finishRun(run, { step: trained.step, stopped: stopped(), requeue, log });
       log(`${result.status}: ${dir}`);

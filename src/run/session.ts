@@ -21,13 +21,20 @@ import { plural } from "../config/summary.ts";
 import { type Dataset, loadDataset } from "../data/mod.ts";
 import type { Denoiser } from "../diffusion/ddpm.ts";
 import { makeSchedule, type Schedule } from "../diffusion/schedule.ts";
-import { RunFailure } from "../errors.ts";
-import { type ConditionInput, createModel, type DenoiseModel, withParams } from "../model/mod.ts";
+import { RunFailure, UserError } from "../errors.ts";
+import { openRunEngine } from "../gpu/mod.ts";
+import {
+  type ConditionInput,
+  createModel,
+  type DenoiseModel,
+  exportParams,
+  withParams,
+} from "../model/mod.ts";
 import { createSamplingEngine, type SamplingEngine } from "../onnx/mod.ts";
 import { deriveRng } from "../rng.ts";
 import { tf } from "../tf.ts";
 import { type CheckpointState, loadCheckpoint } from "../train/checkpoint.ts";
-import { Adam, Ema, type TrainEngine } from "../train/mod.ts";
+import { Adam, Ema, plannedSteps, type TrainEngine } from "../train/mod.ts";
 import { GradientWorkers } from "../train/parallel/mod.ts";
 import { resolveConditioning, type ResolvedConditioning } from "./conditions.ts";
 
@@ -79,6 +86,8 @@ export interface NetworkEngine {
   denoiser(condition?: ConditionInput): Denoiser;
   /** Frees what the engine holds (nothing for tfjs). */
   dispose?(): void | Promise<void>;
+  /** What the manifest records of the engine (`backend.gpu`): adapter, dispatches, memory. */
+  info?(): Record<string, unknown>;
 }
 
 /** The network and its training state (absent for `data`). */
@@ -261,6 +270,11 @@ export class RunSession implements AsyncDisposable {
     return this.#engine?.train;
   }
 
+  /** What the manifest records of the network engine (absent for tfjs). */
+  get engineInfo(): Record<string, unknown> | undefined {
+    return this.#engine?.info?.();
+  }
+
   /** The sampling engine, once {@linkcode startSampling} started it. */
   get sampling(): SamplingEngine | undefined {
     return this.#sampling;
@@ -295,6 +309,8 @@ export class RunSession implements AsyncDisposable {
     this.#need();
     if (this.#workers) return;
     if (this.#purpose === "sample" && this.config.sampler.engine === "onnxruntime") return;
+    // The WebGPU engine runs whole steps and forward passes itself: tfjs workers would idle.
+    if (this.backend.engine === "webgpu") return;
     this.#workers = await startWorkers(this.config, {
       backend: this.backend,
       labelSizes: this.labelSizes,
@@ -352,8 +368,8 @@ export class RunSession implements AsyncDisposable {
  * - `tfjs`: tfjs's own training step (no `train` engine: `trainModel` runs `trainStep`, sharded
  *   over the gradient workers when there are some) and the tfjs network, on this thread or
  *   sharded over the workers while they run.
- * - `webgpu`: the compiled engine of src/gpu is not wired here yet: tfjs (on `backend.name`)
- *   trains and samples meanwhile.
+ * - `webgpu`: the compiled engine of src/gpu ({@linkcode webgpuEngine}) trains and samples; tfjs
+ *   (on `backend.name`) holds the copy of the state that checkpoints and evaluations read.
  */
 export function chooseEngine(
   backend: BackendInfo,
@@ -361,12 +377,58 @@ export function chooseEngine(
 ): Promise<NetworkEngine> {
   switch (backend.engine) {
     case "tfjs":
-    case "webgpu":
       return Promise.resolve({
         denoiser: (condition) =>
           samplingDenoiser(parts.net, { workers: parts.workers(), condition }),
       });
+    case "webgpu":
+      return webgpuEngine(parts);
   }
+}
+
+/**
+ * The compiled WebGPU engine (src/gpu): a training plan when the session trains, a sampling
+ * plan always. Training hands it the tfjs state first (`TrainEngine.loadFrom`) and copies its
+ * state back at epoch ends; a denoiser loads the tfjs weights into it before its first call
+ * (after training they are the engine's own, synced; for a reused training or a checkpoint
+ * they are what was loaded), so the engine samples exactly what a checkpoint holds.
+ */
+async function webgpuEngine(parts: EngineParts): Promise<NetworkEngine> {
+  const { config, model, ema } = parts;
+  const training = parts.purpose === "train" && parts.dataset
+    ? { totalSteps: plannedSteps(parts.dataset.count, config.train).total }
+    : undefined;
+  if (training && !config.train.dropLast) {
+    throw new UserError("backend webgpu trains batches of one size only", {
+      path: "train.dropLast",
+      expected: "true (the default) with backend webgpu",
+    });
+  }
+  const gpu = await openRunEngine(config, {
+    net: model.net,
+    schedule: parts.schedule,
+    size: parts.size,
+    ...(training ? { training } : {}),
+  });
+  const load = async () => {
+    if (!gpu.train) return gpu.engine.setParams(await exportParams(parts.net));
+    gpu.engine.setParams(await exportParams(model));
+    if (ema) gpu.engine.setEma((await ema.exportState()).tensors);
+  };
+  return {
+    ...(gpu.train ? { train: gpu.train } : {}),
+    denoiser: (condition) => {
+      const denoise = gpu.denoiser({ condition });
+      let loaded: Promise<void> | undefined;
+      return async (x, t) => {
+        loaded ??= load();
+        await loaded;
+        return await denoise(x, t);
+      };
+    },
+    dispose: () => gpu.close(),
+    info: () => ({ ...gpu.info() }),
+  };
 }
 
 /** What an engine is built from (see {@linkcode chooseEngine}). */

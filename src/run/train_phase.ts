@@ -77,7 +77,10 @@ async function train(
   const epochs = Math.ceil(steps.total / Math.max(1, steps.perEpoch));
   if (resumed) log(`resuming at step ${startStep} of ${steps.total}`);
   log(
-    `training ${plural(steps.total, "step")} on ${backend.name} ` +
+    `training ${plural(steps.total, "step")} on ` +
+      (backend.engine === "webgpu"
+        ? `the WebGPU engine (${backend.adapter}) `
+        : `${backend.name} `) +
       `(${session.parameters.toLocaleString("en-US")} parameters)`,
   );
   const trainLog = await TrainingLog.open(run.dir, {

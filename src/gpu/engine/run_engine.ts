@@ -92,7 +92,9 @@ export async function openRunEngine(
       : {}),
     sampleBatch: config.sampler.batchSize,
   });
-  const weights = config.optimizer.ema ? "ema" as const : "params" as const;
+  // A training engine keeps the average beside the parameters; a sampling-only one holds the
+  // weights it samples with (the EMA's, loaded as its parameters) and nothing else.
+  const weights = options.training && config.optimizer.ema ? "ema" as const : "params" as const;
   const train = options.training
     ? asTrainEngine(engine, { microBatch: config.train.microBatch, workers: config.train.workers })
     : undefined;
