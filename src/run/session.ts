@@ -331,7 +331,8 @@ export class RunSession implements AsyncDisposable {
     await this.#sampling?.close();
     this.#sampling = await createSamplingEngine(this.config, {
       tfjs: (condition) => this.denoiser(condition),
-      tfjsBackend: this.backend.name,
+      // Under backend webgpu the "tfjs" engine (the run's own network) is the WebGPU engine.
+      tfjsBackend: this.backend.engine === "webgpu" ? "the WebGPU engine" : this.backend.name,
       checkpointDir,
       size: this.size,
       ...(this.labelSizes ? { labelSizes: this.labelSizes } : {}),
