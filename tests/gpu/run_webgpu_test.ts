@@ -11,7 +11,10 @@ import { decodePng } from "../../src/io/image.ts";
 import { resampleRun } from "../../src/run/resample.ts";
 import { RunSession } from "../../src/run/session.ts";
 import { tf } from "../../src/tf.ts";
-import { experimentFile, runFile, TEST_CACHE, TINY } from "../helpers.ts";
+import { generate } from "../../src/diffusion/generate.ts";
+import { guidedDenoiser } from "../../src/diffusion/guidance.ts";
+import { deriveRng } from "../../src/rng.ts";
+import { experimentFile, runFile, TEST_CACHE, TINY, TINY_COND } from "../helpers.ts";
 import { noGpu } from "./device.ts";
 
 const WEBGPU = {
@@ -78,5 +81,53 @@ Deno.test({
     }
     assert.ok(worst <= 1e-4, `engine and tfjs differ by ${worst}`);
     tf.dispose([x, t]);
+  },
+});
+
+Deno.test({
+  name: "backend webgpu: sampling equals the tfjs sampler for the same noise " +
+    "(DDPM with both variances, DDIM, guidance)",
+  ignore: noGpu,
+  fn: async () => {
+    const trained = await runFile(await experimentFile({ ...TINY_COND, backend: "wasm" }));
+    const checkpoint = join(trained.dir, "checkpoint");
+    const open = async (backend: string) =>
+      await RunSession.open(
+        await loadExperiment(join(trained.dir, "config.json"), { sets: [`backend=${backend}`] }),
+        { purpose: "sample", checkpoint, cacheDir: TEST_CACHE },
+      );
+    await using wasm = await open("wasm");
+    await using webgpu = await open("webgpu");
+    const labels = new Int32Array([0, 1, 1, 0, 1, 1, 0, 0]); // 4 examples x 2 attributes
+    const samplers = [
+      { kind: "ddpm", variance: "posterior", initialNoise: "gaussian", stepNoise: true, eta: 0 },
+      { kind: "ddpm", variance: "beta", initialNoise: "gaussian", stepNoise: true, eta: 0 },
+      { kind: "ddim", steps: 4, eta: 0.5, variance: "posterior", initialNoise: "gaussian" },
+    ] as const;
+    for (const sampler of samplers) {
+      for (const w of [0, 3]) {
+        const sample = async (session: RunSession) => {
+          const pair = {
+            conditional: session.denoiser({ labels }),
+            unconditional: session.denoiser(),
+          };
+          const x = await generate(guidedDenoiser(pair, w), session.schedule, {
+            shape: [4, 8, 8, 3],
+            sampler: { stepNoise: true, ...sampler },
+            rng: deriveRng(7, "tests/webgpu/sample"),
+          });
+          const values = await x.data();
+          x.dispose();
+          return values;
+        };
+        const want = await sample(wasm);
+        const got = await sample(webgpu);
+        let worst = 0;
+        for (let i = 0; i < got.length; i++) {
+          worst = Math.max(worst, Math.abs(got[i] - want[i]) / Math.max(1, Math.abs(want[i])));
+        }
+        assert.ok(worst <= 1e-4, `${sampler.kind} ${sampler.variance} w=${w}: ${worst}`);
+      }
+    }
   },
 });
