@@ -14,7 +14,6 @@ import type { Unet } from "../../model/unet.ts";
 import { deriveRng } from "../../rng.ts";
 import { microBatchRanges, type Range, shardRanges } from "../../train/split.ts";
 import type { GpuContext } from "../device.ts";
-import type { Binding } from "../kernel.ts";
 import { qSampleCoefficients } from "../kernels/loss.ts";
 import { adamHyper, emaHyper } from "../kernels/optimizer.ts";
 import { type CompiledPlan, DeviceCompiler } from "./compile.ts";
@@ -208,7 +207,7 @@ export class GpuEngine {
    * the device accepted them (validation and out-of-memory errors throw here).
    */
   static async create(options: EngineOptions): Promise<GpuEngine> {
-    const { gpu, net, training } = options;
+    const { gpu, training } = options;
     const device = gpu.device;
     const sampleBatch = options.sampleBatch ?? training?.batch ?? 1;
     const samplePlan = lowerGraph(trace(options, sampleBatch, false));
