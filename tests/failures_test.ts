@@ -7,8 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
-import { main } from "../src/cli/mod.ts";
+import { cli, experimentFile, ROOT, runFile, TINY } from "./helpers.ts";
 import { RunFailure } from "../src/errors.ts";
 import { WriteError, writeFilesAtomic } from "../src/io/files.ts";
 import { readManifest } from "../src/run/manifest.ts";
@@ -17,20 +16,6 @@ import { loadExperiment } from "../src/config/mod.ts";
 import { listRuns } from "../src/run/list.ts";
 import { keptLines } from "../src/run/logs.ts";
 import { encodePng } from "../src/io/image.ts";
-
-/** Runs the CLI in this process: its exit code and everything it printed. */
-async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  const lines: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => lines.push(a.join(" "));
-  console.error = (...a: unknown[]) => lines.push(a.join(" "));
-  try {
-    return { code: await main(args), out: lines.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 /** Runs `deno run -A mod.ts <args>` as a child process, optionally wrapped by `wrap`. */
 async function child(

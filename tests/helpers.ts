@@ -4,6 +4,7 @@
  * @module
  */
 import { join } from "node:path";
+import { main } from "../src/cli/mod.ts";
 import { loadExperiment } from "../src/config/mod.ts";
 import { runExperiment } from "../src/run/runner.ts";
 import type { RunOptions, RunResult } from "../src/run/types.ts";
@@ -69,4 +70,18 @@ export async function runFile(
     cacheDir: TEST_CACHE,
     ...options,
   });
+}
+
+/** Runs the CLI in this process: its exit code and everything it printed (stdout and stderr). */
+export async function cli(args: string[]): Promise<{ code: number; out: string }> {
+  const lines: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => lines.push(a.join(" "));
+  console.error = (...a: unknown[]) => lines.push(a.join(" "));
+  try {
+    return { code: await main(args), out: lines.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
 }

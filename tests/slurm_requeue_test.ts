@@ -6,27 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, TEST_CACHE, TINY } from "./helpers.ts";
-import { main } from "../src/cli/mod.ts";
+import { cli, experimentFile, TEST_CACHE, TINY } from "./helpers.ts";
 import { loadExperiment } from "../src/config/mod.ts";
 import { readManifest } from "../src/run/manifest.ts";
 import { runExperiment } from "../src/run/runner.ts";
 import { loadSweepPoint, readIndex } from "../src/sweep/mod.ts";
 import { slurmUnavailable, startSlurmCluster } from "./slurm_cluster.ts";
-
-/** Runs the CLI in this process, returning its exit code and what it printed. */
-async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  const lines: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => lines.push(a.join(" "));
-  console.error = (...a: unknown[]) => lines.push(a.join(" "));
-  try {
-    return { code: await main(args), out: lines.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 /** Seconds per training step of TINY on this machine now (a few steps, the first left out). */
 async function secondsPerStep(): Promise<number> {

@@ -4,8 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { experimentFile, ROOT, TINY } from "./helpers.ts";
-import { main } from "../src/cli/mod.ts";
+import { cli, experimentFile, ROOT, TINY } from "./helpers.ts";
 import { configHash, loadExperiment } from "../src/config/mod.ts";
 import { trainingHash } from "../src/run/training_cache.ts";
 import { readManifest } from "../src/run/manifest.ts";
@@ -23,20 +22,6 @@ import type { IndexPoint } from "../src/sweep/sweep_index.ts";
 import { SlurmSchema, SweepSchema } from "../schemas/experiment.ts";
 import { slurmUnavailable, startSlurmCluster } from "./slurm_cluster.ts";
 import { decodePng } from "../src/io/image.ts";
-
-/** Runs the CLI in this process, returning its exit code and what it printed. */
-async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  const lines: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => lines.push(a.join(" "));
-  console.error = (...a: unknown[]) => lines.push(a.join(" "));
-  try {
-    return { code: await main(args), out: lines.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 Deno.test("a grid sweep varies the last path fastest, zip pairs values, seeds repeat points", () => {
   const grid = expandSweep(
